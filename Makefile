@@ -1,0 +1,44 @@
+# The one entry point: make setup | run | test | lint | bench
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+BENCH_VENV ?= .venv-bench
+BENCH_PEERS := launchdarkly-server-sdk UnleashClient growthbook flagsmith-flag-engine
+
+.PHONY: setup run test lint bench bench-setup clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,server]'
+	touch $@
+
+run: setup
+	$(BIN)/unveil demo
+
+test: setup
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+# Peers are installed only here, never as dependencies of unveil.
+bench-setup: $(BENCH_VENV)/.installed
+
+$(BENCH_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet -e . $(BENCH_PEERS)
+	touch $@
+
+bench: setup bench-setup
+	$(BIN)/python bench/eval.py
+	$(BENCH_VENV)/bin/python bench/peers.py
+
+clean:
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

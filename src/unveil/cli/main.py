@@ -1,0 +1,175 @@
+"""The ``unveil`` command.
+
+Exit codes: 0 done; 1 the input was refused (a bad flags file); 2 the
+command was used wrongly (click's own usage errors).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from unveil.core import InvalidDocument, Ruleset, UnveilError
+from unveil.sdk.files import dump_document, format_of, load_document
+
+EXIT_REFUSED = 1
+
+DEMO_CONTEXTS: list[dict[str, Any]] = [
+    {"key": "user-1", "country": "US", "plan": "free", "email": "ana@mail.test"},
+    {
+        "key": "user-7",
+        "country": "FR",
+        "plan": "pro",
+        "email": "ben@mail.test",
+        "app_version": "3.9.1",
+    },
+    {
+        "key": "user-42",
+        "country": "NL",
+        "plan": "enterprise",
+        "email": "cy@example.com",
+        "app_version": "4.2.0",
+        "now": "2026-12-24T10:00:00Z",
+    },
+    {
+        "key": "user-108",
+        "country": "DE",
+        "plan": "free",
+        "email": "di@unveil.test",
+        "app_version": "4.0.0",
+    },
+    {"country": "BE", "plan": "pro"},
+]
+
+
+def _demo_path() -> Path:
+    return Path(str(files("unveil.cli").joinpath("demo-flags.yaml")))
+
+
+def _refuse(console: Console, exc: InvalidDocument) -> None:
+    console.print(f"[bold red]refused:[/] {len(exc.problems)} problem(s)")
+    for problem in exc.problems:
+        console.print(
+            f"  [cyan]{problem.path or '(document)'}[/]: {problem.message}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    sys.exit(EXIT_REFUSED)
+
+
+def _evaluation_table(ruleset: Ruleset, contexts: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("flag", "context", "value", "variant", "reason"):
+        table.add_column(column, overflow="fold")
+    for key in ruleset.flag_keys():
+        for i, context in enumerate(contexts):
+            result = ruleset.evaluate(key, context)
+            shown = (
+                f"[red]{result.error_code}[/]"
+                if result.error_code is not None
+                else json.dumps(result.value)
+            )
+            table.add_row(
+                key if i == 0 else "",
+                str(context.get("key", "(no key)")),
+                shown,
+                result.variant or "-",
+                result.reason.value,
+                end_section=i == len(contexts) - 1,
+            )
+    return table
+
+
+@click.group()
+@click.version_option(package_name="unveil")
+def main() -> None:
+    """unveil: deploy dark, release on purpose."""
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def validate(path: Path) -> None:
+    """Check a flags file; print every problem with its path."""
+    console = Console()
+    try:
+        document = load_document(path)
+    except InvalidDocument as exc:
+        _refuse(console, exc)
+        return
+    console.print(f"[green]ok[/]: {len(document.flags)} flags, {len(document.segments)} segments")
+
+
+@main.command(name="format")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--to",
+    "fmt",
+    type=click.Choice(["yaml", "json"]),
+    default=None,
+    help="Output format (default: the file's own).",
+)
+def format_(path: Path, fmt: str | None) -> None:
+    """Print a flags file in canonical form."""
+    try:
+        document = load_document(path)
+    except InvalidDocument as exc:
+        _refuse(Console(stderr=True), exc)
+        return
+    click.echo(dump_document(document, fmt or format_of(path)), nl=False)  # type: ignore[arg-type]
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("flag")
+@click.option("--context", "-c", "context_json", default="{}", help="The context as JSON.")
+def evaluate(path: Path, flag: str, context_json: str) -> None:
+    """Evaluate one flag of a flags file for one context; print the result as JSON."""
+    try:
+        context = json.loads(context_json)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc.msg}", param_hint="--context") from None
+    try:
+        ruleset = Ruleset(load_document(path))
+    except InvalidDocument as exc:
+        _refuse(Console(stderr=True), exc)
+        return
+    result = ruleset.evaluate(flag, context)
+    click.echo(
+        json.dumps(
+            {
+                "key": result.key,
+                "value": result.value,
+                "variant": result.variant,
+                "reason": result.reason.value,
+                "error_code": result.error_code.value if result.error_code else None,
+                "error_message": result.error_message,
+                "rule": result.rule,
+            },
+            indent=2,
+        )
+    )
+
+
+@main.command()
+def demo() -> None:
+    """Validate the bundled demo flags and show what some users would get."""
+    console = Console()
+    path = _demo_path()
+    try:
+        ruleset = Ruleset(load_document(path))
+    except UnveilError as exc:  # the bundled file is ours; this would be our bug
+        console.print(f"[red]{exc}[/]")
+        sys.exit(EXIT_REFUSED)
+    console.print(f"[green]valid[/]: {path}")
+    console.print(_evaluation_table(ruleset, DEMO_CONTEXTS, "unveil demo: who gets what"))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,770 @@
+"""The flags document: parse plain data into the model, and back.
+
+``parse_document`` takes what a YAML or JSON reader produced and returns an
+immutable ``Document``, or raises ``InvalidDocument`` listing every problem
+with its path (``flags.new-checkout.rules[1].when[0].op: unknown operator
+'equal'``). A document is accepted whole or not at all.
+
+``document_to_data`` writes the canonical form: what ``unveil export``
+prints and what the server sends. ``parse_document(document_to_data(d)) ==
+d`` for every document.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from unveil.core.bucketing import SCHEMES
+from unveil.core.errors import InvalidDocument, Problem
+from unveil.core.model import (
+    BOOLEAN_VARIANTS,
+    DEFAULT_SCHEME,
+    FULL_WEIGHT,
+    Clause,
+    Condition,
+    Document,
+    Flag,
+    FlagKind,
+    JsonValue,
+    Operator,
+    Prerequisite,
+    Rollout,
+    Rule,
+    Scalar,
+    Segment,
+    SegmentMatch,
+    SegmentRule,
+    Serve,
+)
+from unveil.core.operators import OPERATORS, Arity, is_number
+
+__all__ = ["FORMAT_VERSION", "document_to_data", "parse_document"]
+
+FORMAT_VERSION = 1
+
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,199}")
+_PLAIN_PATH_PART = re.compile(r"[A-Za-z0-9_-]+")
+_MAX_NAME = 200
+
+
+def _join(path: str, key: str) -> str:
+    if _PLAIN_PATH_PART.fullmatch(key):
+        return f"{path}.{key}" if path else key
+    return f'{path}["{key}"]'
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int | float):
+        return "a number"
+    return type(value).__name__
+
+
+class _Reader:
+    """Collects problems while reading, so that all of them are reported."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+        self.segment_refs: list[tuple[str, str, str | None]] = []  # (path, name, owner)
+        self.prerequisites: list[
+            tuple[str, str, tuple[Prerequisite, ...]]
+        ] = []  # (path, owner, ..)
+
+    def fail(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path, message))
+
+    def mapping(
+        self, value: object, path: str, allowed: frozenset[str]
+    ) -> Mapping[Any, Any] | None:
+        if not isinstance(value, Mapping):
+            self.fail(path, f"must be a mapping, not {_type_name(value)}")
+            return None
+        for key in value:
+            if not isinstance(key, str):
+                self.fail(path, f"field names must be strings, not {_type_name(key)} {key!r}")
+            elif key not in allowed:
+                self.fail(_join(path, key), f"unknown field '{key}'")
+        return value
+
+    def sequence(self, value: object, path: str) -> list[Any] | None:
+        if not isinstance(value, list | tuple):
+            self.fail(path, f"must be a list, not {_type_name(value)}")
+            return None
+        return list(value)
+
+    def string(self, value: object, path: str) -> str | None:
+        if not isinstance(value, str):
+            self.fail(path, f"must be a string, not {_type_name(value)}")
+            return None
+        return value
+
+    def boolean(self, value: object, path: str) -> bool | None:
+        if not isinstance(value, bool):
+            self.fail(path, f"must be true or false, not {_type_name(value)}")
+            return None
+        return value
+
+    def key(self, value: object, path: str, what: str) -> str | None:
+        if not isinstance(value, str) or not _KEY.fullmatch(value):
+            self.fail(
+                path,
+                f"{what} {value!r} must be 1-200 letters, digits or _.:/- "
+                "and start with a letter or digit",
+            )
+            return None
+        return value
+
+    def name(self, value: object, path: str, what: str) -> str | None:
+        if not isinstance(value, str) or not value or len(value) > _MAX_NAME:
+            self.fail(path, f"{what} must be a non-empty string of at most {_MAX_NAME} characters")
+            return None
+        return value
+
+    def key_list(self, value: object, path: str) -> tuple[str, ...]:
+        items = self.sequence(value, path)
+        if items is None:
+            return ()
+        out: list[str] = []
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                self.fail(f"{path}[{i}]", f"must be a string, not {_type_name(item)}")
+            elif not item:
+                self.fail(f"{path}[{i}]", "must not be empty")
+            else:
+                out.append(item)
+        return tuple(out)
+
+
+# -- conditions ----------------------------------------------------------------
+
+_CLAUSE_FIELDS = frozenset({"attr", "op", "values", "not"})
+_SEGMENT_FIELDS = frozenset({"segment", "not"})
+
+
+def _read_condition(r: _Reader, raw: object, path: str, owner: str | None) -> Condition | None:
+    is_segment = isinstance(raw, Mapping) and "segment" in raw
+    body = r.mapping(raw, path, _SEGMENT_FIELDS if is_segment else _CLAUSE_FIELDS)
+    if body is None:
+        return None
+    negate = False
+    if "not" in body:
+        negate = bool(r.boolean(body["not"], f"{path}.not"))
+    if is_segment:
+        name = r.key(body["segment"], f"{path}.segment", "segment name")
+        if name is None:
+            return None
+        r.segment_refs.append((f"{path}.segment", name, owner))
+        return SegmentMatch(name, negate)
+
+    if "attr" not in body:
+        r.fail(path, "a clause needs 'attr' (or 'segment')")
+    if "op" not in body:
+        r.fail(path, "a clause needs 'op'")
+    attr = r.name(body["attr"], f"{path}.attr", "attr") if "attr" in body else None
+    op_raw = body.get("op")
+    op: Operator | None = None
+    if op_raw is not None:
+        try:
+            op = Operator(op_raw)
+        except ValueError:
+            known = ", ".join(o.value for o in Operator)
+            r.fail(f"{path}.op", f"unknown operator {op_raw!r} (known: {known})")
+    if op is None or attr is None:
+        return None
+    values = _read_values(r, op, body, path)
+    if values is None:
+        return None
+    return Clause(attr, op, values, negate)
+
+
+def _read_values(
+    r: _Reader, op: Operator, body: Mapping[str, Any], path: str
+) -> tuple[Scalar, ...] | None:
+    spec = OPERATORS[op]
+    vpath = f"{path}.values"
+    if "values" not in body:
+        if spec.arity is Arity.NONE:
+            return ()
+        r.fail(path, f"operator '{op}' needs 'values': {spec.arity.value}")
+        return None
+    items = r.sequence(body["values"], vpath)
+    if items is None:
+        return None
+    if spec.arity is Arity.NONE and items:
+        r.fail(vpath, f"operator '{op}' takes no values")
+        return None
+    if spec.arity is Arity.ONE and len(items) != 1:
+        r.fail(vpath, f"operator '{op}' takes exactly one value, got {len(items)}")
+        return None
+    ok = True
+    for i, item in enumerate(items):
+        problem = spec.check(item)
+        if problem is not None:
+            r.fail(f"{vpath}[{i}]", problem)
+            ok = False
+    return tuple(items) if ok else None
+
+
+def _read_when(r: _Reader, raw: object, path: str, owner: str | None) -> tuple[Condition, ...]:
+    items = r.sequence(raw, path)
+    if items is None:
+        return ()
+    if not items:
+        r.fail(path, "needs at least one condition")
+    out = []
+    for i, item in enumerate(items):
+        cond = _read_condition(r, item, f"{path}[{i}]", owner)
+        if cond is not None:
+            out.append(cond)
+    return tuple(out)
+
+
+# -- serving ---------------------------------------------------------------------
+
+_SERVE_FIELDS = frozenset({"rollout", "by", "salt"})
+
+
+def _read_weight(r: _Reader, raw: object, path: str) -> int | None:
+    if not isinstance(raw, int | float) or not is_number(raw) or not 0 <= raw <= 100:
+        r.fail(path, f"a percentage must be a number from 0 to 100, not {raw!r}")
+        return None
+    scaled = float(raw) * 1000
+    weight = round(scaled)
+    if not math.isclose(scaled, weight, abs_tol=1e-6):
+        r.fail(path, f"{raw!r} has more than three decimals")
+        return None
+    return weight
+
+
+def _read_serve(r: _Reader, raw: object, path: str, variants: Mapping[str, Any]) -> Serve | None:
+    if isinstance(raw, str):
+        if raw not in variants:
+            r.fail(path, f"unknown variant '{raw}' (variants: {', '.join(variants)})")
+            return None
+        return raw
+    if not isinstance(raw, Mapping):
+        r.fail(path, f"must be a variant name or {{rollout: ...}}, not {_type_name(raw)}")
+        return None
+    body = r.mapping(raw, path, _SERVE_FIELDS)
+    if body is None:
+        return None
+    if "rollout" not in body:
+        r.fail(path, "a mapping here needs 'rollout': {variant: percent, ...}")
+        return None
+    by = r.name(body.get("by", "key"), f"{path}.by", "by")
+    salt = r.string(body["salt"], f"{path}.salt") if "salt" in body else None
+    rpath = f"{path}.rollout"
+    shares = r.mapping(body["rollout"], rpath, frozenset(variants))
+    if shares is None or by is None:
+        return None
+    if not shares:
+        r.fail(rpath, "needs at least one variant")
+        return None
+    weights: dict[str, int] = {}
+    for name, pct in shares.items():
+        if isinstance(name, str) and name in variants:
+            weight = _read_weight(r, pct, _join(rpath, name))
+            if weight is not None:
+                weights[name] = weight
+    if len(weights) != len(shares):
+        return None
+    total = sum(weights.values())
+    if total != FULL_WEIGHT:
+        r.fail(rpath, f"percentages add up to {_percent(total)}, not 100")
+        return None
+    ordered = tuple((v, weights[v]) for v in variants if v in weights)
+    return Rollout(ordered, by, salt)
+
+
+def _percent(weight: int) -> int | float:
+    whole, part = divmod(weight, 1000)
+    return whole if part == 0 else weight / 1000
+
+
+# -- flags -------------------------------------------------------------------------
+
+_FLAG_FIELDS = frozenset(
+    {
+        "description",
+        "kind",
+        "enabled",
+        "variants",
+        "off_variant",
+        "targets",
+        "prerequisites",
+        "rules",
+        "default",
+        "salt",
+        "bucketing",
+    }
+)
+_PREREQ_FIELDS = frozenset({"flag", "variants"})
+_RULE_FIELDS = frozenset({"when", "serve"})
+
+
+def _check_json(value: object, path: str, r: _Reader, depth: int = 0) -> bool:
+    if depth > 32:
+        r.fail(path, "nested more than 32 levels deep")
+        return False
+    if value is None or isinstance(value, str | bool):
+        return True
+    if isinstance(value, int | float):
+        if is_number(value):
+            return True
+        r.fail(path, "numbers must be finite")
+        return False
+    if isinstance(value, list | tuple):
+        return all(_check_json(v, f"{path}[{i}]", r, depth + 1) for i, v in enumerate(value))
+    if isinstance(value, Mapping):
+        ok = True
+        for k, v in value.items():
+            if not isinstance(k, str):
+                r.fail(path, f"JSON object keys must be strings, not {k!r}")
+                ok = False
+            elif not _check_json(v, _join(path, k), r, depth + 1):
+                ok = False
+        return ok
+    r.fail(path, f"is not a JSON value ({type(value).__name__})")
+    return False
+
+
+_KIND_CHECKS: Mapping[FlagKind, tuple[Callable[[object], bool], str]] = MappingProxyType(
+    {
+        FlagKind.BOOLEAN: (lambda v: isinstance(v, bool), "true or false"),
+        FlagKind.STRING: (lambda v: isinstance(v, str), "a string"),
+        FlagKind.NUMBER: (is_number, "a number"),
+    }
+)
+
+
+def _thaw(value: Any) -> JsonValue:
+    """Plain dicts and lists, whatever mapping or sequence types the reader used."""
+    if isinstance(value, Mapping):
+        return {str(k): _thaw(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_thaw(v) for v in value]
+    return value  # type: ignore[no-any-return]
+
+
+def _read_variants(
+    r: _Reader, body: Mapping[str, Any], path: str, kind: FlagKind
+) -> dict[str, JsonValue] | None:
+    if "variants" not in body:
+        if kind is FlagKind.BOOLEAN:
+            return dict(BOOLEAN_VARIANTS)
+        r.fail(path, f"a {kind} flag needs 'variants'")
+        return None
+    vpath = f"{path}.variants"
+    raw = body["variants"]
+    if not isinstance(raw, Mapping):
+        r.fail(vpath, f"must be a mapping of variant name to value, not {_type_name(raw)}")
+        return None
+    if not raw:
+        r.fail(vpath, "needs at least one variant")
+        return None
+    out: dict[str, JsonValue] = {}
+    for name, value in raw.items():
+        if r.name(name, vpath, "a variant name") is None:
+            continue
+        vp = _join(vpath, name)
+        if kind is FlagKind.JSON:
+            if _check_json(value, vp, r):
+                out[name] = _thaw(value)
+            continue
+        test, wanted = _KIND_CHECKS[kind]
+        if not test(value):
+            r.fail(vp, f"a {kind} flag's variant must be {wanted}, not {_type_name(value)}")
+            continue
+        out[name] = value
+    return out if len(out) == len(raw) else None
+
+
+def _read_targets(
+    r: _Reader, raw: object, path: str, variants: Mapping[str, Any]
+) -> Mapping[str, tuple[str, ...]]:
+    body = r.mapping(raw, path, frozenset(variants))
+    if body is None:
+        return MappingProxyType({})
+    seen: dict[str, str] = {}
+    out: dict[str, tuple[str, ...]] = {}
+    for variant in variants:
+        if variant not in body:
+            continue
+        keys = r.key_list(body[variant], _join(path, variant))
+        for i, key in enumerate(keys):
+            if key in seen:
+                r.fail(
+                    f"{_join(path, variant)}[{i}]",
+                    f"'{key}' is already targeted to variant '{seen[key]}'",
+                )
+            seen[key] = variant
+        if keys:
+            out[variant] = keys
+    return MappingProxyType(out)
+
+
+def _read_prerequisites(r: _Reader, raw: object, path: str) -> tuple[Prerequisite, ...]:
+    items = r.sequence(raw, path)
+    if items is None:
+        return ()
+    out = []
+    for i, item in enumerate(items):
+        ipath = f"{path}[{i}]"
+        body = r.mapping(item, ipath, _PREREQ_FIELDS)
+        if body is None:
+            continue
+        if "flag" not in body or "variants" not in body:
+            r.fail(ipath, "a prerequisite needs 'flag' and 'variants'")
+            continue
+        flag = r.key(body["flag"], f"{ipath}.flag", "flag key")
+        variants = r.key_list(body["variants"], f"{ipath}.variants")
+        if not variants and isinstance(body["variants"], list):
+            r.fail(f"{ipath}.variants", "needs at least one variant")
+        if flag is not None and variants:
+            out.append(Prerequisite(flag, variants))
+    return tuple(out)
+
+
+def _read_rules(
+    r: _Reader, raw: object, path: str, variants: Mapping[str, Any]
+) -> tuple[Rule, ...]:
+    items = r.sequence(raw, path)
+    if items is None:
+        return ()
+    out = []
+    for i, item in enumerate(items):
+        ipath = f"{path}[{i}]"
+        body = r.mapping(item, ipath, _RULE_FIELDS)
+        if body is None:
+            continue
+        if "when" not in body or "serve" not in body:
+            r.fail(ipath, "a rule needs 'when' and 'serve'")
+            continue
+        before = len(r.problems)
+        when = _read_when(r, body["when"], f"{ipath}.when", None)
+        serve = _read_serve(r, body["serve"], f"{ipath}.serve", variants)
+        if serve is not None and len(r.problems) == before:
+            out.append(Rule(when, serve))
+    return tuple(out)
+
+
+def _read_flag(r: _Reader, key: str, raw: object, path: str) -> Flag | None:
+    body = r.mapping(raw, path, _FLAG_FIELDS)
+    if body is None:
+        return None
+    before = len(r.problems)
+    kind = FlagKind.BOOLEAN
+    if "kind" in body:
+        try:
+            kind = FlagKind(body["kind"])
+        except ValueError:
+            known = ", ".join(k.value for k in FlagKind)
+            r.fail(f"{path}.kind", f"unknown kind {body['kind']!r} (known: {known})")
+            return None
+    variants = _read_variants(r, body, path, kind)
+    if variants is None:
+        return None
+    description = ""
+    if "description" in body:
+        description = r.string(body["description"], f"{path}.description") or ""
+    enabled = True
+    if "enabled" in body:
+        enabled = r.boolean(body["enabled"], f"{path}.enabled") is not False
+    off_variant: str | None = None
+    if "off_variant" in body:
+        off_variant = r.string(body["off_variant"], f"{path}.off_variant")
+        if off_variant is not None and off_variant not in variants:
+            r.fail(f"{path}.off_variant", f"unknown variant '{off_variant}'")
+    elif "off" in variants:
+        off_variant = "off"
+    else:
+        r.fail(path, "needs 'off_variant': the variant served when the flag is disabled")
+    targets: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+    if "targets" in body:
+        targets = _read_targets(r, body["targets"], f"{path}.targets", variants)
+    prerequisites: tuple[Prerequisite, ...] = ()
+    if "prerequisites" in body:
+        prerequisites = _read_prerequisites(r, body["prerequisites"], f"{path}.prerequisites")
+        r.prerequisites.append((path, key, prerequisites))
+    rules: tuple[Rule, ...] = ()
+    if "rules" in body:
+        rules = _read_rules(r, body["rules"], f"{path}.rules", variants)
+    default: Serve | None = None
+    if "default" not in body:
+        r.fail(path, "needs 'default': a variant name or {rollout: ...}")
+    else:
+        default = _read_serve(r, body["default"], f"{path}.default", variants)
+    salt = r.string(body["salt"], f"{path}.salt") if "salt" in body else None
+    bucketing = DEFAULT_SCHEME
+    if "bucketing" in body:
+        name = body["bucketing"]
+        if name not in SCHEMES:
+            r.fail(
+                f"{path}.bucketing",
+                f"unknown bucketing scheme {name!r} (known: {', '.join(SCHEMES)})",
+            )
+        else:
+            bucketing = name
+    if len(r.problems) != before or default is None or off_variant is None:
+        return None
+    return Flag(
+        key=key,
+        kind=kind,
+        variants=MappingProxyType(variants),
+        off_variant=off_variant,
+        default=default,
+        enabled=enabled,
+        description=description,
+        targets=targets,
+        prerequisites=prerequisites,
+        rules=rules,
+        salt=salt,
+        bucketing=bucketing,
+    )
+
+
+# -- segments ------------------------------------------------------------------------
+
+_SEGMENT_BODY_FIELDS = frozenset({"description", "include", "exclude", "rules"})
+_SEGMENT_RULE_FIELDS = frozenset({"when"})
+
+
+def _read_segment(r: _Reader, key: str, raw: object, path: str) -> Segment | None:
+    body = r.mapping(raw, path, _SEGMENT_BODY_FIELDS)
+    if body is None:
+        return None
+    before = len(r.problems)
+    description = ""
+    if "description" in body:
+        description = r.string(body["description"], f"{path}.description") or ""
+    include = r.key_list(body["include"], f"{path}.include") if "include" in body else ()
+    exclude = r.key_list(body["exclude"], f"{path}.exclude") if "exclude" in body else ()
+    rules: list[SegmentRule] = []
+    if "rules" in body:
+        items = r.sequence(body["rules"], f"{path}.rules") or []
+        for i, item in enumerate(items):
+            ipath = f"{path}.rules[{i}]"
+            rule = r.mapping(item, ipath, _SEGMENT_RULE_FIELDS)
+            if rule is None:
+                continue
+            if "when" not in rule:
+                r.fail(ipath, "a segment rule needs 'when'")
+                continue
+            rules.append(SegmentRule(_read_when(r, rule["when"], f"{ipath}.when", key)))
+    if len(r.problems) != before:
+        return None
+    return Segment(key, description, include, exclude, tuple(rules))
+
+
+# -- the whole document ----------------------------------------------------------------
+
+_DOCUMENT_FIELDS = frozenset({"version", "flags", "segments"})
+
+
+def _find_cycle(graph: Mapping[str, list[str]]) -> Iterator[list[str]]:
+    """Yield each cycle once, as the path that closes it."""
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+
+    def visit(node: str, stack: list[str]) -> Iterator[list[str]]:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if state.get(nxt) == 1:
+                yield [*stack[stack.index(nxt) :], nxt]
+            elif nxt not in state:
+                yield from visit(nxt, stack)
+        stack.pop()
+        state[node] = 2
+
+    for start in graph:
+        if start not in state:
+            yield from visit(start, [])
+
+
+def parse_document(data: object) -> Document:
+    """Validate plain data as a flags document; raise InvalidDocument if it is not one."""
+    r = _Reader()
+    body = r.mapping(data, "", _DOCUMENT_FIELDS)
+    if body is None:
+        raise InvalidDocument(r.problems)
+    if "version" in body and (
+        not isinstance(body["version"], int) or body["version"] != FORMAT_VERSION
+    ):
+        r.fail(
+            "version",
+            f"unsupported version {body['version']!r}: this reader knows {FORMAT_VERSION}",
+        )
+
+    segments: dict[str, Segment] = {}
+    raw_segments = {} if body.get("segments") is None else body["segments"]
+    if isinstance(raw_segments, Mapping):
+        for key, raw in raw_segments.items():
+            path = _join("segments", str(key))
+            if r.key(key, path, "segment key") is None:
+                continue
+            segment = _read_segment(r, key, raw, path)
+            if segment is not None:
+                segments[key] = segment
+    else:
+        r.fail(
+            "segments",
+            f"must be a mapping of segment key to segment, not {_type_name(raw_segments)}",
+        )
+
+    flags: dict[str, Flag] = {}
+    raw_flags = {} if body.get("flags") is None else body["flags"]
+    if isinstance(raw_flags, Mapping):
+        for key, raw in raw_flags.items():
+            path = _join("flags", str(key))
+            if r.key(key, path, "flag key") is None:
+                continue
+            flag = _read_flag(r, key, raw, path)
+            if flag is not None:
+                flags[key] = flag
+    else:
+        r.fail("flags", f"must be a mapping of flag key to flag, not {_type_name(raw_flags)}")
+
+    _check_references(r, raw_flags, raw_segments, flags, segments)
+    if r.problems:
+        raise InvalidDocument(r.problems)
+    return Document(
+        flags=MappingProxyType(flags),
+        segments=MappingProxyType(segments),
+        version=FORMAT_VERSION,
+    )
+
+
+def _check_references(
+    r: _Reader,
+    raw_flags: object,
+    raw_segments: object,
+    flags: Mapping[str, Flag],
+    segments: Mapping[str, Segment],
+) -> None:
+    known_segments = set(raw_segments) if isinstance(raw_segments, Mapping) else set()
+    known_flags = set(raw_flags) if isinstance(raw_flags, Mapping) else set()
+    segment_graph: dict[str, list[str]] = {}
+    for path, name, owner in r.segment_refs:
+        if name not in known_segments:
+            r.fail(path, f"unknown segment '{name}'")
+        if owner is not None:
+            segment_graph.setdefault(owner, []).append(name)
+    for cycle in _find_cycle(segment_graph):
+        r.fail(_join("segments", cycle[0]), f"segment cycle: {' -> '.join(cycle)}")
+
+    flag_graph: dict[str, list[str]] = {}
+    for path, owner, prerequisites in r.prerequisites:
+        for i, pre in enumerate(prerequisites):
+            ppath = f"{path}.prerequisites[{i}]"
+            if pre.flag == owner:
+                r.fail(f"{ppath}.flag", "a flag cannot be its own prerequisite")
+                continue
+            if pre.flag not in known_flags:
+                r.fail(f"{ppath}.flag", f"unknown flag '{pre.flag}'")
+                continue
+            flag_graph.setdefault(owner, []).append(pre.flag)
+            other = flags.get(pre.flag)
+            if other is None:
+                continue  # that flag has problems of its own, already reported
+            for j, variant in enumerate(pre.variants):
+                if variant not in other.variants:
+                    r.fail(
+                        f"{ppath}.variants[{j}]",
+                        f"flag '{pre.flag}' has no variant '{variant}'",
+                    )
+    for cycle in _find_cycle(flag_graph):
+        r.fail(
+            _join("flags", cycle[0]) + ".prerequisites", f"prerequisite cycle: {' -> '.join(cycle)}"
+        )
+
+
+# -- back to data ----------------------------------------------------------------------
+
+
+def _condition_to_data(cond: Condition) -> dict[str, Any]:
+    out: dict[str, Any]
+    if isinstance(cond, SegmentMatch):
+        out = {"segment": cond.segment}
+    else:
+        out = {"attr": cond.attr, "op": cond.op.value}
+        if OPERATORS[cond.op].arity is not Arity.NONE:
+            out["values"] = list(cond.values)
+    if cond.negate:
+        out["not"] = True
+    return out
+
+
+def _serve_to_data(serve: Serve) -> Any:
+    if isinstance(serve, str):
+        return serve
+    out: dict[str, Any] = {"rollout": {v: _percent(w) for v, w in serve.weights}}
+    if serve.by != "key":
+        out["by"] = serve.by
+    if serve.salt is not None:
+        out["salt"] = serve.salt
+    return out
+
+
+def _flag_to_data(flag: Flag) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if flag.description:
+        out["description"] = flag.description
+    out["kind"] = flag.kind.value
+    out["enabled"] = flag.enabled
+    out["variants"] = {k: _thaw(v) for k, v in flag.variants.items()}
+    out["off_variant"] = flag.off_variant
+    if flag.targets:
+        out["targets"] = {v: list(keys) for v, keys in flag.targets.items()}
+    if flag.prerequisites:
+        out["prerequisites"] = [
+            {"flag": p.flag, "variants": list(p.variants)} for p in flag.prerequisites
+        ]
+    if flag.rules:
+        out["rules"] = [
+            {
+                "when": [_condition_to_data(c) for c in rule.when],
+                "serve": _serve_to_data(rule.serve),
+            }
+            for rule in flag.rules
+        ]
+    out["default"] = _serve_to_data(flag.default)
+    if flag.salt is not None:
+        out["salt"] = flag.salt
+    if flag.bucketing != DEFAULT_SCHEME:
+        out["bucketing"] = flag.bucketing
+    return out
+
+
+def _segment_to_data(segment: Segment) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if segment.description:
+        out["description"] = segment.description
+    if segment.include:
+        out["include"] = list(segment.include)
+    if segment.exclude:
+        out["exclude"] = list(segment.exclude)
+    if segment.rules:
+        out["rules"] = [{"when": [_condition_to_data(c) for c in r.when]} for r in segment.rules]
+    return out
+
+
+def document_to_data(document: Document) -> dict[str, Any]:
+    """The canonical plain-data form of a document (JSON- and YAML-ready)."""
+    out: dict[str, Any] = {"version": document.version}
+    if document.segments:
+        out["segments"] = {k: _segment_to_data(s) for k, s in document.segments.items()}
+    out["flags"] = {k: _flag_to_data(f) for k, f in document.flags.items()}
+    return out

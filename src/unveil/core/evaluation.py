@@ -1,0 +1,200 @@
+"""What evaluating a flag means, written plainly.
+
+``ReferenceEvaluator`` walks the model in the order the product promises:
+
+1. disabled -> off_variant (DISABLED)
+2. a prerequisite not met -> off_variant (PREREQUISITE_FAILED)
+3. individually targeted key -> that variant (TARGETING_MATCH)
+4. the first rule whose conditions all hold -> its serve (TARGETING_MATCH or SPLIT)
+5. the default -> (DEFAULT or SPLIT)
+
+It is the definition of evaluation. The compiler produces faster code with
+the same answers, falls back to this walker whenever its fast path meets
+something unusual, and is tested against it.
+
+Results with an error carry ``value=None``; the ruleset puts the caller's
+default there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from unveil.core.bucketing import bucket_text, scheme
+from unveil.core.model import (
+    FULL_WEIGHT,
+    Clause,
+    Condition,
+    Document,
+    ErrorCode,
+    Flag,
+    Reason,
+    Rollout,
+    Serve,
+)
+from unveil.core.operators import OPERATORS, Predicate
+
+__all__ = ["EMPTY_CONTEXT", "Evaluation", "ReferenceEvaluator", "as_context", "rollout_pick"]
+
+EMPTY_CONTEXT: Mapping[str, Any] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """The answer for one flag and one context, and why."""
+
+    key: str
+    value: Any
+    variant: str | None
+    reason: Reason
+    error_code: ErrorCode | None = None
+    error_message: str | None = None
+    #: index of the rule that decided, when a rule did
+    rule: int | None = None
+
+
+def as_context(context: object) -> dict[str, Any] | None:
+    """A context as a dict, or None when it cannot be one.
+
+    None means "no attributes"; any mapping is accepted as it is.
+    """
+    if context.__class__ is dict:
+        return context
+    if context is None:
+        return {}
+    if isinstance(context, Mapping):
+        return dict(context)
+    return None
+
+
+def rollout_pick(rollout: Rollout, bucket: int) -> str:
+    """The variant that owns ``bucket``: variants own consecutive ranges in order."""
+    upper = 0
+    for variant, weight in rollout.weights:
+        upper += weight
+        if bucket < upper:
+            return variant
+    return rollout.weights[-1][0]  # unreachable while weights sum to FULL_WEIGHT
+
+
+def sole_variant(rollout: Rollout) -> str | None:
+    """The variant that has 100%, if one has: then no bucket is needed."""
+    for variant, weight in rollout.weights:
+        if weight == FULL_WEIGHT:
+            return variant
+    return None
+
+
+class ReferenceEvaluator:
+    """Evaluates flags of one document by walking the model."""
+
+    def __init__(self, document: Document) -> None:
+        self.document = document
+        self._predicates: dict[Clause, Predicate] = {}
+        for flag in document.flags.values():
+            for rule in flag.rules:
+                self._prepare(rule.when)
+        for segment in document.segments.values():
+            for srule in segment.rules:
+                self._prepare(srule.when)
+
+    def _prepare(self, conditions: tuple[Condition, ...]) -> None:
+        for cond in conditions:
+            if isinstance(cond, Clause) and cond not in self._predicates:
+                self._predicates[cond] = OPERATORS[cond.op].build(cond.values)
+
+    def evaluate(self, key: str, context: Mapping[str, Any]) -> Evaluation:
+        """Evaluate flag ``key``; never raises."""
+        flag = self.document.flags.get(key)
+        if flag is None:
+            return Evaluation(
+                key, None, None, Reason.ERROR, ErrorCode.FLAG_NOT_FOUND, f"no flag '{key}'"
+            )
+        try:
+            return self._evaluate(flag, context)
+        except Exception as exc:  # the contract: callers never see an exception
+            return Evaluation(
+                key, None, None, Reason.ERROR, ErrorCode.GENERAL, f"evaluation failed: {exc!r}"
+            )
+
+    def _evaluate(self, flag: Flag, context: Mapping[str, Any]) -> Evaluation:
+        if not flag.enabled:
+            return self._variant(flag, flag.off_variant, Reason.DISABLED)
+        for pre in flag.prerequisites:
+            result = self.evaluate(pre.flag, context)
+            if result.error_code is not None or result.variant not in pre.variants:
+                return self._variant(flag, flag.off_variant, Reason.PREREQUISITE_FAILED)
+        key = context.get("key")
+        if isinstance(key, str):
+            for variant, keys in flag.targets.items():
+                if key in keys:
+                    return self._variant(flag, variant, Reason.TARGETING_MATCH)
+        for index, rule in enumerate(flag.rules):
+            if all(self.condition(cond, context) for cond in rule.when):
+                return self.serve(flag, rule.serve, context, Reason.TARGETING_MATCH, index)
+        return self.serve(flag, flag.default, context, Reason.DEFAULT, None)
+
+    def condition(self, cond: Condition, context: Mapping[str, Any]) -> bool:
+        """Whether one condition holds for the context."""
+        if isinstance(cond, Clause):
+            held = self._predicates[cond](context.get(cond.attr))
+        else:
+            held = self.in_segment(cond.segment, context)
+        return held != cond.negate
+
+    def in_segment(self, name: str, context: Mapping[str, Any]) -> bool:
+        """Excluded keys are out, included keys are in, else any rule decides."""
+        segment = self.document.segments[name]
+        key = context.get("key")
+        if isinstance(key, str):
+            if key in segment.exclude:
+                return False
+            if key in segment.include:
+                return True
+        return any(
+            all(self.condition(cond, context) for cond in srule.when) for srule in segment.rules
+        )
+
+    def serve(
+        self, flag: Flag, serve: Serve, context: Mapping[str, Any], reason: Reason, rule: int | None
+    ) -> Evaluation:
+        """The evaluation a rule's or the default's serve gives."""
+        if isinstance(serve, str):
+            return self._variant(flag, serve, reason, rule)
+        sole = sole_variant(serve)
+        if sole is not None:
+            return self._variant(flag, sole, Reason.SPLIT, rule)
+        raw = context.get(serve.by)
+        text = bucket_text(raw)
+        if text is None:
+            return rollout_error(flag.key, serve.by, raw)
+        salt = flag.bucket_salt if serve.salt is None else serve.salt
+        bucket = scheme(flag.bucketing)(salt, text)
+        return self._variant(flag, rollout_pick(serve, bucket), Reason.SPLIT, rule)
+
+    @staticmethod
+    def _variant(flag: Flag, variant: str, reason: Reason, rule: int | None = None) -> Evaluation:
+        return Evaluation(flag.key, flag.variants[variant], variant, reason, None, None, rule)
+
+
+def rollout_error(flag_key: str, by: str, raw: object) -> Evaluation:
+    """The error a rollout gives when the context cannot be bucketed."""
+    if raw is None:
+        return Evaluation(
+            flag_key,
+            None,
+            None,
+            Reason.ERROR,
+            ErrorCode.TARGETING_KEY_MISSING,
+            f"rollout by '{by}' but the context has no '{by}'",
+        )
+    return Evaluation(
+        flag_key,
+        None,
+        None,
+        Reason.ERROR,
+        ErrorCode.INVALID_CONTEXT,
+        f"rollout by '{by}' needs a string or whole number, not {type(raw).__name__}",
+    )

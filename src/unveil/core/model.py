@@ -1,0 +1,208 @@
+"""The flag model: immutable values that a flags document parses into.
+
+Everything here is plain data. Validation lives in ``codec``, meaning in
+``evaluation`` and speed in ``compiler``; these classes only hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import TypeAlias
+
+__all__ = [
+    "BOOLEAN_VARIANTS",
+    "DEFAULT_SCHEME",
+    "FULL_WEIGHT",
+    "Clause",
+    "Condition",
+    "Document",
+    "ErrorCode",
+    "Flag",
+    "FlagKind",
+    "JsonValue",
+    "Operator",
+    "Prerequisite",
+    "Reason",
+    "Rollout",
+    "Rule",
+    "Scalar",
+    "Segment",
+    "SegmentMatch",
+    "SegmentRule",
+    "Serve",
+]
+
+JsonValue: TypeAlias = "bool | int | float | str | list[JsonValue] | dict[str, JsonValue] | None"
+Scalar: TypeAlias = "str | int | float | bool"
+
+#: Rollout weights are kept in thousandths of a percent: 100% is 100,000.
+FULL_WEIGHT = 100_000
+
+#: The bucketing scheme a flag uses unless it names another.
+DEFAULT_SCHEME = "murmur3"
+
+
+class FlagKind(StrEnum):
+    """What type of value a flag serves."""
+
+    BOOLEAN = "boolean"
+    STRING = "string"
+    NUMBER = "number"
+    JSON = "json"
+
+
+class Reason(StrEnum):
+    """Why an evaluation gave the value it gave (OpenFeature's names)."""
+
+    DISABLED = "DISABLED"
+    PREREQUISITE_FAILED = "PREREQUISITE_FAILED"
+    TARGETING_MATCH = "TARGETING_MATCH"
+    SPLIT = "SPLIT"
+    DEFAULT = "DEFAULT"
+    ERROR = "ERROR"
+
+
+class ErrorCode(StrEnum):
+    """Why an evaluation fell back to the caller's default (OpenFeature's names)."""
+
+    PROVIDER_NOT_READY = "PROVIDER_NOT_READY"
+    FLAG_NOT_FOUND = "FLAG_NOT_FOUND"
+    PARSE_ERROR = "PARSE_ERROR"
+    TYPE_MISMATCH = "TYPE_MISMATCH"
+    TARGETING_KEY_MISSING = "TARGETING_KEY_MISSING"
+    INVALID_CONTEXT = "INVALID_CONTEXT"
+    GENERAL = "GENERAL"
+
+
+class Operator(StrEnum):
+    """The comparisons a clause can make between an attribute and its values."""
+
+    EQ = "eq"
+    IN = "in"
+    STARTS_WITH = "starts_with"
+    ENDS_WITH = "ends_with"
+    CONTAINS = "contains"
+    MATCHES = "matches"
+    LT = "lt"
+    LTE = "lte"
+    GT = "gt"
+    GTE = "gte"
+    SEMVER_EQ = "semver_eq"
+    SEMVER_LT = "semver_lt"
+    SEMVER_GT = "semver_gt"
+    BEFORE = "before"
+    AFTER = "after"
+    EXISTS = "exists"
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    """Compare one context attribute with the clause's values."""
+
+    attr: str
+    op: Operator
+    values: tuple[Scalar, ...] = ()
+    negate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentMatch:
+    """True when the context belongs to the named segment."""
+
+    segment: str
+    negate: bool = False
+
+
+Condition: TypeAlias = "Clause | SegmentMatch"
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """Serve variants by weight, placing each context in a stable bucket.
+
+    ``weights`` pairs variant names with thousandths of a percent and follows
+    the order of the flag's variants, so reordering the document's mapping
+    never moves anyone.
+    """
+
+    weights: tuple[tuple[str, int], ...]
+    by: str = "key"
+    salt: str | None = None
+
+
+Serve: TypeAlias = "str | Rollout"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """When every condition holds, serve."""
+
+    when: tuple[Condition, ...]
+    serve: Serve
+
+
+@dataclass(frozen=True, slots=True)
+class Prerequisite:
+    """Another flag must give this context one of these variants first."""
+
+    flag: str
+    variants: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """One feature flag as a flags document describes it."""
+
+    key: str
+    kind: FlagKind
+    variants: Mapping[str, JsonValue]
+    off_variant: str
+    default: Serve
+    enabled: bool = True
+    description: str = ""
+    targets: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    prerequisites: tuple[Prerequisite, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    salt: str | None = None
+    bucketing: str = DEFAULT_SCHEME
+
+    @property
+    def bucket_salt(self) -> str:
+        """The salt a rollout without its own uses: the flag's, else its key."""
+        return self.key if self.salt is None else self.salt
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRule:
+    """A context that meets every condition is in the segment."""
+
+    when: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A named group of contexts: listed keys, or those that meet a rule.
+
+    ``exclude`` wins over ``include`` and over the rules.
+    """
+
+    key: str
+    description: str = ""
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    rules: tuple[SegmentRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """An environment's flags and segments: what a flags file holds."""
+
+    flags: Mapping[str, Flag] = field(default_factory=lambda: MappingProxyType({}))
+    segments: Mapping[str, Segment] = field(default_factory=lambda: MappingProxyType({}))
+    version: int = 1
+
+
+BOOLEAN_VARIANTS: Mapping[str, JsonValue] = MappingProxyType({"on": True, "off": False})

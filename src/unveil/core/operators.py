@@ -1,0 +1,250 @@
+"""The operator table: each operator is one row of small functions.
+
+A row says how many values the operator takes, how to check one value when a
+document is loaded, and how to build a predicate from the values. Predicates
+take whatever the context holds and answer True or False; a value of the
+wrong type is "no match", never an exception.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from types import MappingProxyType
+from typing import Any
+
+import re2  # linear-time matching: no pattern can make evaluation hang
+
+from unveil.core.model import Operator, Scalar
+from unveil.core.semver import parse_semver
+from unveil.core.timestamps import parse_instant
+
+__all__ = [
+    "MAX_PATTERN_LENGTH",
+    "MAX_SUBJECT_LENGTH",
+    "OPERATORS",
+    "Arity",
+    "OperatorSpec",
+    "Predicate",
+    "is_number",
+    "same_scalar",
+]
+
+Predicate = Callable[[object], bool]
+
+#: The longest pattern ``matches`` accepts, and the longest text it looks at.
+MAX_PATTERN_LENGTH = 1_000
+MAX_SUBJECT_LENGTH = 10_000
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.max_mem = 1 << 20
+
+
+class Arity(Enum):
+    """How many values a clause with this operator carries."""
+
+    NONE = "no values"
+    ONE = "exactly one value"
+    MANY = "a list of values"
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorSpec:
+    """One row of the table."""
+
+    arity: Arity
+    check: Callable[[object], str | None]
+    build: Callable[[tuple[Scalar, ...]], Predicate]
+
+
+def is_number(value: object) -> bool:
+    """Numbers are ints and finite floats; a bool is not a number here."""
+    cls = value.__class__
+    if cls is int:
+        return True
+    if cls is float:
+        return math.isfinite(value)  # type: ignore[arg-type]
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def same_scalar(a: object, b: object) -> bool:
+    """Equality that never crosses types: "1" is not 1 and True is not 1."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a.__class__ is b.__class__ and a == b
+    if isinstance(a, str) or isinstance(b, str):
+        return isinstance(a, str) and isinstance(b, str) and a == b
+    return is_number(a) and is_number(b) and a == b
+
+
+# -- value checks, used when a document is loaded ---------------------------
+
+
+def _check_scalar(value: object) -> str | None:
+    if isinstance(value, str | bool) or is_number(value):
+        return None
+    return f"must be a string, number or boolean, not {_type_name(value)}"
+
+
+def _check_string(value: object) -> str | None:
+    return None if isinstance(value, str) else f"must be a string, not {_type_name(value)}"
+
+
+def _check_number(value: object) -> str | None:
+    return None if is_number(value) else f"must be a number, not {_type_name(value)}"
+
+
+def _check_pattern(value: object) -> str | None:
+    if not isinstance(value, str):
+        return f"must be a string, not {_type_name(value)}"
+    if len(value) > MAX_PATTERN_LENGTH:
+        return f"pattern is longer than {MAX_PATTERN_LENGTH} characters"
+    try:
+        re2.compile(value, _RE2_OPTIONS)
+    except re2.error as exc:
+        return f"invalid regular expression {value!r}: {exc}"
+    return None
+
+
+def _check_semver(value: object) -> str | None:
+    if parse_semver(value) is None:
+        return f"{value!r} is not a semantic version"
+    return None
+
+
+def _check_instant(value: object) -> str | None:
+    if parse_instant(value, require_offset=True) is None:
+        return f"{value!r} is not an RFC 3339 timestamp with offset or epoch seconds"
+    return None
+
+
+def _no_check(value: object) -> str | None:
+    return "takes no values"
+
+
+def _type_name(value: object) -> str:
+    names = {dict: "a mapping", list: "a list", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+# -- predicate builders -------------------------------------------------------
+
+
+def _build_in(values: tuple[Scalar, ...]) -> Predicate:
+    strings = frozenset(v for v in values if isinstance(v, str))
+    numbers = frozenset(v for v in values if is_number(v))
+    bools = frozenset(v for v in values if isinstance(v, bool))
+
+    def match(a: object) -> bool:
+        if isinstance(a, str):
+            return a in strings
+        if isinstance(a, bool):
+            return a in bools
+        return is_number(a) and a in numbers
+
+    return match
+
+
+def _build_starts_with(values: tuple[Scalar, ...]) -> Predicate:
+    prefixes = tuple(str(v) for v in values)
+    return lambda a: isinstance(a, str) and a.startswith(prefixes)
+
+
+def _build_ends_with(values: tuple[Scalar, ...]) -> Predicate:
+    suffixes = tuple(str(v) for v in values)
+    return lambda a: isinstance(a, str) and a.endswith(suffixes)
+
+
+def _build_contains(values: tuple[Scalar, ...]) -> Predicate:
+    """Substring of a string attribute, or member of a list attribute."""
+    texts = tuple(v for v in values if isinstance(v, str))
+    member = _build_in(values)
+
+    def match(a: object) -> bool:
+        if isinstance(a, str):
+            return any(t in a for t in texts)
+        if isinstance(a, list | tuple):
+            return any(member(item) for item in a)
+        return False
+
+    return match
+
+
+def _build_matches(values: tuple[Scalar, ...]) -> Predicate:
+    patterns = [re2.compile(str(v), _RE2_OPTIONS) for v in values]
+
+    def match(a: object) -> bool:
+        if not isinstance(a, str) or len(a) > MAX_SUBJECT_LENGTH:
+            return False
+        return any(p.search(a) is not None for p in patterns)
+
+    return match
+
+
+def _build_compare(test: Callable[[Any, Any], bool]) -> Callable[[tuple[Scalar, ...]], Predicate]:
+    def build(values: tuple[Scalar, ...]) -> Predicate:
+        bound = values[0]
+        return lambda a: is_number(a) and test(a, bound)
+
+    return build
+
+
+def _build_semver(test: Callable[[Any, Any], bool]) -> Callable[[tuple[Scalar, ...]], Predicate]:
+    def build(values: tuple[Scalar, ...]) -> Predicate:
+        bound = parse_semver(values[0])
+
+        def match(a: object) -> bool:
+            key = parse_semver(a)
+            return key is not None and test(key, bound)
+
+        return match
+
+    return build
+
+
+def _build_instant(test: Callable[[Any, Any], bool]) -> Callable[[tuple[Scalar, ...]], Predicate]:
+    def build(values: tuple[Scalar, ...]) -> Predicate:
+        bound = parse_instant(values[0], require_offset=True)
+
+        def match(a: object) -> bool:
+            when = parse_instant(a)
+            return when is not None and test(when, bound)
+
+        return match
+
+    return build
+
+
+def _build_exists(values: Sequence[Scalar]) -> Predicate:
+    return lambda a: a is not None
+
+
+OPERATORS: Mapping[Operator, OperatorSpec] = MappingProxyType(
+    {
+        Operator.EQ: OperatorSpec(Arity.ONE, _check_scalar, _build_in),
+        Operator.IN: OperatorSpec(Arity.MANY, _check_scalar, _build_in),
+        Operator.STARTS_WITH: OperatorSpec(Arity.MANY, _check_string, _build_starts_with),
+        Operator.ENDS_WITH: OperatorSpec(Arity.MANY, _check_string, _build_ends_with),
+        Operator.CONTAINS: OperatorSpec(Arity.MANY, _check_scalar, _build_contains),
+        Operator.MATCHES: OperatorSpec(Arity.MANY, _check_pattern, _build_matches),
+        Operator.LT: OperatorSpec(Arity.ONE, _check_number, _build_compare(lambda a, b: a < b)),
+        Operator.LTE: OperatorSpec(Arity.ONE, _check_number, _build_compare(lambda a, b: a <= b)),
+        Operator.GT: OperatorSpec(Arity.ONE, _check_number, _build_compare(lambda a, b: a > b)),
+        Operator.GTE: OperatorSpec(Arity.ONE, _check_number, _build_compare(lambda a, b: a >= b)),
+        Operator.SEMVER_EQ: OperatorSpec(
+            Arity.ONE, _check_semver, _build_semver(lambda a, b: a == b)
+        ),
+        Operator.SEMVER_LT: OperatorSpec(
+            Arity.ONE, _check_semver, _build_semver(lambda a, b: a < b)
+        ),
+        Operator.SEMVER_GT: OperatorSpec(
+            Arity.ONE, _check_semver, _build_semver(lambda a, b: a > b)
+        ),
+        Operator.BEFORE: OperatorSpec(
+            Arity.ONE, _check_instant, _build_instant(lambda a, b: a < b)
+        ),
+        Operator.AFTER: OperatorSpec(Arity.ONE, _check_instant, _build_instant(lambda a, b: a > b)),
+        Operator.EXISTS: OperatorSpec(Arity.NONE, _no_check, _build_exists),
+    }
+)

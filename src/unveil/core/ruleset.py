@@ -1,0 +1,131 @@
+"""A loaded, compiled set of flags: the one entry point for evaluation.
+
+``Ruleset.from_data(data)`` validates and compiles; ``evaluate``, ``value``
+and ``enabled`` answer for a flag and a context and never raise. Whatever
+goes wrong (an unknown flag, a default of the wrong type, a context that is
+not a mapping, a rollout without a key) comes back as the caller's default
+with an OpenFeature error code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from copy import deepcopy
+from dataclasses import dataclass, replace
+from typing import Any
+
+from unveil.core.codec import parse_document
+from unveil.core.compiler import FlagFunction, compile_flags
+from unveil.core.evaluation import Evaluation, as_context
+from unveil.core.model import Document, ErrorCode, FlagKind, Reason
+from unveil.core.operators import is_number
+
+__all__ = ["Ruleset", "default_fits"]
+
+_ACCEPTS: Mapping[FlagKind, frozenset[type]] = {
+    FlagKind.BOOLEAN: frozenset({bool}),
+    FlagKind.STRING: frozenset({str}),
+    FlagKind.NUMBER: frozenset({int, float}),
+    FlagKind.JSON: frozenset({dict, list}),
+}
+
+
+def default_fits(kind: FlagKind, default: object) -> bool:
+    """Whether a caller's default is of the flag's kind; None fits every kind."""
+    if default is None:
+        return True
+    if kind is FlagKind.BOOLEAN:
+        return isinstance(default, bool)
+    if kind is FlagKind.STRING:
+        return isinstance(default, str)
+    if kind is FlagKind.NUMBER:
+        return is_number(default)
+    return isinstance(default, Mapping | list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    kind: FlagKind
+    run: FlagFunction
+    accepts: frozenset[type]
+    copies: bool  # json values are copied out, so callers cannot change the flag
+
+
+class Ruleset:
+    """Flags ready to evaluate. Immutable: reloading makes a new one."""
+
+    __slots__ = ("_entries", "document")
+
+    def __init__(self, document: Document) -> None:
+        self.document = document
+        functions = compile_flags(document)
+        self._entries: dict[str, _Entry] = {
+            key: _Entry(flag.kind, functions[key], _ACCEPTS[flag.kind], flag.kind is FlagKind.JSON)
+            for key, flag in document.flags.items()
+        }
+
+    @classmethod
+    def from_data(cls, data: object) -> Ruleset:
+        """Validate plain data (a parsed YAML or JSON flags file) and compile it."""
+        return cls(parse_document(data))
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def flag_keys(self) -> list[str]:
+        """The flag keys, in document order."""
+        return list(self._entries)
+
+    def value(self, key: str, context: object = None, default: Any = None) -> Any:
+        """The flag's value for the context, or ``default`` if anything is wrong."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return default
+        if (
+            default is not None
+            and default.__class__ not in entry.accepts
+            and not default_fits(entry.kind, default)
+        ):
+            return default
+        if context.__class__ is not dict:
+            context = as_context(context)
+            if context is None:
+                return default
+        result = entry.run(context)
+        if result.error_code is not None:
+            return default
+        return deepcopy(result.value) if entry.copies else result.value
+
+    def enabled(self, key: str, context: object = None, default: bool = False) -> bool:
+        """A boolean flag's value; ``default`` when it cannot be had."""
+        value = self.value(key, context, default)
+        return value if value.__class__ is bool else default
+
+    def evaluate(self, key: str, context: object = None, default: Any = None) -> Evaluation:
+        """The full answer: value, variant, reason and any error."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return _error(key, default, ErrorCode.FLAG_NOT_FOUND, f"no flag '{key}'")
+        if not default_fits(entry.kind, default):
+            return _error(
+                key,
+                default,
+                ErrorCode.TYPE_MISMATCH,
+                f"flag '{key}' is {entry.kind}, the default is {type(default).__name__}",
+            )
+        ctx = as_context(context)
+        if ctx is None:
+            return _error(
+                key,
+                default,
+                ErrorCode.INVALID_CONTEXT,
+                f"a context must be a mapping, not {type(context).__name__}",
+            )
+        result = entry.run(ctx)
+        if result.error_code is not None:
+            return replace(result, value=default)
+        return replace(result, value=deepcopy(result.value)) if entry.copies else result
+
+
+def _error(key: str, default: Any, code: ErrorCode, message: str) -> Evaluation:
+    return Evaluation(key, default, None, Reason.ERROR, code, message)

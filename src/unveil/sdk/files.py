@@ -1,0 +1,101 @@
+"""Flags files on disk: YAML 1.2 or JSON in, canonical YAML or JSON out.
+
+YAML is read as version 1.2, where ``on``, ``off``, ``yes`` and ``no`` are
+plain strings: ``serve: on`` names the variant ``on``. Duplicate keys are
+refused in both formats. Timestamps that YAML reads as dates come back as
+RFC 3339 text, so that a loaded file is plain JSON-shaped data.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from unveil.core import Document, InvalidDocument, Problem, document_to_data, parse_document
+
+__all__ = ["Format", "dump_document", "format_of", "load_document", "read_data"]
+
+Format = Literal["yaml", "json"]
+
+_BREAKS = frozenset("\x85\u2028\u2029")
+
+
+def format_of(path: str | Path) -> Format:
+    """JSON for ``.json`` files, YAML for everything else."""
+    return "json" if str(path).lower().endswith(".json") else "yaml"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def read_data(text: str, fmt: Format, source: str = "<text>") -> Any:
+    """Plain data from YAML or JSON text; syntax errors name line and column."""
+    if fmt == "json":
+        try:
+            return json.loads(text, object_pairs_hook=_refuse_duplicates)
+        except json.JSONDecodeError as exc:
+            where = f"{source}:{exc.lineno}:{exc.colno}"
+            raise InvalidDocument([Problem(where, exc.msg)]) from None
+        except ValueError as exc:
+            raise InvalidDocument([Problem(source, str(exc))]) from None
+    yaml = YAML(typ="safe", pure=True)
+    try:
+        return _plain(yaml.load(text))
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = (exc.problem or exc.context or "invalid YAML").strip()
+        raise InvalidDocument([Problem(where, problem)]) from None
+    except YAMLError as exc:
+        raise InvalidDocument([Problem(source, str(exc))]) from None
+
+
+def load_document(path: str | Path) -> Document:
+    """Read and validate a flags file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidDocument([Problem(str(path), f"cannot read: {exc}")]) from None
+    return parse_document(read_data(text, format_of(path), str(path)))
+
+
+def dump_document(document: Document, fmt: Format = "yaml") -> str:
+    """The canonical text of a document."""
+    data = document_to_data(document)
+    if fmt == "json":
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = None
+    # The emitter writes some line-break characters raw inside quotes, where a
+    # reader folds them to spaces; such documents are written all-escaped.
+    yaml.allow_unicode = not any(ch in _BREAKS for ch in json.dumps(data, ensure_ascii=False))
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
+    out = io.StringIO()
+    yaml.dump(data, out)
+    return out.getvalue()
