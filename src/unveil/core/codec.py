@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from unveil.core.bucketing import SCHEMES
 from unveil.core.errors import InvalidDocument, Problem
@@ -45,6 +45,8 @@ from unveil.core.operators import OPERATORS, Arity, is_number
 __all__ = ["FORMAT_VERSION", "document_to_data", "parse_document"]
 
 FORMAT_VERSION = 1
+
+_T = TypeVar("_T")
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,199}")
 _PLAIN_PATH_PART = re.compile(r"[A-Za-z0-9_-]+")
@@ -594,6 +596,28 @@ def _find_cycle(graph: Mapping[str, list[str]]) -> Iterator[list[str]]:
             yield from visit(start, [])
 
 
+def _read_section(
+    r: _Reader,
+    name: str,
+    noun: str,
+    raw: object,
+    read: Callable[[_Reader, str, object, str], _T | None],
+) -> dict[str, _T]:
+    """Read each entry of ``flags`` or ``segments``, keeping those without problems."""
+    out: dict[str, _T] = {}
+    if not isinstance(raw, Mapping):
+        r.fail(name, f"must be a mapping of {noun} key to {noun}, not {_type_name(raw)}")
+        return out
+    for key, body in raw.items():
+        path = _join(name, str(key))
+        if r.key(key, path, f"{noun} key") is None:
+            continue
+        item = read(r, key, body, path)
+        if item is not None:
+            out[key] = item
+    return out
+
+
 def parse_document(data: object) -> Document:
     """Validate plain data as a flags document; raise InvalidDocument if it is not one."""
     r = _Reader()
@@ -608,34 +632,10 @@ def parse_document(data: object) -> Document:
             f"unsupported version {body['version']!r}: this reader knows {FORMAT_VERSION}",
         )
 
-    segments: dict[str, Segment] = {}
     raw_segments = {} if body.get("segments") is None else body["segments"]
-    if isinstance(raw_segments, Mapping):
-        for key, raw in raw_segments.items():
-            path = _join("segments", str(key))
-            if r.key(key, path, "segment key") is None:
-                continue
-            segment = _read_segment(r, key, raw, path)
-            if segment is not None:
-                segments[key] = segment
-    else:
-        r.fail(
-            "segments",
-            f"must be a mapping of segment key to segment, not {_type_name(raw_segments)}",
-        )
-
-    flags: dict[str, Flag] = {}
+    segments = _read_section(r, "segments", "segment", raw_segments, _read_segment)
     raw_flags = {} if body.get("flags") is None else body["flags"]
-    if isinstance(raw_flags, Mapping):
-        for key, raw in raw_flags.items():
-            path = _join("flags", str(key))
-            if r.key(key, path, "flag key") is None:
-                continue
-            flag = _read_flag(r, key, raw, path)
-            if flag is not None:
-                flags[key] = flag
-    else:
-        r.fail("flags", f"must be a mapping of flag key to flag, not {_type_name(raw_flags)}")
+    flags = _read_section(r, "flags", "flag", raw_flags, _read_flag)
 
     _check_references(r, raw_flags, raw_segments, flags, segments)
     if r.problems:
