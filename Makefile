@@ -19,7 +19,7 @@ run: setup
 	$(BIN)/unveil demo
 
 test: setup
-	$(BIN)/pytest
+	$(BIN)/pytest --cov=unveil.core --cov-report=term --cov-fail-under=95
 
 lint: setup
 	$(BIN)/ruff check src tests bench

@@ -22,6 +22,9 @@ def problems(data: Any) -> list[str]:
     return [str(p) for p in info.value.problems]
 
 
+DEEP: Any = [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]
+
+
 def one_flag(**body: Any) -> dict[str, Any]:
     return {"version": 1, "flags": {"f": body}}
 
@@ -242,6 +245,75 @@ def test_rollout_weights_in_thousandths_follow_variant_order() -> None:
             {"segments": {"s": {"rules": [{"when": [{"segment": "s"}]}]}}},
             "segments.s: segment cycle: s -> s",
         ),
+        (
+            {"flags": {"f": {1: "x", "default": "on"}}},
+            "flags.f: field names must be strings, not a number 1",
+        ),
+        (
+            one_flag(description=5, default="on"),
+            "flags.f.description: must be a string, not a number",
+        ),
+        (
+            one_flag(rules=[{"when": [{"attr": "", "op": "exists"}], "serve": "on"}], default="on"),
+            "flags.f.rules[0].when[0].attr: attr must be a non-empty string",
+        ),
+        (
+            one_flag(rules=[{"when": [{"values": [1]}], "serve": "on"}], default="on"),
+            "flags.f.rules[0].when[0]: a clause needs 'attr' (or 'segment')",
+        ),
+        (
+            one_flag(rules=[{"when": [{"attr": "x"}], "serve": "on"}], default="on"),
+            "flags.f.rules[0].when[0]: a clause needs 'op'",
+        ),
+        (
+            one_flag(rules=[{"when": "x", "serve": "on"}], default="on"),
+            "flags.f.rules[0].when: must be a list, not a string",
+        ),
+        (one_flag(rules={"a": 1}, default="on"), "flags.f.rules: must be a list, not a mapping"),
+        (one_flag(rules=[None], default="on"), "flags.f.rules[0]: must be a mapping, not null"),
+        (
+            one_flag(targets={"on": [5, ""]}, default="on"),
+            "flags.f.targets.on[0]: must be a string, not a number",
+        ),
+        (one_flag(targets={"on": [""]}, default="on"), "flags.f.targets.on[0]: must not be empty"),
+        (one_flag(targets=[], default="on"), "flags.f.targets: must be a mapping, not a list"),
+        (
+            one_flag(kind="json", variants={"a": {1: 2}}, off_variant="a", default="a"),
+            "flags.f.variants.a: JSON object keys must be strings",
+        ),
+        (
+            one_flag(kind="json", variants={"a": {"x": object()}}, off_variant="a", default="a"),
+            "flags.f.variants.a.x: is not a JSON value (object)",
+        ),
+        (
+            one_flag(kind="json", variants={"a": DEEP}, off_variant="a", default="a"),
+            "nested more than 32 levels deep",
+        ),
+        (
+            one_flag(kind="string", variants=["a"], default="a"),
+            "flags.f.variants: must be a mapping of variant name to value, not a list",
+        ),
+        (
+            one_flag(kind="string", variants={}, default="a"),
+            "flags.f.variants: needs at least one variant",
+        ),
+        (
+            one_flag(prerequisites={"flag": "g"}, default="on"),
+            "flags.f.prerequisites: must be a list, not a mapping",
+        ),
+        (
+            one_flag(prerequisites=[{"flag": "g"}], default="on"),
+            "flags.f.prerequisites[0]: a prerequisite needs 'flag' and 'variants'",
+        ),
+        (
+            one_flag(prerequisites=[5], default="on"),
+            "flags.f.prerequisites[0]: must be a mapping, not a number",
+        ),
+        ({"segments": {"s": {"rules": [{}]}}}, "segments.s.rules[0]: a segment rule needs 'when'"),
+        ({"segments": {"s": {"rules": [5]}}}, "segments.s.rules[0]: must be a mapping"),
+        ({"segments": {"s": []}}, "segments.s: must be a mapping, not a list"),
+        ({"segments": {"s": {"description": 1}}}, "segments.s.description: must be a string"),
+        ({"segments": 3}, "segments: must be a mapping of segment key to segment, not a number"),
     ],
 )
 def test_bad_document_names_path_and_problem(data: Any, expected: str) -> None:
@@ -267,6 +339,11 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
     assert "flags.b.default.rollout: percentages add up to 90, not 100" in found
     assert "flags.b.prerequisites: prerequisite cycle: b -> c -> b" in found
     assert "flags.d.prerequisites[0].variants[0]: flag 'c' has no variant 'blue'" in found
+
+
+def test_bucketing_may_be_named_explicitly() -> None:
+    doc = parse_document(one_flag(bucketing="murmur3", default="on"))
+    assert doc.flags["f"].bucketing == "murmur3"
 
 
 def test_longer_prerequisite_cycle() -> None:

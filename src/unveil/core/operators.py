@@ -29,7 +29,6 @@ __all__ = [
     "OperatorSpec",
     "Predicate",
     "is_number",
-    "same_scalar",
 ]
 
 Predicate = Callable[[object], bool]
@@ -67,15 +66,6 @@ def is_number(value: object) -> bool:
     if cls is float:
         return math.isfinite(value)  # type: ignore[arg-type]
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def same_scalar(a: object, b: object) -> bool:
-    """Equality that never crosses types: "1" is not 1 and True is not 1."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a.__class__ is b.__class__ and a == b
-    if isinstance(a, str) or isinstance(b, str):
-        return isinstance(a, str) and isinstance(b, str) and a == b
-    return is_number(a) and is_number(b) and a == b
 
 
 # -- value checks, used when a document is loaded ---------------------------
