@@ -38,16 +38,23 @@ Users = list[dict[str, str]]
 Setup = Callable[[Users], dict[str, tuple[Callable[[str, Any], Any], list[Any]]]]
 
 
+def _by_kind(
+    boolean: Callable[[str, Any], Any], value: Callable[[str, Any], Any], contexts: list[Any]
+) -> dict[str, tuple[Callable[[str, Any], Any], list[Any]]]:
+    """Workloads A and B ask a boolean flag, C and D a string flag."""
+    return {
+        "A": (boolean, contexts),
+        "B": (boolean, contexts),
+        "C": (value, contexts),
+        "D": (value, contexts),
+    }
+
+
 def setup_unveil(users: Users) -> dict[str, tuple[Callable[[str, Any], Any], list[Any]]]:
     from unveil import Client
 
     client = Client.from_file(unveil_document())
-    return {
-        "A": (client.enabled, users),
-        "B": (client.enabled, users),
-        "C": (client.value, users),
-        "D": (client.value, users),
-    }
+    return _by_kind(client.enabled, client.value, users)
 
 
 def setup_floor(users: Users) -> dict[str, tuple[Callable[[str, Any], Any], list[Any]]]:
@@ -151,12 +158,7 @@ def setup_launchdarkly(users: Users) -> dict[str, tuple[Callable[[str, Any], Any
     def string(key: str, ctx: Any) -> Any:
         return client.variation(key, ctx, "fallback")
 
-    return {
-        "A": (boolean, contexts),
-        "B": (boolean, contexts),
-        "C": (string, contexts),
-        "D": (string, contexts),
-    }
+    return _by_kind(boolean, string, contexts)
 
 
 # -- Unleash: UnleashClient bootstrapped from a file, never fetching ----------------------
@@ -249,12 +251,7 @@ def setup_unleash(users: Users) -> dict[str, tuple[Callable[[str, Any], Any], li
     def value(key: str, ctx: Any) -> Any:
         return client.get_variant(key, ctx)["name"]
 
-    return {
-        "A": (enabled, contexts),
-        "B": (enabled, contexts),
-        "C": (value, contexts),
-        "D": (value, contexts),
-    }
+    return _by_kind(enabled, value, contexts)
 
 
 # -- GrowthBook: the growthbook SDK with features given inline ---------------------------
@@ -304,12 +301,7 @@ def setup_growthbook(users: Users) -> dict[str, tuple[Callable[[str, Any], Any],
         gb.set_attributes(ctx)
         return gb.get_feature_value(key, "fallback")
 
-    return {
-        "A": (boolean, contexts),
-        "B": (boolean, contexts),
-        "C": (string, contexts),
-        "D": (string, contexts),
-    }
+    return _by_kind(boolean, string, contexts)
 
 
 # -- Flagsmith: flagsmith-flag-engine, one feature per evaluation context ----------------
@@ -403,12 +395,7 @@ def setup_flagsmith(users: Users) -> dict[str, tuple[Callable[[str, Any], Any], 
         result = get_evaluation_result({**flag_contexts[key], "identity": identity})
         return result["flags"][key]["value"]
 
-    return {
-        "A": (enabled, identities),
-        "B": (enabled, identities),
-        "C": (value, identities),
-        "D": (value, identities),
-    }
+    return _by_kind(enabled, value, identities)
 
 
 SYSTEMS: list[tuple[str, Setup]] = [

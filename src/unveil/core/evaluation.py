@@ -36,9 +36,7 @@ from unveil.core.model import (
 )
 from unveil.core.operators import OPERATORS, Predicate
 
-__all__ = ["EMPTY_CONTEXT", "Evaluation", "ReferenceEvaluator", "as_context", "rollout_pick"]
-
-EMPTY_CONTEXT: Mapping[str, Any] = {}
+__all__ = ["Evaluation", "ReferenceEvaluator", "as_context", "rollout_pick"]
 
 
 @dataclass(frozen=True, slots=True)
