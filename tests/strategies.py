@@ -32,6 +32,9 @@ ANY_VALUE = st.recursive(
                 "2026-01-01T00:00:00Z",
                 "x@example.com",
                 "enterprise",
+                "12.5",
+                "10.1.2.3",
+                "2001:db8::1",
             ]
         ),
     ),
@@ -53,7 +56,9 @@ def _values_for(op: str) -> st.SearchStrategy[list[Any]]:
         return st.lists(KEYS, max_size=3)
     if op == "matches":
         return st.lists(st.sampled_from(["^a", "b$", r"\d+", "x|y", "(ab)+", ".*"]), max_size=2)
-    if op in ("lt", "lte", "gt", "gte"):
+    if op == "in_cidr":
+        return st.lists(st.sampled_from(["10.0.0.0/8", "10.1.2.3", "2001:db8::/32"]), max_size=2)
+    if op in ("lt", "lte", "gt", "gte", "number_eq"):
         return st.lists(
             st.integers(-100, 100) | st.floats(-100, 100, allow_nan=False), min_size=1, max_size=1
         )
@@ -79,25 +84,41 @@ OPS = [
     "lte",
     "gt",
     "gte",
+    "number_eq",
     "semver_eq",
     "semver_lt",
     "semver_gt",
+    "semver_lte",
+    "semver_gte",
+    "in_cidr",
     "before",
     "after",
     "exists",
 ]
 
 
+TEXT_OPS = {"eq", "in", "starts_with", "ends_with", "contains", "matches"}
+
+
 @st.composite
-def clauses(draw: st.DrawFn, segments: list[str]) -> dict[str, Any]:
-    if segments and draw(st.integers(0, 5)) == 0:
+def clauses(draw: st.DrawFn, segments: list[str], samples: bool = False) -> dict[str, Any]:
+    choice = draw(st.integers(0, 5))
+    if segments and choice == 0:
         clause: dict[str, Any] = {"segment": draw(st.sampled_from(segments))}
+    elif samples and choice == 1:
+        clause = {"sample": draw(st.integers(0, 100_000)) / 1000}
+        if draw(st.booleans()):
+            clause["by"] = draw(st.sampled_from(["key", "org"]))
+        if draw(st.booleans()):
+            clause["salt"] = draw(KEYS)
     else:
         op = draw(st.sampled_from(OPS))
         clause = {"attr": draw(st.sampled_from(ATTRS)), "op": op}
         values = draw(_values_for(op))
         if op != "exists" or draw(st.booleans()):
             clause["values"] = values
+        if op in TEXT_OPS and draw(st.booleans()):
+            clause["ignore_case"] = True
     if draw(st.booleans()):
         clause["not"] = draw(st.booleans())
     return clause
@@ -122,7 +143,14 @@ def weights(draw: st.DrawFn, variants: list[str]) -> dict[str, float | int]:
 def serves(draw: st.DrawFn, variants: list[str]) -> Any:
     if draw(st.booleans()):
         return draw(st.sampled_from(variants))
-    serve: dict[str, Any] = {"rollout": draw(weights(variants))}
+    serve: dict[str, Any]
+    if draw(st.booleans()):
+        serve = {"rollout": draw(weights(variants))}
+    else:
+        chosen = draw(st.lists(st.sampled_from(variants), min_size=1, unique=True))
+        serve = {"weights": {v: draw(st.integers(0, 50)) for v in chosen}}
+        if sum(serve["weights"].values()) == 0:
+            serve["weights"][chosen[0]] = 1
     if draw(st.booleans()):
         serve["by"] = draw(st.sampled_from(["key", "org"]))
     if draw(st.booleans()):
@@ -195,7 +223,7 @@ def documents(draw: st.DrawFn) -> dict[str, Any]:
             ]
         flag["rules"] = [
             {
-                "when": draw(st.lists(clauses(segment_names), min_size=1, max_size=3)),
+                "when": draw(st.lists(clauses(segment_names, True), min_size=1, max_size=3)),
                 "serve": draw(serves(names)),
             }
             for _ in range(draw(st.integers(0, 3)))
@@ -203,5 +231,7 @@ def documents(draw: st.DrawFn) -> dict[str, Any]:
         flag["default"] = draw(serves(names))
         if draw(st.booleans()):
             flag["salt"] = draw(KEYS)
+        if draw(st.booleans()):
+            flag["bucketing"] = draw(st.sampled_from(["murmur3", "unleash"]))
         flags[key] = flag
     return {"version": 1, "segments": segments, "flags": flags}

@@ -42,7 +42,7 @@ def test_compiled_rollout_uses_the_pinned_buckets() -> None:
 
 
 def test_schemes_are_named() -> None:
-    assert scheme("murmur3") is murmur3_bucket
+    assert scheme("murmur3").split is murmur3_bucket
     assert "murmur3" in SCHEMES
     with pytest.raises(UnknownBucketingScheme):
         scheme("nope")

@@ -259,7 +259,7 @@ def test_rollout_weights_in_thousandths_follow_variant_order() -> None:
         ),
         (
             one_flag(rules=[{"when": [{"values": [1]}], "serve": "on"}], default="on"),
-            "flags.f.rules[0].when[0]: a clause needs 'attr' (or 'segment')",
+            "flags.f.rules[0].when[0]: a clause needs 'attr' (or 'segment', or 'sample')",
         ),
         (
             one_flag(rules=[{"when": [{"attr": "x"}], "serve": "on"}], default="on"),

@@ -268,11 +268,24 @@ def test_json_values_are_copies() -> None:
     assert rs.evaluate("j", {}).value == {"list": [1]}
 
 
-def test_enabled_on_a_non_boolean_flag_gives_the_default() -> None:
+def test_enabled_on_a_non_boolean_flag_means_not_the_off_variant() -> None:
     rs = ruleset(
-        {"s": {"kind": "string", "variants": {"a": "A"}, "off_variant": "a", "default": "a"}}
+        {
+            "s": {
+                "kind": "string",
+                "variants": {"a": "A", "b": "B"},
+                "off_variant": "a",
+                "rules": [
+                    {"when": [{"attr": "plan", "op": "eq", "values": ["pro"]}], "serve": "b"}
+                ],
+                "default": "a",
+            }
+        }
     )
-    assert rs.enabled("s", {}, default=True) is True
+    assert rs.enabled("s", {"plan": "pro"}) is True
+    assert rs.enabled("s", {"plan": "free"}, default=True) is False
+    assert rs.enabled("s", "not a mapping", default=True) is True
+    assert rs.enabled("missing", {}, default=True) is True
     assert rs.evaluate("s", {}, default=True).error_code is ErrorCode.TYPE_MISMATCH
 
 

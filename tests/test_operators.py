@@ -72,7 +72,7 @@ CASES = [
     ("matches", [r"\d"], "a1b", True),
     ("matches", [r"\d"], 1, False),
     ("matches", ["a"], "b" * 10_001 + "a", False),  # longer than the subject bound
-    # numbers: no strings, no booleans, no NaN
+    # numbers: decimal text counts as its number; no booleans, no NaN
     ("lt", [10], 9.5, True),
     ("lt", [10], 10, False),
     ("lte", [10], 10, True),
@@ -80,7 +80,16 @@ CASES = [
     ("gt", [10], 10, False),
     ("gte", [10], 10.0, True),
     ("gt", [0], True, False),
-    ("gt", [0], "5", False),
+    ("gt", [0], "5", True),
+    ("gt", [0], " 5.5 ", True),
+    ("lt", [0], "-1e3", True),
+    ("gt", [0], "5 apples", False),
+    ("gt", [0], "nan", False),
+    ("gt", [0], "1e999", False),
+    ("number_eq", [12], "12.0", True),
+    ("number_eq", [12], 12, True),
+    ("number_eq", [12.5], "12", False),
+    ("number_eq", [12], "twelve", False),
     ("lt", [0], float("nan"), False),
     ("gt", [0], float("inf"), False),
     ("lt", [10], _MISSING, False),
@@ -95,6 +104,20 @@ CASES = [
     ("semver_gt", ["1.0.0-beta.2"], "1.0.0-beta.11", True),
     ("semver_gt", ["1.0.0"], "not a version", False),
     ("semver_gt", ["1.0.0"], 2, False),
+    ("semver_gte", ["1.2.2"], "1.2.2", True),
+    ("semver_gte", ["1.2.2"], "1.2.1", False),
+    ("semver_lte", ["1.2.2"], "1.2.2", True),
+    ("semver_lte", ["1.2.2"], "1.2.3", False),
+    ("semver_lte", ["1.2.2"], "junk", False),
+    # networks: addresses and CIDR ranges, IPv4 and IPv6
+    ("in_cidr", ["10.0.0.0/8", "192.168.1.7"], "10.20.30.40", True),
+    ("in_cidr", ["10.0.0.0/8", "192.168.1.7"], "192.168.1.7", True),
+    ("in_cidr", ["10.0.0.0/8", "192.168.1.7"], "192.168.1.8", False),
+    ("in_cidr", ["2001:db8::/32"], "2001:db8:0:1::42", True),
+    ("in_cidr", ["2001:db8::/32"], "10.0.0.1", False),
+    ("in_cidr", ["10.0.0.0/8"], "not an address", False),
+    ("in_cidr", ["10.0.0.0/8"], 167772161, False),
+    ("in_cidr", [], "10.0.0.1", False),
     # instants: RFC 3339 or epoch seconds, either side
     ("before", ["2026-01-01T00:00:00Z"], "2025-12-31T23:59:59Z", True),
     ("before", ["2026-01-01T00:00:00Z"], "2026-01-01T00:00:00Z", False),
@@ -129,3 +152,33 @@ def test_negation_inverts_every_operator(
 def test_pathological_pattern_is_linear() -> None:
     # (a+)+$ takes exponential time in a backtracking engine; re2 answers at once
     assert matches("matches", [r"^(a+)+$"], "a" * 5_000 + "b") is False
+
+
+IGNORE_CASE_CASES = [
+    ("eq", ["Admin"], "aDMIN", True),
+    ("in", ["NL", "de"], "DE", True),
+    ("in", ["NL"], "FR", False),
+    ("starts_with", ["TEST"], "test@example.com", True),
+    ("ends_with", ["@Example.COM"], "ana@example.com", True),
+    ("ends_with", ["@example.com"], "ana@example.org", False),
+    ("contains", ["MID"], "a-mid-b", True),
+    ("contains", ["ADMIN"], ["staff", "admin"], True),
+    ("matches", ["^abc$"], "AbC", True),
+    ("matches", ["^abc$"], "AbCd", False),
+]
+
+
+@pytest.mark.parametrize(("op", "values", "attr_value", "expected"), IGNORE_CASE_CASES)
+def test_ignore_case(op: str, values: list[Any], attr_value: Any, expected: bool) -> None:
+    clause = {"attr": "x", "op": op, "values": values, "ignore_case": True}
+    rs = Ruleset.from_data(
+        {"flags": {"f": {"rules": [{"when": [clause], "serve": "on"}], "default": "off"}}}
+    )
+    assert rs.value("f", {"x": attr_value}) is expected
+    # and without ignore_case, the mixed-case cases do not match
+    del clause["ignore_case"]
+    plain = Ruleset.from_data(
+        {"flags": {"f": {"rules": [{"when": [clause], "serve": "on"}], "default": "off"}}}
+    )
+    if expected:
+        assert plain.value("f", {"x": attr_value}) is False

@@ -34,13 +34,14 @@ from unveil.core.model import (
     Prerequisite,
     Rollout,
     Rule,
+    Sample,
     Scalar,
     Segment,
     SegmentMatch,
     SegmentRule,
     Serve,
 )
-from unveil.core.operators import OPERATORS, Arity, is_number
+from unveil.core.operators import OPERATORS, TEXT_OPERATORS, Arity, is_number
 
 __all__ = ["FORMAT_VERSION", "document_to_data", "parse_document"]
 
@@ -48,7 +49,9 @@ FORMAT_VERSION = 1
 
 _T = TypeVar("_T")
 
-_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,199}")
+# Any printable text without spaces: names from other systems (Unleash allows
+# UTF-8) must survive an import unchanged.
+_KEY = re.compile(r"[^\s\x00-\x1f\x7f]{1,200}")
 _PLAIN_PATH_PART = re.compile(r"[A-Za-z0-9_-]+")
 _MAX_NAME = 200
 
@@ -120,12 +123,8 @@ class _Reader:
         return value
 
     def key(self, value: object, path: str, what: str) -> str | None:
-        if not isinstance(value, str) or not _KEY.fullmatch(value):
-            self.fail(
-                path,
-                f"{what} {value!r} must be 1-200 letters, digits or _.:/- "
-                "and start with a letter or digit",
-            )
+        if not isinstance(value, str) or not _KEY.fullmatch(value) or not value.isprintable():
+            self.fail(path, f"{what} {value!r} must be 1-200 printable characters without spaces")
             return None
         return value
 
@@ -152,18 +151,37 @@ class _Reader:
 
 # -- conditions ----------------------------------------------------------------
 
-_CLAUSE_FIELDS = frozenset({"attr", "op", "values", "not"})
+_CLAUSE_FIELDS = frozenset({"attr", "op", "values", "not", "ignore_case"})
 _SEGMENT_FIELDS = frozenset({"segment", "not"})
+_SAMPLE_FIELDS = frozenset({"sample", "by", "salt", "not"})
+
+
+def _read_sample(
+    r: _Reader, body: Mapping[str, Any], path: str, owner: str | None, negate: bool
+) -> Sample | None:
+    if owner is not None:
+        r.fail(f"{path}.sample", "a sample belongs in a flag's rules, not in a segment")
+        return None
+    percent = _read_weight(r, body["sample"], f"{path}.sample")
+    by = r.name(body.get("by", "key"), f"{path}.by", "by")
+    salt = r.string(body["salt"], f"{path}.salt") if "salt" in body else None
+    if percent is None or by is None or ("salt" in body and salt is None):
+        return None
+    return Sample(percent, by, salt, negate)
 
 
 def _read_condition(r: _Reader, raw: object, path: str, owner: str | None) -> Condition | None:
     is_segment = isinstance(raw, Mapping) and "segment" in raw
-    body = r.mapping(raw, path, _SEGMENT_FIELDS if is_segment else _CLAUSE_FIELDS)
+    is_sample = isinstance(raw, Mapping) and "sample" in raw
+    fields = _SEGMENT_FIELDS if is_segment else _SAMPLE_FIELDS if is_sample else _CLAUSE_FIELDS
+    body = r.mapping(raw, path, fields)
     if body is None:
         return None
     negate = False
     if "not" in body:
         negate = bool(r.boolean(body["not"], f"{path}.not"))
+    if is_sample:
+        return _read_sample(r, body, path, owner, negate)
     if is_segment:
         name = r.key(body["segment"], f"{path}.segment", "segment name")
         if name is None:
@@ -172,7 +190,7 @@ def _read_condition(r: _Reader, raw: object, path: str, owner: str | None) -> Co
         return SegmentMatch(name, negate)
 
     if "attr" not in body:
-        r.fail(path, "a clause needs 'attr' (or 'segment')")
+        r.fail(path, "a clause needs 'attr' (or 'segment', or 'sample')")
     if "op" not in body:
         r.fail(path, "a clause needs 'op'")
     attr = r.name(body["attr"], f"{path}.attr", "attr") if "attr" in body else None
@@ -186,10 +204,17 @@ def _read_condition(r: _Reader, raw: object, path: str, owner: str | None) -> Co
             r.fail(f"{path}.op", f"unknown operator {op_raw!r} (known: {known})")
     if op is None or attr is None:
         return None
+    ignore_case = False
+    if "ignore_case" in body:
+        ignore_case = bool(r.boolean(body["ignore_case"], f"{path}.ignore_case"))
+        if ignore_case and op not in TEXT_OPERATORS:
+            known = ", ".join(sorted(o.value for o in TEXT_OPERATORS))
+            r.fail(f"{path}.ignore_case", f"applies to text operators only ({known})")
+            return None
     values = _read_values(r, op, body, path)
     if values is None:
         return None
-    return Clause(attr, op, values, negate)
+    return Clause(attr, op, values, negate, ignore_case)
 
 
 def _read_values(
@@ -236,7 +261,9 @@ def _read_when(r: _Reader, raw: object, path: str, owner: str | None) -> tuple[C
 
 # -- serving ---------------------------------------------------------------------
 
-_SERVE_FIELDS = frozenset({"rollout", "by", "salt"})
+_SERVE_FIELDS = frozenset({"rollout", "weights", "by", "salt"})
+#: The largest total a ``weights`` rollout may have.
+MAX_TOTAL_WEIGHT = 1_000_000_000
 
 
 def _read_weight(r: _Reader, raw: object, path: str) -> int | None:
@@ -263,32 +290,48 @@ def _read_serve(r: _Reader, raw: object, path: str, variants: Mapping[str, Any])
     body = r.mapping(raw, path, _SERVE_FIELDS)
     if body is None:
         return None
-    if "rollout" not in body:
-        r.fail(path, "a mapping here needs 'rollout': {variant: percent, ...}")
+    if ("rollout" in body) == ("weights" in body):
+        r.fail(
+            path,
+            "a mapping here needs either 'rollout': {variant: percent, ...} "
+            "or 'weights': {variant: weight, ...}",
+        )
         return None
     by = r.name(body.get("by", "key"), f"{path}.by", "by")
     salt = r.string(body["salt"], f"{path}.salt") if "salt" in body else None
-    rpath = f"{path}.rollout"
-    shares = r.mapping(body["rollout"], rpath, frozenset(variants))
+    in_percent = "rollout" in body
+    rpath = f"{path}.rollout" if in_percent else f"{path}.weights"
+    shares = r.mapping(body["rollout" if in_percent else "weights"], rpath, frozenset(variants))
     if shares is None or by is None:
         return None
     if not shares:
         r.fail(rpath, "needs at least one variant")
         return None
     weights: dict[str, int] = {}
-    for name, pct in shares.items():
+    for name, share in shares.items():
         if isinstance(name, str) and name in variants:
-            weight = _read_weight(r, pct, _join(rpath, name))
+            read = _read_weight if in_percent else _read_whole_weight
+            weight = read(r, share, _join(rpath, name))
             if weight is not None:
                 weights[name] = weight
     if len(weights) != len(shares):
         return None
     total = sum(weights.values())
-    if total != FULL_WEIGHT:
+    if in_percent and total != FULL_WEIGHT:
         r.fail(rpath, f"percentages add up to {_percent(total)}, not 100")
+        return None
+    if not in_percent and not 0 < total <= MAX_TOTAL_WEIGHT:
+        r.fail(rpath, f"weights must add up to between 1 and {MAX_TOTAL_WEIGHT}, not {total}")
         return None
     ordered = tuple((v, weights[v]) for v in variants if v in weights)
     return Rollout(ordered, by, salt)
+
+
+def _read_whole_weight(r: _Reader, raw: object, path: str) -> int | None:
+    if raw.__class__ is not int or not 0 <= raw <= MAX_TOTAL_WEIGHT:
+        r.fail(path, f"a weight must be a whole number from 0 to {MAX_TOTAL_WEIGHT}, not {raw!r}")
+        return None
+    return raw
 
 
 def _percent(weight: int) -> int | float:
@@ -698,10 +741,18 @@ def _condition_to_data(cond: Condition) -> dict[str, Any]:
     out: dict[str, Any]
     if isinstance(cond, SegmentMatch):
         out = {"segment": cond.segment}
+    elif isinstance(cond, Sample):
+        out = {"sample": _percent(cond.percent)}
+        if cond.by != "key":
+            out["by"] = cond.by
+        if cond.salt is not None:
+            out["salt"] = cond.salt
     else:
         out = {"attr": cond.attr, "op": cond.op.value}
         if OPERATORS[cond.op].arity is not Arity.NONE:
             out["values"] = list(cond.values)
+        if cond.ignore_case:
+            out["ignore_case"] = True
     if cond.negate:
         out["not"] = True
     return out
@@ -710,7 +761,11 @@ def _condition_to_data(cond: Condition) -> dict[str, Any]:
 def _serve_to_data(serve: Serve) -> Any:
     if isinstance(serve, str):
         return serve
-    out: dict[str, Any] = {"rollout": {v: _percent(w) for v, w in serve.weights}}
+    out: dict[str, Any]
+    if serve.total == FULL_WEIGHT:
+        out = {"rollout": {v: _percent(w) for v, w in serve.weights}}
+    else:
+        out = {"weights": dict(serve.weights)}
     if serve.by != "key":
         out["by"] = serve.by
     if serve.salt is not None:

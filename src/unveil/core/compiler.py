@@ -26,19 +26,19 @@ from typing import Any
 import mmh3
 
 from unveil.core.bucketing import scheme
-from unveil.core.evaluation import Evaluation, ReferenceEvaluator, sole_variant
+from unveil.core.evaluation import Evaluation, ReferenceEvaluator, sample_check, sole_variant
 from unveil.core.model import (
     DEFAULT_SCHEME,
-    FULL_WEIGHT,
     Clause,
     Condition,
     Document,
     Flag,
     Operator,
     Reason,
+    Sample,
     Serve,
 )
-from unveil.core.operators import OPERATORS
+from unveil.core.operators import build_predicate
 
 __all__ = ["FlagFunction", "compile_flags"]
 
@@ -64,20 +64,23 @@ class _Source:
 def _clause_expr(src: _Source, clause: Clause) -> str:
     attr = src.bind("a", clause.attr)
     strings_only = all(isinstance(v, str) for v in clause.values)
-    if clause.op in (Operator.EQ, Operator.IN) and strings_only:
+    plain = not clause.ignore_case
+    if clause.op in (Operator.EQ, Operator.IN) and strings_only and plain:
         return f"(ctx.get({attr}) in {src.bind('s', frozenset(clause.values))})"
-    if clause.op in (Operator.STARTS_WITH, Operator.ENDS_WITH):
+    if clause.op in (Operator.STARTS_WITH, Operator.ENDS_WITH) and plain:
         method = "startswith" if clause.op is Operator.STARTS_WITH else "endswith"
         var = src.bind("v", None)
         needles = src.bind("x", tuple(clause.values))
         return f"(_isinstance({var} := ctx.get({attr}), _str) and {var}.{method}({needles}))"
-    predicate = src.bind("p", OPERATORS[clause.op].build(clause.values))
+    predicate = src.bind("p", build_predicate(clause.op, clause.values, clause.ignore_case))
     return f"{predicate}(ctx.get({attr}))"
 
 
-def _condition_expr(src: _Source, cond: Condition, walker: ReferenceEvaluator) -> str:
+def _condition_expr(src: _Source, cond: Condition, walker: ReferenceEvaluator, flag: Flag) -> str:
     if isinstance(cond, Clause):
         expr = _clause_expr(src, cond)
+    elif isinstance(cond, Sample):
+        expr = f"{src.bind('q', sample_check(flag, cond))}(ctx)"
     else:
         check = src.bind("g", partial(walker.in_segment, cond.segment))
         expr = f"{check}(ctx)"
@@ -104,19 +107,20 @@ def _emit_serve(
     # keys that are not plain strings (numbers, missing, wrong type) take the walker
     src.emit(depth, "if v.__class__ is not _str:")
     src.emit(depth + 1, "return _walk(ctx)")
+    total = serve.total
     if flag.bucketing == DEFAULT_SCHEME:
-        # murmur3_bucket inlined: the hash of "salt.value", modulo FULL_WEIGHT
+        # murmur3_bucket inlined: the hash of "salt.value", modulo the total
         prefix = src.bind("k", f"{salt}.")
-        src.emit(depth, f"b = _hash({prefix} + v, 0, False) % {FULL_WEIGHT}")
+        src.emit(depth, f"b = _hash({prefix} + v, 0, False) % {total}")
     else:
-        bucket = src.bind("h", scheme(flag.bucketing))
-        src.emit(depth, f"b = {bucket}({src.bind('k', salt)}, v)")
+        bucket = src.bind("h", scheme(flag.bucketing).split)
+        src.emit(depth, f"b = {bucket}({src.bind('k', salt)}, v, {total})")
     results = [_result(flag, variant, Reason.SPLIT, rule) for variant, _ in serve.weights]
     uppers: list[int] = []
-    total = 0
+    upper = 0
     for _, weight in serve.weights[:-1]:
-        total += weight
-        uppers.append(total)
+        upper += weight
+        uppers.append(upper)
     if len(results) == 2:
         first, second = src.bind("r", results[0]), src.bind("r", results[1])
         src.emit(depth, f"return {first} if b < {uppers[0]} else {second}")
@@ -160,7 +164,7 @@ def _compile_flag(
         src.emit(body, "if r is not None:")
         src.emit(body + 1, "return r")
     for index, rule in enumerate(flag.rules):
-        test = " and ".join(_condition_expr(src, cond, walker) for cond in rule.when)
+        test = " and ".join(_condition_expr(src, cond, walker, flag) for cond in rule.when)
         src.emit(body, f"if {test}:")
         _emit_serve(src, body + 1, flag, rule.serve, Reason.TARGETING_MATCH, index)
     _emit_serve(src, body, flag, flag.default, Reason.DEFAULT, None)

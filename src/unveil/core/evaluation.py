@@ -18,13 +18,12 @@ default there.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from unveil.core.bucketing import bucket_text, scheme
 from unveil.core.model import (
-    FULL_WEIGHT,
     Clause,
     Condition,
     Document,
@@ -32,11 +31,21 @@ from unveil.core.model import (
     Flag,
     Reason,
     Rollout,
+    Sample,
     Serve,
 )
-from unveil.core.operators import OPERATORS, Predicate
+from unveil.core.operators import Predicate, build_predicate
 
-__all__ = ["Evaluation", "ReferenceEvaluator", "as_context", "rollout_pick"]
+__all__ = [
+    "Evaluation",
+    "ReferenceEvaluator",
+    "as_context",
+    "rollout_pick",
+    "sample_check",
+    "sole_variant",
+]
+
+ContextCheck = Callable[[Mapping[str, Any]], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,15 +83,33 @@ def rollout_pick(rollout: Rollout, bucket: int) -> str:
         upper += weight
         if bucket < upper:
             return variant
-    return rollout.weights[-1][0]  # unreachable while weights sum to FULL_WEIGHT
+    return rollout.weights[-1][0]  # unreachable while buckets stay below the total
 
 
 def sole_variant(rollout: Rollout) -> str | None:
-    """The variant that has 100%, if one has: then no bucket is needed."""
+    """The variant that has all the weight, if one has: then no bucket is needed."""
+    total = rollout.total
     for variant, weight in rollout.weights:
-        if weight == FULL_WEIGHT:
+        if weight == total:
             return variant
     return None
+
+
+def sample_check(flag: Flag, sample: Sample) -> ContextCheck:
+    """Whether a context falls in the sample, under the flag's bucketing scheme.
+
+    A context without the ``by`` attribute, or with one that cannot be
+    bucketed, is outside the sample: a sample narrows a rule and never fails.
+    """
+    place = scheme(flag.bucketing).sample
+    salt = flag.bucket_salt if sample.salt is None else sample.salt
+    by, percent = sample.by, sample.percent
+
+    def check(context: Mapping[str, Any]) -> bool:
+        text = bucket_text(context.get(by))
+        return text is not None and place(salt, text) < percent
+
+    return check
 
 
 class ReferenceEvaluator:
@@ -91,17 +118,20 @@ class ReferenceEvaluator:
     def __init__(self, document: Document) -> None:
         self.document = document
         self._predicates: dict[Clause, Predicate] = {}
+        self._samples: dict[tuple[str, Sample], ContextCheck] = {}
         for flag in document.flags.values():
             for rule in flag.rules:
-                self._prepare(rule.when)
+                self._prepare(rule.when, flag)
         for segment in document.segments.values():
             for srule in segment.rules:
-                self._prepare(srule.when)
+                self._prepare(srule.when, None)
 
-    def _prepare(self, conditions: tuple[Condition, ...]) -> None:
+    def _prepare(self, conditions: tuple[Condition, ...], flag: Flag | None) -> None:
         for cond in conditions:
             if isinstance(cond, Clause) and cond not in self._predicates:
-                self._predicates[cond] = OPERATORS[cond.op].build(cond.values)
+                self._predicates[cond] = build_predicate(cond.op, cond.values, cond.ignore_case)
+            elif isinstance(cond, Sample) and flag is not None:
+                self._samples[flag.key, cond] = sample_check(flag, cond)
 
     def evaluate(self, key: str, context: Mapping[str, Any]) -> Evaluation:
         """Evaluate flag ``key``; never raises."""
@@ -130,14 +160,18 @@ class ReferenceEvaluator:
                 if key in keys:
                     return self._variant(flag, variant, Reason.TARGETING_MATCH)
         for index, rule in enumerate(flag.rules):
-            if all(self.condition(cond, context) for cond in rule.when):
+            if all(self.condition(cond, context, flag.key) for cond in rule.when):
                 return self.serve(flag, rule.serve, context, Reason.TARGETING_MATCH, index)
         return self.serve(flag, flag.default, context, Reason.DEFAULT, None)
 
-    def condition(self, cond: Condition, context: Mapping[str, Any]) -> bool:
-        """Whether one condition holds for the context."""
+    def condition(
+        self, cond: Condition, context: Mapping[str, Any], flag_key: str | None = None
+    ) -> bool:
+        """Whether one condition holds for the context (samples need their flag)."""
         if isinstance(cond, Clause):
             held = self._predicates[cond](context.get(cond.attr))
+        elif isinstance(cond, Sample):
+            held = flag_key is not None and self._samples[flag_key, cond](context)
         else:
             held = self.in_segment(cond.segment, context)
         return held != cond.negate
@@ -169,7 +203,7 @@ class ReferenceEvaluator:
         if text is None:
             return rollout_error(flag.key, serve.by, raw)
         salt = flag.bucket_salt if serve.salt is None else serve.salt
-        bucket = scheme(flag.bucketing)(salt, text)
+        bucket = scheme(flag.bucketing).split(salt, text, serve.total)
         return self._variant(flag, rollout_pick(serve, bucket), Reason.SPLIT, rule)
 
     @staticmethod

@@ -28,6 +28,7 @@ __all__ = [
     "Reason",
     "Rollout",
     "Rule",
+    "Sample",
     "Scalar",
     "Segment",
     "SegmentMatch",
@@ -93,6 +94,10 @@ class Operator(StrEnum):
     SEMVER_EQ = "semver_eq"
     SEMVER_LT = "semver_lt"
     SEMVER_GT = "semver_gt"
+    SEMVER_LTE = "semver_lte"
+    SEMVER_GTE = "semver_gte"
+    NUMBER_EQ = "number_eq"
+    IN_CIDR = "in_cidr"
     BEFORE = "before"
     AFTER = "after"
     EXISTS = "exists"
@@ -106,6 +111,8 @@ class Clause:
     op: Operator
     values: tuple[Scalar, ...] = ()
     negate: bool = False
+    #: compare text without regard to case (text operators only)
+    ignore_case: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,21 +123,42 @@ class SegmentMatch:
     negate: bool = False
 
 
-Condition: TypeAlias = "Clause | SegmentMatch"
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """True for a stable share of contexts: those whose bucket is below ``percent``.
+
+    It lets a rule apply to some of the contexts it describes and let the rest
+    fall through to the next rule, which a rollout cannot do. The bucket comes
+    from the flag's bucketing scheme; ``percent`` is in thousandths.
+    """
+
+    percent: int
+    by: str = "key"
+    salt: str | None = None
+    negate: bool = False
+
+
+Condition: TypeAlias = "Clause | SegmentMatch | Sample"
 
 
 @dataclass(frozen=True, slots=True)
 class Rollout:
     """Serve variants by weight, placing each context in a stable bucket.
 
-    ``weights`` pairs variant names with thousandths of a percent and follows
-    the order of the flag's variants, so reordering the document's mapping
-    never moves anyone.
+    ``weights`` pairs variant names with whole-number weights and follows the
+    order of the flag's variants, so reordering the document's mapping never
+    moves anyone. Percentages are weights in thousandths (a total of
+    ``FULL_WEIGHT``); imported flags may keep another total.
     """
 
     weights: tuple[tuple[str, int], ...]
     by: str = "key"
     salt: str | None = None
+
+    @property
+    def total(self) -> int:
+        """The sum of the weights: buckets run from 0 to this."""
+        return sum(weight for _, weight in self.weights)
 
 
 Serve: TypeAlias = "str | Rollout"

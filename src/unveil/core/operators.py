@@ -8,7 +8,9 @@ wrong type is "no match", never an exception.
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -28,6 +30,9 @@ __all__ = [
     "Arity",
     "OperatorSpec",
     "Predicate",
+    "TEXT_OPERATORS",
+    "as_number",
+    "build_predicate",
     "is_number",
 ]
 
@@ -49,13 +54,16 @@ class Arity(Enum):
     MANY = "a list of values"
 
 
+Builder = Callable[[tuple[Scalar, ...], bool], Predicate]
+
+
 @dataclass(frozen=True, slots=True)
 class OperatorSpec:
-    """One row of the table."""
+    """One row of the table. ``build`` takes the values and ``ignore_case``."""
 
     arity: Arity
     check: Callable[[object], str | None]
-    build: Callable[[tuple[Scalar, ...]], Predicate]
+    build: Builder
 
 
 def is_number(value: object) -> bool:
@@ -66,6 +74,24 @@ def is_number(value: object) -> bool:
     if cls is float:
         return math.isfinite(value)  # type: ignore[arg-type]
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def as_number(value: object) -> int | float | None:
+    """A number, or a decimal number written as a string, as a number.
+
+    Attributes often arrive as text (headers, query strings, other systems'
+    contexts), so the number operators read "12.5" as 12.5; anything else
+    is not a number.
+    """
+    if is_number(value):
+        return value  # type: ignore[return-value]
+    if isinstance(value, str) and len(value) < 100 and _DECIMAL.fullmatch(value.strip()):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return None
 
 
 # -- value checks, used when a document is loaded ---------------------------
@@ -109,6 +135,16 @@ def _check_instant(value: object) -> str | None:
     return None
 
 
+def _check_network(value: object) -> str | None:
+    if not isinstance(value, str):
+        return f"must be a string, not {_type_name(value)}"
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return f"{value!r} is not an IP address or CIDR range"
+    return None
+
+
 def _no_check(value: object) -> str | None:
     return "takes no values"
 
@@ -121,14 +157,18 @@ def _type_name(value: object) -> str:
 # -- predicate builders -------------------------------------------------------
 
 
-def _build_in(values: tuple[Scalar, ...]) -> Predicate:
-    strings = frozenset(v for v in values if isinstance(v, str))
+def _fold(value: Scalar, ignore_case: bool) -> Scalar:
+    return value.casefold() if ignore_case and isinstance(value, str) else value
+
+
+def _build_in(values: tuple[Scalar, ...], ignore_case: bool = False) -> Predicate:
+    strings = frozenset(_fold(v, ignore_case) for v in values if isinstance(v, str))
     numbers = frozenset(v for v in values if is_number(v))
     bools = frozenset(v for v in values if isinstance(v, bool))
 
     def match(a: object) -> bool:
         if isinstance(a, str):
-            return a in strings
+            return (a.casefold() if ignore_case else a) in strings
         if isinstance(a, bool):
             return a in bools
         return is_number(a) and a in numbers
@@ -136,24 +176,26 @@ def _build_in(values: tuple[Scalar, ...]) -> Predicate:
     return match
 
 
-def _build_starts_with(values: tuple[Scalar, ...]) -> Predicate:
-    prefixes = tuple(str(v) for v in values)
-    return lambda a: isinstance(a, str) and a.startswith(prefixes)
+def _build_affix(method: str) -> Builder:
+    def build(values: tuple[Scalar, ...], ignore_case: bool = False) -> Predicate:
+        affixes = tuple(str(_fold(v, ignore_case)) for v in values)
+        if ignore_case:
+            return lambda a: isinstance(a, str) and getattr(a.casefold(), method)(affixes)
+        test = getattr(str, method)
+        return lambda a: isinstance(a, str) and test(a, affixes)
+
+    return build
 
 
-def _build_ends_with(values: tuple[Scalar, ...]) -> Predicate:
-    suffixes = tuple(str(v) for v in values)
-    return lambda a: isinstance(a, str) and a.endswith(suffixes)
-
-
-def _build_contains(values: tuple[Scalar, ...]) -> Predicate:
+def _build_contains(values: tuple[Scalar, ...], ignore_case: bool = False) -> Predicate:
     """Substring of a string attribute, or member of a list attribute."""
-    texts = tuple(v for v in values if isinstance(v, str))
-    member = _build_in(values)
+    texts = tuple(str(_fold(v, ignore_case)) for v in values if isinstance(v, str))
+    member = _build_in(values, ignore_case)
 
     def match(a: object) -> bool:
         if isinstance(a, str):
-            return any(t in a for t in texts)
+            folded = a.casefold() if ignore_case else a
+            return any(t in folded for t in texts)
         if isinstance(a, list | tuple):
             return any(member(item) for item in a)
         return False
@@ -161,8 +203,9 @@ def _build_contains(values: tuple[Scalar, ...]) -> Predicate:
     return match
 
 
-def _build_matches(values: tuple[Scalar, ...]) -> Predicate:
-    patterns = [re2.compile(str(v), _RE2_OPTIONS) for v in values]
+def _build_matches(values: tuple[Scalar, ...], ignore_case: bool = False) -> Predicate:
+    flags = "(?i)" if ignore_case else ""
+    patterns = [re2.compile(flags + str(v), _RE2_OPTIONS) for v in values]
 
     def match(a: object) -> bool:
         if not isinstance(a, str) or len(a) > MAX_SUBJECT_LENGTH:
@@ -172,16 +215,21 @@ def _build_matches(values: tuple[Scalar, ...]) -> Predicate:
     return match
 
 
-def _build_compare(test: Callable[[Any, Any], bool]) -> Callable[[tuple[Scalar, ...]], Predicate]:
-    def build(values: tuple[Scalar, ...]) -> Predicate:
+def _build_compare(test: Callable[[Any, Any], bool]) -> Builder:
+    def build(values: tuple[Scalar, ...], ignore_case: bool = False) -> Predicate:
         bound = values[0]
-        return lambda a: is_number(a) and test(a, bound)
+
+        def match(a: object) -> bool:
+            number = as_number(a)
+            return number is not None and test(number, bound)
+
+        return match
 
     return build
 
 
-def _build_semver(test: Callable[[Any, Any], bool]) -> Callable[[tuple[Scalar, ...]], Predicate]:
-    def build(values: tuple[Scalar, ...]) -> Predicate:
+def _build_semver(test: Callable[[Any, Any], bool]) -> Builder:
+    def build(values: tuple[Scalar, ...], ignore_case: bool = False) -> Predicate:
         bound = parse_semver(values[0])
 
         def match(a: object) -> bool:
@@ -193,8 +241,8 @@ def _build_semver(test: Callable[[Any, Any], bool]) -> Callable[[tuple[Scalar, .
     return build
 
 
-def _build_instant(test: Callable[[Any, Any], bool]) -> Callable[[tuple[Scalar, ...]], Predicate]:
-    def build(values: tuple[Scalar, ...]) -> Predicate:
+def _build_instant(test: Callable[[Any, Any], bool]) -> Builder:
+    def build(values: tuple[Scalar, ...], ignore_case: bool = False) -> Predicate:
         bound = parse_instant(values[0], require_offset=True)
 
         def match(a: object) -> bool:
@@ -206,22 +254,57 @@ def _build_instant(test: Callable[[Any, Any], bool]) -> Callable[[tuple[Scalar, 
     return build
 
 
-def _build_exists(values: Sequence[Scalar]) -> Predicate:
+def _build_in_cidr(values: tuple[Scalar, ...], ignore_case: bool = False) -> Predicate:
+    networks = tuple(ipaddress.ip_network(str(v), strict=False) for v in values)
+
+    def match(a: object) -> bool:
+        if not isinstance(a, str) or len(a) > 100:
+            return False
+        try:
+            address = ipaddress.ip_address(a.strip())
+        except ValueError:
+            return False
+        return any(address in network for network in networks)
+
+    return match
+
+
+def _build_exists(values: Sequence[Scalar], ignore_case: bool = False) -> Predicate:
     return lambda a: a is not None
 
+
+def build_predicate(op: Operator, values: tuple[Scalar, ...], ignore_case: bool) -> Predicate:
+    """The predicate of one clause."""
+    return OPERATORS[op].build(values, ignore_case)
+
+
+#: The operators that compare text and so may ignore case.
+TEXT_OPERATORS = frozenset(
+    {
+        Operator.EQ,
+        Operator.IN,
+        Operator.STARTS_WITH,
+        Operator.ENDS_WITH,
+        Operator.CONTAINS,
+        Operator.MATCHES,
+    }
+)
 
 OPERATORS: Mapping[Operator, OperatorSpec] = MappingProxyType(
     {
         Operator.EQ: OperatorSpec(Arity.ONE, _check_scalar, _build_in),
         Operator.IN: OperatorSpec(Arity.MANY, _check_scalar, _build_in),
-        Operator.STARTS_WITH: OperatorSpec(Arity.MANY, _check_string, _build_starts_with),
-        Operator.ENDS_WITH: OperatorSpec(Arity.MANY, _check_string, _build_ends_with),
+        Operator.STARTS_WITH: OperatorSpec(Arity.MANY, _check_string, _build_affix("startswith")),
+        Operator.ENDS_WITH: OperatorSpec(Arity.MANY, _check_string, _build_affix("endswith")),
         Operator.CONTAINS: OperatorSpec(Arity.MANY, _check_scalar, _build_contains),
         Operator.MATCHES: OperatorSpec(Arity.MANY, _check_pattern, _build_matches),
         Operator.LT: OperatorSpec(Arity.ONE, _check_number, _build_compare(lambda a, b: a < b)),
         Operator.LTE: OperatorSpec(Arity.ONE, _check_number, _build_compare(lambda a, b: a <= b)),
         Operator.GT: OperatorSpec(Arity.ONE, _check_number, _build_compare(lambda a, b: a > b)),
         Operator.GTE: OperatorSpec(Arity.ONE, _check_number, _build_compare(lambda a, b: a >= b)),
+        Operator.NUMBER_EQ: OperatorSpec(
+            Arity.ONE, _check_number, _build_compare(lambda a, b: a == b)
+        ),
         Operator.SEMVER_EQ: OperatorSpec(
             Arity.ONE, _check_semver, _build_semver(lambda a, b: a == b)
         ),
@@ -231,10 +314,17 @@ OPERATORS: Mapping[Operator, OperatorSpec] = MappingProxyType(
         Operator.SEMVER_GT: OperatorSpec(
             Arity.ONE, _check_semver, _build_semver(lambda a, b: a > b)
         ),
+        Operator.SEMVER_LTE: OperatorSpec(
+            Arity.ONE, _check_semver, _build_semver(lambda a, b: a <= b)
+        ),
+        Operator.SEMVER_GTE: OperatorSpec(
+            Arity.ONE, _check_semver, _build_semver(lambda a, b: a >= b)
+        ),
         Operator.BEFORE: OperatorSpec(
             Arity.ONE, _check_instant, _build_instant(lambda a, b: a < b)
         ),
         Operator.AFTER: OperatorSpec(Arity.ONE, _check_instant, _build_instant(lambda a, b: a > b)),
+        Operator.IN_CIDR: OperatorSpec(Arity.MANY, _check_network, _build_in_cidr),
         Operator.EXISTS: OperatorSpec(Arity.NONE, _no_check, _build_exists),
     }
 )

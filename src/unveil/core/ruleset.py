@@ -50,6 +50,7 @@ class _Entry:
     accepts: frozenset[type]
     copies: bool  # json values are copied out, so callers cannot change the flag
     boolean: bool
+    off_variant: str
 
 
 class Ruleset:
@@ -67,6 +68,7 @@ class Ruleset:
                 _ACCEPTS[flag.kind],
                 copies=flag.kind is FlagKind.JSON,
                 boolean=flag.kind is FlagKind.BOOLEAN,
+                off_variant=flag.off_variant,
             )
             for key, flag in document.flags.items()
         }
@@ -104,20 +106,27 @@ class Ruleset:
         return deepcopy(result.value) if entry.copies else result.value
 
     def enabled(self, key: str, context: object = None, default: bool = False) -> bool:
-        """A boolean flag's value; ``default`` when it cannot be had.
+        """Whether the flag is on for the context; ``default`` when that cannot be had.
 
-        The same answer as ``value`` for boolean flags, written out again
-        because it is the call applications make most.
+        For a boolean flag this is its value (the same answer as ``value``,
+        written out again because it is the call applications make most). For
+        other kinds it is whether the context gets something other than the
+        flag's off variant, so "is the feature on?" has one answer for every
+        flag, including multi-variant flags imported from other systems.
         """
         entry = self._entries.get(key)
-        if entry is None or not entry.boolean:
+        if entry is None:
             return default
         if context.__class__ is not dict:
             context = as_context(context)
             if context is None:
                 return default
         result = entry.run(context)
-        return default if result.error_code is not None else result.value
+        if result.error_code is not None:
+            return default
+        if entry.boolean:
+            return result.value  # type: ignore[no-any-return]
+        return result.variant != entry.off_variant
 
     def evaluate(self, key: str, context: object = None, default: Any = None) -> Evaluation:
         """The full answer: value, variant, reason and any error."""
