@@ -16,8 +16,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from unveil.core import InvalidDocument, Ruleset, UnveilError
-from unveil.sdk.files import dump_document, format_of, load_document
+from unveil.core import InvalidDocument, Ruleset, UnveilError, parse_document
+from unveil.migrate import import_unleash
+from unveil.sdk.files import dump_document, format_of, load_document, read_data
 
 EXIT_REFUSED = 1
 
@@ -155,6 +156,45 @@ def evaluate(path: Path, flag: str, context_json: str) -> None:
             indent=2,
         )
     )
+
+
+@main.group(name="import")
+def import_() -> None:
+    """Bring flags over from another system."""
+
+
+@import_.command(name="unleash")
+@click.argument("path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the flags file here (YAML or JSON by its extension); default: print it.",
+)
+def import_unleash_(path: Path, output: Path | None) -> None:
+    """Import Unleash's client features document (GET /api/client/features).
+
+    Users keep their buckets: percentages and variants use Unleash's own
+    hashing. Anything that cannot be carried over is listed and nothing is
+    written.
+    """
+    errors = Console(stderr=True)
+    try:
+        source = read_data(path.read_text(encoding="utf-8"), format_of(path), str(path))
+        imported = import_unleash(source)
+    except InvalidDocument as exc:  # a refused import is one too
+        _refuse(errors, exc)
+        return
+    for note in imported.notes:
+        errors.print(f"[yellow]note[/] [cyan]{note.path}[/]: {note.message}", highlight=False)
+    text = dump_document(parse_document(imported.document), format_of(output) if output else "yaml")
+    flags = len(imported.document["flags"])
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        errors.print(f"[green]imported[/] {flags} flags into {output}")
 
 
 @main.command()

@@ -35,10 +35,13 @@ class Problem:
 class InvalidDocument(UnveilError):
     """A document with problems; nothing of it is used."""
 
+    #: how the message begins, before the count of problems
+    subject = "the flags document has"
+
     def __init__(self, problems: Iterable[Problem]) -> None:
         self.problems: tuple[Problem, ...] = tuple(problems)
         count = len(self.problems)
-        head = f"the flags document has {count} problem{'s' if count != 1 else ''}"
+        head = f"{self.subject} {count} problem{'s' if count != 1 else ''}"
         super().__init__(head + "".join(f"\n  {p}" for p in self.problems))
 
 

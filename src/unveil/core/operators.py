@@ -44,6 +44,7 @@ MAX_SUBJECT_LENGTH = 10_000
 
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.max_mem = 1 << 20
+_RE2_OPTIONS.log_errors = False  # a refused pattern is reported as a problem, not logged
 
 
 class Arity(Enum):
