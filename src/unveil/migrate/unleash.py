@@ -223,7 +223,8 @@ def _variants_well_formed(variants: object, path: str, job: _Job) -> bool:
     if not _list_of_mappings(variants, path, job):
         return False
     ok = True
-    for i, variant in enumerate(variants or []):  # type: ignore[arg-type]
+    items: list[Mapping[str, Any]] = variants or []  # type: ignore[assignment]
+    for i, variant in enumerate(items):
         vpath = f"{path}[{i}]"
         if not isinstance(variant.get("name"), str):
             job.problem(f"{vpath}.name", "a variant needs a name")
