@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: setup
-	$(BIN)/unveil demo
+	$(BIN)/unveil serve --demo
 
 test: setup
 	$(BIN)/pytest --cov=unveil.core --cov-report=term --cov-fail-under=95

@@ -158,6 +158,74 @@ def evaluate(path: Path, flag: str, context_json: str) -> None:
     )
 
 
+DEMO_ENVIRONMENTS = ("development", "staging", "production")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8400, show_default=True, type=int)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data"),
+    show_default=True,
+    help="Where the SQLite database lives when no --database-url is given.",
+)
+@click.option(
+    "--database-url",
+    envvar="UNVEIL_DATABASE_URL",
+    default=None,
+    help="postgresql+psycopg://... to use PostgreSQL (or UNVEIL_DATABASE_URL).",
+)
+@click.option("--demo", is_flag=True, help="Create a demo project and print tokens to try it.")
+def serve(host: str, port: int, data_dir: Path, database_url: str | None, demo: bool) -> None:
+    """Run the server: admin API, SDK API, health and metrics."""
+    import os
+
+    import uvicorn
+
+    from unveil.server.app import create_app
+    from unveil.service.access import AccessService
+    from unveil.store.database import default_url, make_engine, upgrade
+
+    url = database_url or default_url(data_dir)
+    upgrade(url)
+    engine = make_engine(url)
+    access = AccessService(engine)
+    given = os.environ.get("UNVEIL_ADMIN_TOKEN")
+    if given and access.authenticate(given) is None:
+        access.create_token("admin (UNVEIL_ADMIN_TOKEN)", "admin", "admin", secret=given)
+    elif not given and not access.has_admin():
+        secret = access.create_token("first admin", "admin", "admin")
+        click.echo(f"admin token (shown once): {secret}", err=True)
+    if demo:
+        _seed_demo(engine, access)
+    click.echo(f"unveil serving on http://{host}:{port}", err=True)
+    uvicorn.run(create_app(engine), host=host, port=port, log_level="warning")
+
+
+def _seed_demo(engine: Any, access: Any) -> None:
+    from unveil.service.flags import Change, FlagService
+
+    service = FlagService(engine)
+    document = load_document(_demo_path())
+    from unveil.core import document_to_data
+
+    data = document_to_data(document)
+    for env in DEMO_ENVIRONMENTS:
+        access.ensure_environment("demo", env)
+        if service.list_flags("demo", env):
+            continue
+        # segments first, then flags in an order where prerequisites come first
+        service.put_document("demo", env, data, Change("demo seed", "demo data"))
+    admin = access.create_token("demo admin", "admin", "admin")
+    sdk = access.create_token(
+        "demo sdk (production)", "sdk", environment_id=access.environment_of("demo", "production")
+    )
+    click.echo(f"demo admin token: {admin}", err=True)
+    click.echo(f"demo SDK key (production): {sdk}", err=True)
+
+
 @main.group(name="import")
 def import_() -> None:
     """Bring flags over from another system."""

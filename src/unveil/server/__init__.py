@@ -1,0 +1,1 @@
+"""HTTP: the admin API, the SDK API and operations endpoints. No business rules here."""

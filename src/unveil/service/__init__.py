@@ -1,0 +1,1 @@
+"""The use cases, shared by the API, the CLI and background workers."""

@@ -1,0 +1,152 @@
+"""Projects, environments and tokens: who may do what, where.
+
+Secrets are random 32-byte tokens shown once; only their SHA-256 is stored
+(a slow password hash buys nothing for secrets with 256 bits of entropy,
+and every request checks one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, insert, select
+
+from unveil.service.errors import NotFound
+from unveil.store import tables as t
+
+__all__ = ["ROLES", "AccessService", "Principal"]
+
+#: Roles, weakest first: each may do what the ones before it may.
+ROLES = ("viewer", "editor", "releaser", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Whoever presented a token."""
+
+    name: str
+    kind: str  # admin | sdk
+    role: str | None
+    environment_id: int | None
+
+    def may(self, role: str) -> bool:
+        return self.kind == "admin" and ROLES.index(self.role or "viewer") >= ROLES.index(role)
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class AccessService:
+    """Creating projects, environments and tokens; checking tokens."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def ensure_environment(self, project: str, env: str) -> int:
+        """The environment's id, creating it (and its project) if need be."""
+        with self.engine.begin() as conn:
+            project_id = conn.execute(
+                select(t.projects.c.id).where(t.projects.c.key == project)
+            ).scalar_one_or_none()
+            if project_id is None:
+                project_id = conn.execute(
+                    insert(t.projects).values(key=project, name=project).returning(t.projects.c.id)
+                ).scalar_one()
+            env_id = conn.execute(
+                select(t.environments.c.id).where(
+                    t.environments.c.project_id == project_id, t.environments.c.key == env
+                )
+            ).scalar_one_or_none()
+            if env_id is None:
+                env_id = conn.execute(
+                    insert(t.environments)
+                    .values(project_id=project_id, key=env, version=0)
+                    .returning(t.environments.c.id)
+                ).scalar_one()
+            return int(env_id)
+
+    def environment_of(self, project: str, env: str) -> int:
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(t.environments.c.id)
+                .join(t.projects, t.projects.c.id == t.environments.c.project_id)
+                .where(t.projects.c.key == project, t.environments.c.key == env)
+            ).scalar_one_or_none()
+        if found is None:
+            raise NotFound(f"no environment '{env}' in project '{project}'")
+        return int(found)
+
+    def create_token(
+        self,
+        name: str,
+        kind: str,
+        role: str | None = None,
+        environment_id: int | None = None,
+        secret: str | None = None,
+    ) -> str:
+        """A new token; its secret is returned once and never stored."""
+        prefix = "unveil-sdk-" if kind == "sdk" else "unveil-admin-"
+        secret = secret or prefix + secrets.token_urlsafe(32)
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(t.tokens).values(
+                    name=name,
+                    kind=kind,
+                    role=role,
+                    environment_id=environment_id,
+                    secret_hash=_hash(secret),
+                    created_at=datetime.now(UTC),
+                )
+            )
+        return secret
+
+    def has_admin(self) -> bool:
+        with self.engine.connect() as conn:
+            return (
+                conn.execute(
+                    select(t.tokens.c.id).where(t.tokens.c.kind == "admin").limit(1)
+                ).first()
+                is not None
+            )
+
+    def authenticate(self, secret: str) -> Principal | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    t.tokens.c.name, t.tokens.c.kind, t.tokens.c.role, t.tokens.c.environment_id
+                ).where(t.tokens.c.secret_hash == _hash(secret))
+            ).one_or_none()
+        if row is None:
+            return None
+        return Principal(row.name, row.kind, row.role, row.environment_id)
+
+    def audit(
+        self, project: str, env: str, target: str | None = None, actor: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The environment's audit entries, oldest first, optionally filtered."""
+        env_id = self.environment_of(project, env)
+        query = select(t.audit).where(t.audit.c.environment_id == env_id).order_by(t.audit.c.id)
+        if target is not None:
+            query = query.where(t.audit.c.target == target)
+        if actor is not None:
+            query = query.where(t.audit.c.actor == actor)
+        with self.engine.connect() as conn:
+            return [
+                {
+                    "id": r.id,
+                    "at": r.at.isoformat() if r.at else None,
+                    "actor": r.actor,
+                    "action": r.action,
+                    "target": r.target,
+                    "reason": r.reason,
+                    "before": r.before,
+                    "after": r.after,
+                    "environment_version": r.environment_version,
+                }
+                for r in conn.execute(query)
+            ]

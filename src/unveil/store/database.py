@@ -1,0 +1,58 @@
+"""Connecting to the database and bringing its schema up to date.
+
+SQLite is the default: a file in the data folder, in WAL mode, with write
+transactions that take the write lock at once (BEGIN IMMEDIATE) so that
+concurrent writers queue instead of failing half way. PostgreSQL is chosen
+by URL (``postgresql+psycopg://...``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+
+__all__ = ["default_url", "make_engine", "upgrade"]
+
+_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def default_url(data_dir: Path) -> str:
+    """The zero-setup database: a SQLite file in the data folder."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{data_dir / 'unveil.db'}"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for the URL, with SQLite set up for safe concurrent writes."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives power loss
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def upgrade(url: str) -> None:
+    """Apply every migration not yet applied."""
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(config, "head")

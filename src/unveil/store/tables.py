@@ -1,0 +1,87 @@
+"""The tables, in SQLAlchemy Core: the one description of the schema.
+
+Flags and segments are stored per environment as their flags-file form
+(JSON text), so what the store holds is exactly what the core validates and
+what SDKs receive. Each environment carries a version that every change
+bumps; each flag carries its own version for ETag / If-Match.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(200), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+)
+
+environments = Table(
+    "environments",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("project_id", Integer, ForeignKey("projects.id"), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("version", BigInteger, nullable=False, default=0),
+    UniqueConstraint("project_id", "key"),
+)
+
+
+def _document_part(name: str) -> Table:
+    """Flags and segments are stored alike: a key, its flags-file form, a version."""
+    return Table(
+        name,
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("environment_id", Integer, ForeignKey("environments.id"), nullable=False),
+        Column("key", String(200), nullable=False),
+        Column("data", Text, nullable=False),
+        Column("version", BigInteger, nullable=False),
+        UniqueConstraint("environment_id", "key"),
+    )
+
+
+flags = _document_part("flags")
+segments = _document_part("segments")
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("environment_id", Integer, ForeignKey("environments.id"), nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(50), nullable=False),
+    Column("target", String(200), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("before", Text, nullable=True),
+    Column("after", Text, nullable=True),
+    Column("environment_version", BigInteger, nullable=True),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(10), nullable=False),  # admin | sdk
+    Column("role", String(20), nullable=True),  # viewer | editor | releaser | admin
+    Column("environment_id", Integer, ForeignKey("environments.id"), nullable=True),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

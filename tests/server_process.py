@@ -1,0 +1,125 @@
+"""A real ``unveil serve`` process on loopback, over SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ADMIN_TOKEN = "unveil-admin-test-" + "x" * 24
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """One server process and how to reach it."""
+
+    url: str
+    database_url: str
+    process: subprocess.Popen[bytes]
+    port: int
+
+    def client(self, token: str = ADMIN_TOKEN) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+
+    def kill(self) -> None:
+        """kill -9: no chance to flush or close anything."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+
+def _wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)  # waiting for the port to open: there is no event to await
+    raise RuntimeError("the server did not become ready")
+
+
+def start_server(database_url: str, port: int | None = None, seed: bool = True) -> Server:
+    port = port or _free_port()
+    env = {**os.environ, "UNVEIL_ADMIN_TOKEN": ADMIN_TOKEN}
+    args = [sys.executable, "-m", "unveil.cli.main", "serve", "--port", str(port)]
+    args += ["--database-url", database_url]
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    _wait_until_up(url, process)
+    server = Server(url, database_url, process, port)
+    if seed:
+        _seed(database_url)
+    return server
+
+
+def _seed(database_url: str) -> None:
+    from unveil.service.access import AccessService
+    from unveil.store.database import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        AccessService(engine).ensure_environment("shop", "production")
+        AccessService(engine).ensure_environment("shop", "staging")
+    finally:
+        engine.dispose()
+
+
+def stop(server: Server) -> None:
+    if server.process.poll() is None:
+        server.process.terminate()
+        try:
+            server.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    try:
+        import psycopg
+
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except Exception as exc:
+        if os.environ.get("UNVEIL_TEST_REQUIRE_SERVICES"):
+            pytest.fail(f"PostgreSQL is required here and unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    name = f"unveil_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@contextmanager
+def database(kind: str, tmp_path: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'unveil.db'}"
+    else:
+        with postgres_database() as url:
+            yield url
