@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.server_process import Server, database, start_server, stop
 from unveil.core import Ruleset
 
 
@@ -20,3 +23,14 @@ def ruleset(flags: dict[str, Any], segments: dict[str, Any] | None = None) -> Ru
 @pytest.fixture
 def make_ruleset() -> Any:
     return ruleset
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    """A running server process on a fresh database of each kind."""
+    with database(request.param, tmp_path) as url:
+        running = start_server(url)
+        try:
+            yield running
+        finally:
+            stop(running)

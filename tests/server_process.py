@@ -61,11 +61,13 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 
     raise RuntimeError("the server did not become ready")
 
 
-def start_server(database_url: str, port: int | None = None, seed: bool = True) -> Server:
+def start_server(
+    database_url: str, port: int | None = None, seed: bool = True, *extra: str
+) -> Server:
     port = port or _free_port()
     env = {**os.environ, "UNVEIL_ADMIN_TOKEN": ADMIN_TOKEN}
     args = [sys.executable, "-m", "unveil.cli.main", "serve", "--port", str(port)]
-    args += ["--database-url", database_url]
+    args += ["--database-url", database_url, "--stream-heartbeat", "0.5", *extra]
     process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     _wait_until_up(url, process)
@@ -123,3 +125,49 @@ def database(kind: str, tmp_path: Path) -> Iterator[str]:
     else:
         with postgres_database() as url:
             yield url
+
+
+def sdk_key(database_url: str, env: str = "production") -> str:
+    """A new SDK key for an environment of project shop."""
+    from unveil.service.access import AccessService
+    from unveil.store.database import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        access = AccessService(engine)
+        environment = access.environment_of("shop", env)
+        return access.create_token(f"sdk {env}", "sdk", environment_id=environment)
+    finally:
+        engine.dispose()
+
+
+class EventStream:
+    """A server-sent-events client: one connection, events read as they come."""
+
+    def __init__(self, server: Server, key: str) -> None:
+        self._client = httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+        self._context = self._client.stream("GET", "/sdk/v1/stream")
+        self.response = self._context.__enter__()
+        self._lines = self.response.iter_lines()
+
+    def next_event(self) -> tuple[str, dict[str, object]]:
+        """The next event (heartbeats skipped): its name and JSON data."""
+        import json
+
+        name, data = "message", ""
+        for line in self._lines:
+            if line.startswith(":"):
+                continue
+            if line.startswith("event:"):
+                name = line.partition(":")[2].strip()
+            elif line.startswith("data:"):
+                data += line.partition(":")[2].strip()
+            elif line == "" and data:
+                return name, json.loads(data)
+        raise EOFError("the stream ended")
+
+    def close(self) -> None:
+        self._context.__exit__(None, None, None)
+        self._client.close()

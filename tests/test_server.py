@@ -4,41 +4,20 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.server_process import Server, database, start_server, stop
+from tests.server_process import Server, database, sdk_key, start_server, stop
 
 FLAGS = "/api/v1/projects/shop/environments/production/flags"
 AUDIT = "/api/v1/projects/shop/environments/production/audit"
 CHECKOUT = {"description": "New checkout", "default": "off"}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
-    with database(request.param, tmp_path) as url:
-        running = start_server(url)
-        try:
-            yield running
-        finally:
-            stop(running)
-
-
 def _sdk_key(server: Server, env: str = "production") -> str:
-    from unveil.service.access import AccessService
-    from unveil.store.database import make_engine
-
-    engine = make_engine(server.database_url)
-    try:
-        access = AccessService(engine)
-        return access.create_token(
-            f"sdk {env}", "sdk", environment_id=access.environment_of("shop", env)
-        )
-    finally:
-        engine.dispose()
+    return sdk_key(server.database_url, env)
 
 
 def test_a_flag_is_created_changed_with_if_match_and_audited(server: Server) -> None:

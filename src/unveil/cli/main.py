@@ -178,13 +178,43 @@ DEMO_ENVIRONMENTS = ("development", "staging", "production")
     help="postgresql+psycopg://... to use PostgreSQL (or UNVEIL_DATABASE_URL).",
 )
 @click.option("--demo", is_flag=True, help="Create a demo project and print tokens to try it.")
-def serve(host: str, port: int, data_dir: Path, database_url: str | None, demo: bool) -> None:
+@click.option(
+    "--stream-heartbeat",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(0.05, 3600),
+    help="Seconds between heartbeats on idle SDK streams.",
+)
+@click.option(
+    "--events-capacity",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(1, 10_000_000),
+    help="Event batches held in memory before the intake answers 429.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def serve(
+    host: str,
+    port: int,
+    data_dir: Path,
+    database_url: str | None,
+    demo: bool,
+    stream_heartbeat: float,
+    events_capacity: int,
+    log_level: str,
+) -> None:
     """Run the server: admin API, SDK API, health and metrics."""
     import os
 
     import uvicorn
 
     from unveil.server.app import create_app
+    from unveil.server.logs import configure_logging
     from unveil.service.access import AccessService
     from unveil.store.database import default_url, make_engine, upgrade
 
@@ -201,7 +231,9 @@ def serve(host: str, port: int, data_dir: Path, database_url: str | None, demo: 
     if demo:
         _seed_demo(engine, access)
     click.echo(f"unveil serving on http://{host}:{port}", err=True)
-    uvicorn.run(create_app(engine), host=host, port=port, log_level="warning")
+    app = create_app(engine, heartbeat_seconds=stream_heartbeat, events_capacity=events_capacity)
+    configure_logging(log_level)
+    uvicorn.run(app, host=host, port=port, log_config=None, log_level=log_level)
 
 
 def _seed_demo(engine: Any, access: Any) -> None:

@@ -1,24 +1,31 @@
-"""The HTTP application: routes that translate requests into use cases and back.
+"""The composition root: build the services over a database and mount the routes.
 
-``create_app(engine)`` is the composition root's product; ``unveil serve``
-builds the engine from the configured database and hands it here.
+``create_app(engine)`` gives the ASGI application; ``unveil serve`` runs it.
+The lifespan starts the live machinery (snapshot hub, change listener,
+leadership, event intake) and stops it in reverse, writing pending events.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
-from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from unveil.service.access import AccessService, Principal
+from unveil.server import admin, ops, sdk
+from unveil.server.auth import Denied
+from unveil.server.hub import Hub
+from unveil.server.services import Metrics, Services
+from unveil.service.access import AccessService
+from unveil.service.cluster import Cluster
 from unveil.service.errors import (
     Conflict,
     Invalid,
@@ -26,12 +33,17 @@ from unveil.service.errors import (
     PreconditionFailed,
     PreconditionRequired,
 )
-from unveil.service.flags import Change, FlagRecord, FlagService
+from unveil.service.events import EventIntake
+from unveil.service.flags import FlagService
+from unveil.store.changes import ChangeListener
+from unveil.store.leadership import Leadership
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
 #: The largest request body accepted; bigger ones get 413 before being read.
 MAX_BODY_BYTES = 1 << 20
+
+log = logging.getLogger("unveil.server")
 
 _ERRORS: dict[type[Exception], int] = {
     NotFound: 404,
@@ -42,80 +54,93 @@ _ERRORS: dict[type[Exception], int] = {
 }
 
 
-class _Denied(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        self.status, self.message = status, message
-
-
-def _etag(version: int) -> str:
-    return f'"{version}"'
-
-
-def _parse_if_match(value: str | None) -> int | None:
-    if value is None:
-        return None
-    raw = value.strip().removeprefix("W/").strip('"')
-    if not raw.isdigit():
-        raise _Denied(400, f"If-Match must be an ETag this server gave, not {value!r}")
-    return int(raw)
-
-
-async def principal(
-    request: Request, authorization: Annotated[str | None, Header()] = None
-) -> Principal:
-    """Whoever the request's token belongs to; 401 without a valid one."""
-    if not authorization:
-        raise _Denied(401, "an Authorization header with a token is required")
-    secret = authorization.removeprefix("Bearer ").strip()
-    access: AccessService = request.app.state.access
-    found = await run_in_threadpool(access.authenticate, secret)
-    if found is None:
-        raise _Denied(401, "the token is not valid")
-    return found
-
-
-def role(needed: str) -> Callable[..., Awaitable[Principal]]:
-    """A dependency that admits admin tokens of ``needed`` or a stronger role."""
-
-    async def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
-        if not who.may(needed):
-            raise _Denied(403, f"this needs the {needed} role")
-        return who
-
-    return check
-
-
-Viewer = Annotated[Principal, Depends(role("viewer"))]
-Editor = Annotated[Principal, Depends(role("editor"))]
-Anyone = Annotated[Principal, Depends(principal)]
-
-
-def create_app(engine: Engine) -> FastAPI:
-    """The application over one database."""
+def build_services(
+    engine: Engine,
+    node: str | None = None,
+    heartbeat_seconds: float = 15.0,
+    check_seconds: float = 5.0,
+    events_capacity: int = 10_000,
+) -> Services:
+    """The services of one server process over one database."""
     flags = FlagService(engine)
-    access = AccessService(engine)
+    metrics = Metrics.create()
+    hub = Hub(flags, lambda _n, seconds: metrics.propagation.observe(seconds), check_seconds)
+    flags.listeners.append(hub.changed)
+    cluster = Cluster(engine, node)
+    built = Services(
+        engine=engine,
+        flags=flags,
+        access=AccessService(engine),
+        hub=hub,
+        intake=EventIntake(engine, events_capacity),
+        cluster=cluster,
+        leadership=Leadership(engine, cluster.forget_stale),
+        listener=ChangeListener(engine, hub.changed),
+        metrics=metrics,
+        heartbeat_seconds=heartbeat_seconds,
+    )
+    metrics.watch(built)
+    return built
+
+
+def create_app(engine: Engine, **options: Any) -> FastAPI:
+    """The application over one database (options: see ``build_services``)."""
+    svc = build_services(engine, **options)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        svc.hub.start()
+        svc.listener.start()
+        svc.leadership.start()
+        svc.intake.start()
+
+        async def report_alive() -> None:
+            while True:
+                try:
+                    await run_in_threadpool(svc.cluster.heartbeat, svc.leadership.leading.is_set())
+                except Exception:  # the database may be away for a moment
+                    log.warning("node heartbeat failed", exc_info=True)
+                await asyncio.sleep(1.0)
+
+        alive = asyncio.create_task(report_alive())
+        try:
+            yield
+        finally:
+            alive.cancel()
+            svc.intake.stop()
+            svc.leadership.stop()
+            svc.listener.stop()
+            svc.hub.stop()
+
     app = FastAPI(
         title="unveil",
         version="1",
-        description="Flags, releases and their audit trail.",
+        description="Flags, their live delivery to SDKs, and the audit trail of every change.",
+        lifespan=lifespan,
     )
-    app.state.access = access
+    app.state.services = svc
     app.add_middleware(GZipMiddleware, minimum_size=1024)
 
     @app.middleware("http")
-    async def refuse_large_bodies(
+    async def guard_and_count(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse(
+            response: Response = JSONResponse(
                 {"error": f"the body is larger than {MAX_BODY_BYTES} bytes"}, status_code=413
             )
-        return await call_next(request)
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        svc.metrics.requests.labels(
+            request.method, getattr(route, "path", "(none)"), str(response.status_code)
+        ).inc()
+        return response
 
-    @app.exception_handler(_Denied)
-    async def denied(_request: Request, exc: _Denied) -> JSONResponse:
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
+    @app.exception_handler(Denied)
+    async def denied(_request: Request, exc: Denied) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -135,104 +160,7 @@ def create_app(engine: Engine) -> FastAPI:
 
         app.add_exception_handler(error, handler)
 
-    def flag_response(record: FlagRecord, status: int = 200) -> JSONResponse:
-        return JSONResponse(
-            {"key": record.key, "version": record.version, "flag": record.data},
-            status_code=status,
-            headers={"ETag": _etag(record.version)},
-        )
-
-    base = "/api/v1/projects/{project}/environments/{env}"
-
-    @app.get("/healthz", tags=["operations"])
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz", tags=["operations"])
-    async def readyz() -> JSONResponse:
-        def ping() -> None:
-            with engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-
-        try:
-            await run_in_threadpool(ping)
-        except Exception as exc:  # any database failure means "not ready"
-            return JSONResponse({"status": "unavailable", "error": str(exc)}, 503)
-        return JSONResponse({"status": "ready"})
-
-    @app.get(base + "/flags", tags=["flags"])
-    async def list_flags(project: str, env: str, _who: Viewer) -> dict[str, Any]:
-        records = await run_in_threadpool(flags.list_flags, project, env)
-        return {"flags": [{"key": r.key, "version": r.version, "flag": r.data} for r in records]}
-
-    @app.get(base + "/flags/{key:path}", tags=["flags"])
-    async def get_flag(project: str, env: str, key: str, _who: Viewer) -> JSONResponse:
-        return flag_response(await run_in_threadpool(flags.get_flag, project, env, key))
-
-    @app.put(base + "/flags/{key:path}", tags=["flags"])
-    async def put_flag(
-        project: str,
-        env: str,
-        key: str,
-        who: Editor,
-        flag: Annotated[dict[str, Any], Body()],
-        if_match: Annotated[str | None, Header()] = None,
-        if_none_match: Annotated[str | None, Header()] = None,
-        reason: Annotated[str | None, Query(max_length=1000)] = None,
-    ) -> JSONResponse:
-        """Create (no If-Match, or If-None-Match: *) or replace (If-Match) a flag."""
-        version = _parse_if_match(if_match)
-        record = await run_in_threadpool(
-            flags.put_flag,
-            project,
-            env,
-            key,
-            flag,
-            Change(who.name, reason),
-            version,
-            if_none_match == "*",
-        )
-        return flag_response(record, 201 if record.version == 1 else 200)
-
-    @app.delete(base + "/flags/{key:path}", tags=["flags"], status_code=204)
-    async def delete_flag(
-        project: str,
-        env: str,
-        key: str,
-        who: Editor,
-        if_match: Annotated[str | None, Header()] = None,
-        reason: Annotated[str | None, Query(max_length=1000)] = None,
-    ) -> Response:
-        version = _parse_if_match(if_match)
-        await run_in_threadpool(
-            flags.delete_flag, project, env, key, Change(who.name, reason), version
-        )
-        return Response(status_code=204)
-
-    @app.get(base + "/audit", tags=["audit"])
-    async def audit(
-        project: str,
-        env: str,
-        _who: Viewer,
-        target: str | None = None,
-        actor: str | None = None,
-    ) -> dict[str, Any]:
-        entries = await run_in_threadpool(access.audit, project, env, target, actor)
-        return {"entries": entries}
-
-    @app.get("/sdk/v1/snapshot", tags=["sdk"])
-    async def snapshot(
-        who: Anyone,
-        if_none_match: Annotated[str | None, Header()] = None,
-    ) -> Response:
-        """The SDK key's environment: its flags document and revision."""
-        if who.kind != "sdk" or who.environment_id is None:
-            raise _Denied(403, "the snapshot needs an SDK key")
-        snap = await run_in_threadpool(flags.snapshot_of, who.environment_id)
-        body = json.dumps({**snap.document, "revision": snap.version}, separators=(",", ":"))
-        tag = '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
-        if if_none_match == tag:
-            return Response(status_code=304, headers={"ETag": tag})
-        return Response(body, media_type="application/json", headers={"ETag": tag})
-
+    app.include_router(ops.router)
+    app.include_router(admin.router)
+    app.include_router(sdk.router)
     return app

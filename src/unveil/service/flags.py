@@ -11,7 +11,8 @@ environment are serialised and its version counts them exactly.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,7 @@ from unveil.service.errors import (
     PreconditionRequired,
 )
 from unveil.store import tables as t
+from unveil.store.changes import announce_change
 
 __all__ = ["Change", "FlagRecord", "FlagService", "Snapshot"]
 
@@ -65,6 +67,17 @@ class FlagService:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        #: called with an environment's id after each change to it commits
+        self.listeners: list[Callable[[int], None]] = []
+
+    @contextmanager
+    def _writing(self, project: str, env: str) -> Iterator[tuple[Connection, int]]:
+        """One write transaction on an environment, its row locked; listeners told after."""
+        with self.engine.begin() as conn:
+            env_id = self.environment_id(conn, project, env, lock=True)
+            yield conn, env_id
+        for listener in self.listeners:
+            listener(env_id)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -154,8 +167,7 @@ class FlagService:
         create_only: bool = False,
     ) -> FlagRecord:
         """Create or replace a flag. Replacing needs the version it was read at."""
-        with self.engine.begin() as conn:
-            env_id = self.environment_id(conn, project, env, lock=True)
+        with self._writing(project, env) as (conn, env_id):
             try:
                 before: FlagRecord | None = self._flag(conn, env_id, key)
             except NotFound:
@@ -194,8 +206,7 @@ class FlagService:
 
     def put_document(self, project: str, env: str, data: Mapping[str, Any], change: Change) -> int:
         """Replace the environment's whole flags document at once (apply, seeding)."""
-        with self.engine.begin() as conn:
-            env_id = self.environment_id(conn, project, env, lock=True)
+        with self._writing(project, env) as (conn, env_id):
             before = self._document(conn, env_id)
             canonical = self._validated(dict(data))
             old_flags = {
@@ -228,8 +239,7 @@ class FlagService:
     def delete_flag(
         self, project: str, env: str, key: str, change: Change, if_match: int | None
     ) -> None:
-        with self.engine.begin() as conn:
-            env_id = self.environment_id(conn, project, env, lock=True)
+        with self._writing(project, env) as (conn, env_id):
             before = self._flag(conn, env_id, key)
             if if_match is None:
                 raise PreconditionRequired(f"deleting flag '{key}' needs If-Match")
@@ -268,6 +278,7 @@ class FlagService:
             .values(version=t.environments.c.version + 1)
             .returning(t.environments.c.version)
         ).scalar_one()
+        announce_change(conn, env_id)
         conn.execute(
             insert(t.audit).values(
                 environment_id=env_id,

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -83,5 +86,50 @@ tokens = Table(
     Column("role", String(20), nullable=True),  # viewer | editor | releaser | admin
     Column("environment_id", Integer, ForeignKey("environments.id"), nullable=True),
     Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("node", String(64), primary_key=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("seen_at", DateTime(timezone=True), nullable=False),
+    Column("leading", Boolean, nullable=False),
+)
+
+event_counts = Table(
+    "event_counts",
+    metadata,
+    Column("environment_id", Integer, ForeignKey("environments.id"), nullable=False),
+    Column("minute", DateTime(timezone=True), nullable=False),
+    Column("flag", String(200), nullable=False),
+    Column("variant", String(200), nullable=False),
+    Column("metric", String(200), nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("total", Float, nullable=False),
+    PrimaryKeyConstraint("environment_id", "minute", "flag", "variant", "metric"),
+)
+
+flag_meta = Table(
+    "flag_meta",
+    metadata,
+    Column("project_id", Integer, ForeignKey("projects.id"), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("type", String(20), nullable=False),
+    Column("lifetime_days", Integer, nullable=True),
+    Column("tags", Text, nullable=False),
+    Column("owner", String(200), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("project_id", "key"),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("role", String(20), nullable=False),
+    Column("password_hash", String(300), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )

@@ -1,0 +1,27 @@
+"""The migrations build exactly the schema that tables.py describes, on both databases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from tests.server_process import database
+from unveil.store.database import make_engine, upgrade
+from unveil.store.tables import metadata
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_migrated_schema_matches_the_tables(kind: str, tmp_path: Path) -> None:
+    with database(kind, tmp_path) as url:
+        upgrade(url)
+        upgrade(url)  # applying again changes nothing
+        engine = make_engine(url)
+        try:
+            with engine.connect() as conn:
+                differences = compare_metadata(MigrationContext.configure(conn), metadata)
+        finally:
+            engine.dispose()
+    assert differences == []
