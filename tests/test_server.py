@@ -25,7 +25,7 @@ def test_a_flag_is_created_changed_with_if_match_and_audited(server: Server) -> 
         created = api.put(f"{FLAGS}/new-checkout", json=CHECKOUT, params={"reason": "launch"})
         assert created.status_code == 201
         assert created.headers["etag"] == '"1"'
-        assert created.json()["flag"]["off_variant"] == "off"  # stored in canonical form
+        assert created.json()["data"]["off_variant"] == "off"  # stored in canonical form
 
         changed = api.put(
             f"{FLAGS}/new-checkout",
@@ -43,7 +43,7 @@ def test_a_flag_is_created_changed_with_if_match_and_audited(server: Server) -> 
 
         got = api.get(f"{FLAGS}/new-checkout")
         assert got.headers["etag"] == '"2"'
-        assert got.json()["flag"]["enabled"] is False
+        assert got.json()["data"]["enabled"] is False
 
         entries = api.get(AUDIT, params={"target": "new-checkout"}).json()["entries"]
         assert [(e["action"], e["reason"]) for e in entries] == [
@@ -141,7 +141,7 @@ def test_twenty_concurrent_writers_lose_no_update(server: Server) -> None:
             for attempt in range(5):
                 current = api.get(f"{FLAGS}/contended")
                 version = current.headers["etag"]
-                body = current.json()["flag"]
+                body = current.json()["data"]
                 body["variants"]["n"] = number * 100 + attempt
                 put = api.put(
                     f"{FLAGS}/contended",
@@ -170,7 +170,7 @@ def test_twenty_concurrent_writers_lose_no_update(server: Server) -> None:
         ]
     written = [json.loads(e["after"])["variants"]["n"] for e in updates]
     assert sorted(written) == sorted(acknowledged)  # exactly the acknowledged writes
-    assert final.json()["flag"]["variants"]["n"] == written[-1]  # the last one stands
+    assert final.json()["data"]["variants"]["n"] == written[-1]  # the last one stands
 
 
 def test_every_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:

@@ -246,10 +246,8 @@ def _seed_demo(engine: Any, access: Any) -> None:
     data = document_to_data(document)
     for env in DEMO_ENVIRONMENTS:
         access.ensure_environment("demo", env)
-        if service.list_flags("demo", env):
-            continue
-        # segments first, then flags in an order where prerequisites come first
-        service.put_document("demo", env, data, Change("demo seed", "demo data"))
+        if not service.list_items("flags", "demo", env):
+            service.apply_document("demo", env, data, Change("demo seed", "demo data"))
     admin = access.create_token("demo admin", "admin", "admin")
     sdk = access.create_token(
         "demo sdk (production)", "sdk", environment_id=access.environment_of("demo", "production")

@@ -1,23 +1,34 @@
-"""The admin API under /api/v1: flags, audit, event counts, the cluster."""
+"""The admin API under /api/v1.
 
-from __future__ import annotations
+Projects and environments; per environment its flags and segments (each
+with ETag / If-Match), the whole document (export and apply), the audit log
+and event counts; per project each flag's metadata; tokens and users; the
+cluster. Routes only translate: the rules live in the services.
+"""
 
-from typing import Annotated, Any
+# No "from __future__ import annotations" here: the flag and segment routes are
+# made in a function, and FastAPI must see their annotations evaluated.
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from unveil.server.auth import Denied, Editor, Viewer
+from unveil.server.auth import Admin, Denied, Editor, Viewer
 from unveil.server.services import Services, services
-from unveil.service.flags import Change, FlagRecord
+from unveil.service.access import ROLES
+from unveil.service.flags import Change, FlagRecord, Part
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1")
-ENV = "/projects/{project}/environments/{env}"
+PROJECT = "/projects/{project}"
+ENV = PROJECT + "/environments/{env}"
 Svc = Annotated[Services, Depends(services)]
 Reason = Annotated[str | None, Query(max_length=1000, description="Why, for the audit log")]
+IfMatch = Annotated[str | None, Header(description="The ETag read before changing")]
+Key = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
 
 
 def _etag(version: int) -> str:
@@ -33,68 +44,183 @@ def _version_from(value: str | None) -> int | None:
     return int(raw)
 
 
-def _flag_response(record: FlagRecord, status: int = 200) -> JSONResponse:
+def _item_response(record: FlagRecord, status: int = 200) -> JSONResponse:
     return JSONResponse(
-        {"key": record.key, "version": record.version, "flag": record.data},
+        {"key": record.key, "version": record.version, "data": record.data},
         status_code=status,
         headers={"ETag": _etag(record.version)},
     )
 
 
-@router.get(ENV + "/flags", tags=["flags"])
-async def list_flags(project: str, env: str, _who: Viewer, svc: Svc) -> dict[str, Any]:
-    """Every flag of the environment, with its version."""
-    records = await run_in_threadpool(svc.flags.list_flags, project, env)
-    return {"flags": [{"key": r.key, "version": r.version, "flag": r.data} for r in records]}
+# -- projects and environments ------------------------------------------------------------
 
 
-@router.get(ENV + "/flags/{key:path}", tags=["flags"])
-async def get_flag(project: str, env: str, key: str, _who: Viewer, svc: Svc) -> JSONResponse:
-    """One flag; its ETag is the version to send back in If-Match."""
-    return _flag_response(await run_in_threadpool(svc.flags.get_flag, project, env, key))
+class NewProject(BaseModel):
+    key: Key
+    name: str | None = Field(None, max_length=200)
 
 
-@router.put(ENV + "/flags/{key:path}", tags=["flags"])
-async def put_flag(
+class NewEnvironment(BaseModel):
+    key: Key
+
+
+@router.get("/projects", tags=["projects"])
+async def list_projects(_who: Viewer, svc: Svc) -> dict[str, Any]:
+    """Every project with its environments and their versions."""
+    return {"projects": await run_in_threadpool(svc.access.projects)}
+
+
+@router.post("/projects", tags=["projects"], status_code=201)
+async def create_project(body: NewProject, _who: Admin, svc: Svc) -> dict[str, str]:
+    await run_in_threadpool(svc.access.create_project, body.key, body.name)
+    return {"key": body.key}
+
+
+@router.post(PROJECT + "/environments", tags=["projects"], status_code=201)
+async def create_environment(
+    project: str, body: NewEnvironment, _who: Admin, svc: Svc
+) -> dict[str, str]:
+    await run_in_threadpool(svc.access.create_environment, project, body.key)
+    return {"key": body.key}
+
+
+# -- flags and segments ---------------------------------------------------------------------
+
+
+def _register_part(part: Part, singular: str) -> None:
+    """The four routes of flags, and the same four of segments."""
+    many = f"{ENV}/{part}"
+    one = f"{many}/{{key:path}}"
+
+    async def list_items(project: str, env: str, _who: Viewer, svc: Svc) -> dict[str, Any]:
+        records = await run_in_threadpool(svc.flags.list_items, part, project, env)
+        return {part: [{"key": r.key, "version": r.version, "data": r.data} for r in records]}
+
+    async def get_item(project: str, env: str, key: str, _who: Viewer, svc: Svc) -> JSONResponse:
+        record = await run_in_threadpool(svc.flags.get_item, part, project, env, key)
+        return _item_response(record)
+
+    async def put_item(
+        project: str,
+        env: str,
+        key: str,
+        who: Editor,
+        svc: Svc,
+        data: Annotated[dict[str, Any], Body(description=f"The {singular} in flags-file form")],
+        if_match: IfMatch = None,
+        if_none_match: Annotated[str | None, Header()] = None,
+        reason: Reason = None,
+    ) -> JSONResponse:
+        record = await run_in_threadpool(
+            svc.flags.put_item,
+            part,
+            project,
+            env,
+            key,
+            data,
+            Change(who.name, reason),
+            _version_from(if_match),
+            if_none_match == "*",
+        )
+        return _item_response(record, 201 if record.version == 1 else 200)
+
+    async def delete_item(
+        project: str,
+        env: str,
+        key: str,
+        who: Editor,
+        svc: Svc,
+        if_match: IfMatch = None,
+        reason: Reason = None,
+    ) -> Response:
+        await run_in_threadpool(
+            svc.flags.delete_item,
+            part,
+            project,
+            env,
+            key,
+            Change(who.name, reason),
+            _version_from(if_match),
+        )
+        return Response(status_code=204)
+
+    tags: list[str | Any] = [part]
+    router.add_api_route(
+        many,
+        list_items,
+        methods=["GET"],
+        tags=tags,
+        name=f"list_{part}",
+        summary=f"Every {singular} of the environment, with its version",
+    )
+    router.add_api_route(
+        one,
+        get_item,
+        methods=["GET"],
+        tags=tags,
+        name=f"get_{singular}",
+        summary=f"One {singular}; its ETag goes back in If-Match",
+    )
+    router.add_api_route(
+        one,
+        put_item,
+        methods=["PUT"],
+        tags=tags,
+        name=f"put_{singular}",
+        summary=f"Create (201) or replace (200, needs If-Match) a {singular}",
+        responses={
+            201: {"description": "Created"},
+            412: {"description": "Stale If-Match"},
+            422: {"description": "Invalid"},
+            428: {"description": "If-Match needed"},
+        },
+    )
+    router.add_api_route(
+        one,
+        delete_item,
+        methods=["DELETE"],
+        tags=tags,
+        status_code=204,
+        name=f"delete_{singular}",
+        summary=f"Delete a {singular} (needs If-Match)",
+    )
+
+
+_register_part("flags", "flag")
+_register_part("segments", "segment")
+
+
+# -- the whole document ---------------------------------------------------------------------
+
+
+@router.get(ENV + "/document", tags=["document"])
+async def export_document(project: str, env: str, _who: Viewer, svc: Svc) -> JSONResponse:
+    """The environment's flags file, canonical; ETag is the environment's version."""
+    snap = await run_in_threadpool(svc.flags.snapshot, project, env)
+    return JSONResponse(snap.document, headers={"ETag": _etag(snap.version)})
+
+
+@router.put(ENV + "/document", tags=["document"])
+async def apply_document(
     project: str,
     env: str,
-    key: str,
     who: Editor,
     svc: Svc,
-    flag: Annotated[dict[str, Any], Body(description="The flag in its flags-file form")],
-    if_match: Annotated[str | None, Header()] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
+    document: Annotated[dict[str, Any], Body(description="A whole flags file")],
+    dry_run: bool = False,
     reason: Reason = None,
 ) -> JSONResponse:
-    """Create (201) or replace (200, needs If-Match) a flag."""
-    record = await run_in_threadpool(
-        svc.flags.put_flag,
-        project,
-        env,
-        key,
-        flag,
-        Change(who.name, reason),
-        _version_from(if_match),
-        if_none_match == "*",
+    """Make the environment exactly this document; idempotent. ``dry_run`` only diffs."""
+    diff, version = await run_in_threadpool(
+        svc.flags.apply_document, project, env, document, Change(who.name, reason), dry_run
     )
-    return _flag_response(record, 201 if record.version == 1 else 200)
+    return JSONResponse(
+        {"diff": diff.as_data(), "changed": not diff.empty, "version": version, "dry_run": dry_run},
+        headers={"ETag": _etag(version)},
+    )
 
 
-@router.delete(ENV + "/flags/{key:path}", tags=["flags"], status_code=204)
-async def delete_flag(
-    project: str,
-    env: str,
-    key: str,
-    who: Editor,
-    svc: Svc,
-    if_match: Annotated[str | None, Header()] = None,
-    reason: Reason = None,
-) -> Response:
-    """Delete a flag (needs If-Match)."""
-    await run_in_threadpool(
-        svc.flags.delete_flag, project, env, key, Change(who.name, reason), _version_from(if_match)
-    )
-    return Response(status_code=204)
+# -- audit, events ------------------------------------------------------------------------
 
 
 @router.get(ENV + "/audit", tags=["audit"])
@@ -105,9 +231,11 @@ async def audit(
     svc: Svc,
     target: str | None = None,
     actor: str | None = None,
+    since: Annotated[str | None, Query(description="RFC 3339: entries at or after")] = None,
+    until: Annotated[str | None, Query(description="RFC 3339: entries before")] = None,
 ) -> dict[str, Any]:
-    """The environment's audit entries, oldest first."""
-    entries = await run_in_threadpool(svc.access.audit, project, env, target, actor)
+    """The environment's audit entries, oldest first, filtered by target, actor and time."""
+    entries = await run_in_threadpool(svc.access.audit, project, env, target, actor, since, until)
     return {"entries": entries}
 
 
@@ -118,6 +246,88 @@ async def event_counts(
     """Exposures and metrics counted per minute, flag, variant and metric."""
     env_id = await run_in_threadpool(svc.access.environment_of, project, env)
     return {"counts": await run_in_threadpool(svc.intake.counts, env_id, flag)}
+
+
+# -- flag metadata ---------------------------------------------------------------------------
+
+
+@router.get(PROJECT + "/flags/{key}/meta", tags=["flags"])
+async def get_meta(project: str, key: str, _who: Viewer, svc: Svc) -> dict[str, Any]:
+    """What the flag is for: type, expected lifetime, tags, owner."""
+    return await run_in_threadpool(svc.meta.get, project, key)
+
+
+@router.put(PROJECT + "/flags/{key}/meta", tags=["flags"])
+async def put_meta(
+    project: str,
+    key: str,
+    _who: Editor,
+    svc: Svc,
+    meta: Annotated[dict[str, Any], Body(description="type, lifetime_days, tags, owner")],
+) -> dict[str, Any]:
+    return await run_in_threadpool(svc.meta.put, project, key, meta)
+
+
+# -- tokens and users ------------------------------------------------------------------------
+
+
+class NewToken(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    kind: Literal["admin", "sdk"]
+    role: Literal["viewer", "editor", "releaser", "admin"] | None = None
+    project: str | None = Field(None, max_length=200)
+    environment: str | None = Field(None, max_length=200)
+
+
+class NewUser(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    role: Literal["viewer", "editor", "releaser", "admin"]
+    password: str = Field(min_length=12, max_length=1000)
+
+
+@router.get("/tokens", tags=["tokens"])
+async def list_tokens(_who: Admin, svc: Svc) -> dict[str, Any]:
+    """Every token, without secrets."""
+    return {"tokens": await run_in_threadpool(svc.access.tokens)}
+
+
+@router.post("/tokens", tags=["tokens"], status_code=201)
+async def create_token(body: NewToken, _who: Admin, svc: Svc) -> dict[str, Any]:
+    """A new token; its secret is in this answer and nowhere else, ever."""
+    environment_id = None
+    if body.kind == "sdk":
+        if body.project is None or body.environment is None:
+            raise Denied(400, "an SDK key needs its project and environment")
+        environment_id = await run_in_threadpool(
+            svc.access.environment_of, body.project, body.environment
+        )
+    elif body.role is None:
+        raise Denied(400, f"an admin token needs a role: {', '.join(ROLES)}")
+    secret = await run_in_threadpool(
+        svc.access.create_token, body.name, body.kind, body.role, environment_id
+    )
+    return {"name": body.name, "secret": secret}
+
+
+@router.delete("/tokens/{token_id}", tags=["tokens"], status_code=204)
+async def revoke_token(token_id: int, _who: Admin, svc: Svc) -> Response:
+    await run_in_threadpool(svc.access.revoke_token, token_id)
+    return Response(status_code=204)
+
+
+@router.get("/users", tags=["users"])
+async def list_users(_who: Admin, svc: Svc) -> dict[str, Any]:
+    return {"users": await run_in_threadpool(svc.access.users)}
+
+
+@router.post("/users", tags=["users"], status_code=201)
+async def create_user(body: NewUser, _who: Admin, svc: Svc) -> dict[str, str]:
+    """A dashboard user; the password is kept only as an scrypt hash."""
+    await run_in_threadpool(svc.access.create_user, body.name, body.role, body.password)
+    return {"name": body.name}
+
+
+# -- the cluster ------------------------------------------------------------------------------
 
 
 @router.get("/cluster", tags=["operations"])

@@ -35,6 +35,7 @@ from unveil.service.errors import (
 )
 from unveil.service.events import EventIntake
 from unveil.service.flags import FlagService
+from unveil.service.meta import MetaService
 from unveil.store.changes import ChangeListener
 from unveil.store.leadership import Leadership
 
@@ -71,6 +72,7 @@ def build_services(
         engine=engine,
         flags=flags,
         access=AccessService(engine),
+        meta=MetaService(engine),
         hub=hub,
         intake=EventIntake(engine, events_capacity),
         cluster=cluster,

@@ -13,6 +13,7 @@ from unveil.service.access import AccessService
 from unveil.service.cluster import Cluster
 from unveil.service.events import EventIntake
 from unveil.service.flags import FlagService
+from unveil.service.meta import MetaService
 from unveil.store.changes import ChangeListener
 from unveil.store.leadership import Leadership
 
@@ -68,6 +69,7 @@ class Services:
     engine: Engine
     flags: FlagService
     access: AccessService
+    meta: MetaService
     hub: Hub
     intake: EventIntake
     cluster: Cluster

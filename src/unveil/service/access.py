@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy.exc import IntegrityError
 
-from unveil.service.errors import NotFound
+from unveil.core import Problem
+from unveil.core.timestamps import parse_instant
+from unveil.service.errors import Conflict, Invalid, NotFound
 from unveil.store import tables as t
 
-__all__ = ["ROLES", "AccessService", "Principal"]
+__all__ = ["ROLES", "AccessService", "Principal", "project_id_of"]
 
 #: Roles, weakest first: each may do what the ones before it may.
 ROLES = ("viewer", "editor", "releaser", "admin")
@@ -39,6 +42,35 @@ class Principal:
 
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def project_id_of(conn: Connection, project: str) -> int:
+    """The project's id; ``NotFound`` if there is none."""
+    found = conn.execute(
+        select(t.projects.c.id).where(t.projects.c.key == project)
+    ).scalar_one_or_none()
+    if found is None:
+        raise NotFound(f"no project '{project}'")
+    return int(found)
+
+
+def _instant(text: str, name: str) -> datetime:
+    seconds = parse_instant(text, require_offset=True)
+    if seconds is None:
+        raise Invalid((Problem(name, "must be an RFC 3339 timestamp with an offset"),))
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    """scrypt, for passwords people choose (unlike tokens, they can be guessed)."""
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    _, salt, _digest = stored.split("$")
+    return secrets.compare_digest(hash_password(password, bytes.fromhex(salt)), stored)
 
 
 class AccessService:
@@ -126,7 +158,13 @@ class AccessService:
         return Principal(row.name, row.kind, row.role, row.environment_id)
 
     def audit(
-        self, project: str, env: str, target: str | None = None, actor: str | None = None
+        self,
+        project: str,
+        env: str,
+        target: str | None = None,
+        actor: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
     ) -> list[dict[str, Any]]:
         """The environment's audit entries, oldest first, optionally filtered."""
         env_id = self.environment_of(project, env)
@@ -135,11 +173,15 @@ class AccessService:
             query = query.where(t.audit.c.target == target)
         if actor is not None:
             query = query.where(t.audit.c.actor == actor)
+        if since is not None:
+            query = query.where(t.audit.c.at >= _instant(since, "since"))
+        if until is not None:
+            query = query.where(t.audit.c.at < _instant(until, "until"))
         with self.engine.connect() as conn:
             return [
                 {
                     "id": r.id,
-                    "at": r.at.isoformat() if r.at else None,
+                    "at": t.utc_text(r.at),
                     "actor": r.actor,
                     "action": r.action,
                     "target": r.target,
@@ -150,3 +192,93 @@ class AccessService:
                 }
                 for r in conn.execute(query)
             ]
+
+    # -- projects and environments --------------------------------------------------------
+
+    def projects(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            projects = conn.execute(select(t.projects).order_by(t.projects.c.key)).all()
+            envs = conn.execute(
+                select(
+                    t.environments.c.project_id, t.environments.c.key, t.environments.c.version
+                ).order_by(t.environments.c.key)
+            ).all()
+        return [
+            {
+                "key": p.key,
+                "name": p.name,
+                "environments": [
+                    {"key": e.key, "version": e.version} for e in envs if e.project_id == p.id
+                ],
+            }
+            for p in projects
+        ]
+
+    def create_project(self, key: str, name: str | None = None) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(t.projects).values(key=key, name=name or key))
+        except IntegrityError:
+            raise Conflict(f"project '{key}' exists already") from None
+
+    def create_environment(self, project: str, env: str) -> int:
+        with self.engine.connect() as conn:
+            project_id = project_id_of(conn, project)
+        try:
+            with self.engine.begin() as conn:
+                return int(
+                    conn.execute(
+                        insert(t.environments)
+                        .values(project_id=project_id, key=env, version=0)
+                        .returning(t.environments.c.id)
+                    ).scalar_one()
+                )
+        except IntegrityError:
+            raise Conflict(f"environment '{env}' exists already in '{project}'") from None
+
+    # -- tokens and users ---------------------------------------------------------------------
+
+    def tokens(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.tokens).order_by(t.tokens.c.id)).all()
+        return [
+            {
+                "id": r.id,
+                "name": r.name,
+                "kind": r.kind,
+                "role": r.role,
+                "environment_id": r.environment_id,
+                "created_at": t.utc_text(r.created_at),
+            }
+            for r in rows
+        ]
+
+    def revoke_token(self, token_id: int) -> None:
+        with self.engine.begin() as conn:
+            if conn.execute(delete(t.tokens).where(t.tokens.c.id == token_id)).rowcount == 0:
+                raise NotFound(f"no token {token_id}")
+
+    def create_user(self, name: str, role: str, password: str) -> None:
+        if role not in ROLES:
+            raise Invalid((Problem("role", f"must be one of {', '.join(ROLES)}"),))
+        if len(password) < 12:
+            raise Invalid((Problem("password", "must be at least 12 characters"),))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(t.users).values(
+                        name=name,
+                        role=role,
+                        password_hash=hash_password(password),
+                        created_at=datetime.now(UTC),
+                    )
+                )
+        except IntegrityError:
+            raise Conflict(f"user '{name}' exists already") from None
+
+    def users(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.users).order_by(t.users.c.name)).all()
+        return [
+            {"name": r.name, "role": r.role, "created_at": t.utc_text(r.created_at)} for r in rows
+        ]

@@ -57,6 +57,6 @@ class Cluster:
     def nodes(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             return [
-                {"node": r.node, "leading": r.leading, "seen_at": r.seen_at.isoformat()}
+                {"node": r.node, "leading": r.leading, "seen_at": t.utc_text(r.seen_at)}
                 for r in conn.execute(select(t.nodes).order_by(t.nodes.c.node))
             ]

@@ -242,7 +242,7 @@ class EventIntake:
         with self._engine.connect() as conn:
             return [
                 {
-                    "minute": r.minute.replace(tzinfo=r.minute.tzinfo or UTC).isoformat(),
+                    "minute": t.utc_text(r.minute),
                     "flag": r.flag,
                     "variant": r.variant,
                     "metric": r.metric,

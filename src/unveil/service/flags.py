@@ -1,11 +1,15 @@
-"""Changing flags: validate through the core, version, audit, in one transaction.
+"""Changing flags and segments: validate through the core, version, audit, in one transaction.
 
 Every write re-reads the environment's whole flags document inside the
 transaction, applies the change, and parses the result with the core: a
-change that would leave any flag invalid (a rule naming a segment that is
+change that would leave anything invalid (a rule naming a segment that is
 gone, a prerequisite on a deleted flag) is refused with every problem, and
 nothing is written. The environment row is locked first, so writes to one
-environment are serialised and its version counts them exactly.
+environment are serialised and its version counts them exactly. Each write
+also announces itself (``announce_change``) so that every node refreshes.
+
+Flags and segments are stored alike ("parts" of the document), so one set
+of operations serves both.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
 
 from unveil.core import InvalidDocument, document_to_data, parse_document
 from unveil.service.errors import (
@@ -30,12 +34,16 @@ from unveil.service.errors import (
 from unveil.store import tables as t
 from unveil.store.changes import announce_change
 
-__all__ = ["Change", "FlagRecord", "FlagService", "Snapshot"]
+__all__ = ["Change", "DocumentDiff", "FlagRecord", "FlagService", "Part", "Snapshot"]
+
+Part = Literal["flags", "segments"]
+_TABLES: dict[str, Table] = {"flags": t.flags, "segments": t.segments}
+_SINGULAR = {"flags": "flag", "segments": "segment"}
 
 
 @dataclass(frozen=True, slots=True)
 class FlagRecord:
-    """One flag of one environment, as stored."""
+    """One flag or segment of one environment, as stored."""
 
     key: str
     data: dict[str, Any]
@@ -58,8 +66,39 @@ class Change:
     reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class DocumentDiff:
+    """What applying a document would add, change and remove, per part."""
+
+    added: dict[str, list[str]]
+    changed: dict[str, list[str]]
+    removed: dict[str, list[str]]
+
+    @property
+    def empty(self) -> bool:
+        return not any(
+            keys for d in (self.added, self.changed, self.removed) for keys in d.values()
+        )
+
+    def as_data(self) -> dict[str, Any]:
+        return {"added": self.added, "changed": self.changed, "removed": self.removed}
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def diff_parts(before: Mapping[str, Any], after: Mapping[str, Any]) -> DocumentDiff:
+    """Which flags and segments differ between two canonical documents."""
+    added: dict[str, list[str]] = {}
+    changed: dict[str, list[str]] = {}
+    removed: dict[str, list[str]] = {}
+    for part in _TABLES:
+        old, new = before.get(part, {}), after.get(part, {})
+        added[part] = sorted(k for k in new if k not in old)
+        changed[part] = sorted(k for k in new if k in old and old[k] != new[k])
+        removed[part] = sorted(k for k in old if k not in new)
+    return DocumentDiff(added, changed, removed)
 
 
 class FlagService:
@@ -94,29 +133,31 @@ class FlagService:
             raise NotFound(f"no environment '{env}' in project '{project}'")
         return int(found)
 
-    def list_flags(self, project: str, env: str) -> list[FlagRecord]:
+    def list_items(self, part: Part, project: str, env: str) -> list[FlagRecord]:
+        table = _TABLES[part]
         with self.engine.connect() as conn:
             env_id = self.environment_id(conn, project, env)
             rows = conn.execute(
-                select(t.flags.c.key, t.flags.c.data, t.flags.c.version)
-                .where(t.flags.c.environment_id == env_id)
-                .order_by(t.flags.c.key)
+                select(table.c.key, table.c.data, table.c.version)
+                .where(table.c.environment_id == env_id)
+                .order_by(table.c.key)
             )
             return [FlagRecord(r.key, json.loads(r.data), r.version) for r in rows]
 
-    def get_flag(self, project: str, env: str, key: str) -> FlagRecord:
+    def get_item(self, part: Part, project: str, env: str, key: str) -> FlagRecord:
         with self.engine.connect() as conn:
             env_id = self.environment_id(conn, project, env)
-            return self._flag(conn, env_id, key)
+            return self._item(conn, part, env_id, key)
 
-    def _flag(self, conn: Connection, env_id: int, key: str) -> FlagRecord:
+    def _item(self, conn: Connection, part: Part, env_id: int, key: str) -> FlagRecord:
+        table = _TABLES[part]
         row = conn.execute(
-            select(t.flags.c.data, t.flags.c.version).where(
-                t.flags.c.environment_id == env_id, t.flags.c.key == key
+            select(table.c.data, table.c.version).where(
+                table.c.environment_id == env_id, table.c.key == key
             )
         ).one_or_none()
         if row is None:
-            raise NotFound(f"no flag '{key}'")
+            raise NotFound(f"no {_SINGULAR[part]} '{key}'")
         return FlagRecord(key, json.loads(row.data), row.version)
 
     def snapshot(self, project: str, env: str) -> Snapshot:
@@ -138,26 +179,21 @@ class FlagService:
         return Snapshot(int(version), document_to_data(parse_document(document)))
 
     def _document(self, conn: Connection, env_id: int) -> dict[str, Any]:
-        flag_rows = conn.execute(
-            select(t.flags.c.key, t.flags.c.data)
-            .where(t.flags.c.environment_id == env_id)
-            .order_by(t.flags.c.key)
-        )
-        segment_rows = conn.execute(
-            select(t.segments.c.key, t.segments.c.data)
-            .where(t.segments.c.environment_id == env_id)
-            .order_by(t.segments.c.key)
-        )
-        return {
-            "version": 1,
-            "segments": {r.key: json.loads(r.data) for r in segment_rows},
-            "flags": {r.key: json.loads(r.data) for r in flag_rows},
-        }
+        document: dict[str, Any] = {"version": 1}
+        for part, table in _TABLES.items():
+            rows = conn.execute(
+                select(table.c.key, table.c.data)
+                .where(table.c.environment_id == env_id)
+                .order_by(table.c.key)
+            )
+            document[part] = {r.key: json.loads(r.data) for r in rows}
+        return document
 
     # -- writing ---------------------------------------------------------------------
 
-    def put_flag(
+    def put_item(
         self,
+        part: Part,
         project: str,
         env: str,
         key: str,
@@ -166,92 +202,101 @@ class FlagService:
         if_match: int | None,
         create_only: bool = False,
     ) -> FlagRecord:
-        """Create or replace a flag. Replacing needs the version it was read at."""
+        """Create or replace a flag or segment. Replacing needs the version it was read at."""
+        what = f"{_SINGULAR[part]} '{key}'"
+        table = _TABLES[part]
         with self._writing(project, env) as (conn, env_id):
             try:
-                before: FlagRecord | None = self._flag(conn, env_id, key)
+                before: FlagRecord | None = self._item(conn, part, env_id, key)
             except NotFound:
                 before = None
             if before is not None:
                 if create_only:
-                    raise Conflict(f"flag '{key}' exists already")
+                    raise Conflict(f"{what} exists already")
                 if if_match is None:
-                    raise PreconditionRequired(f"changing flag '{key}' needs If-Match")
+                    raise PreconditionRequired(f"changing {what} needs If-Match")
                 if if_match != before.version:
                     raise PreconditionFailed(before.version)
             elif if_match is not None:
-                raise NotFound(f"no flag '{key}'")
+                raise NotFound(f"no {what}")
             document = self._document(conn, env_id)
-            document["flags"][key] = dict(data)
-            canonical = self._validated(document)["flags"][key]
-            new_version = 1 if before is None else before.version + 1
+            document[part][key] = dict(data)
+            canonical = self._validated(document)[part][key]
+            version = 1 if before is None else before.version + 1
             if before is None:
                 conn.execute(
-                    insert(t.flags).values(
-                        environment_id=env_id,
-                        key=key,
-                        data=_dumps(canonical),
-                        version=new_version,
+                    insert(table).values(
+                        environment_id=env_id, key=key, data=_dumps(canonical), version=version
                     )
                 )
             else:
                 conn.execute(
-                    update(t.flags)
-                    .where(t.flags.c.environment_id == env_id, t.flags.c.key == key)
-                    .values(data=_dumps(canonical), version=new_version)
+                    update(table)
+                    .where(table.c.environment_id == env_id, table.c.key == key)
+                    .values(data=_dumps(canonical), version=version)
                 )
-            action = "flag.create" if before is None else "flag.update"
+            action = f"{_SINGULAR[part]}.{'create' if before is None else 'update'}"
             self._record(conn, env_id, change, action, key, before and before.data, canonical)
-            return FlagRecord(key, canonical, new_version)
+            return FlagRecord(key, canonical, version)
 
-    def put_document(self, project: str, env: str, data: Mapping[str, Any], change: Change) -> int:
-        """Replace the environment's whole flags document at once (apply, seeding)."""
-        with self._writing(project, env) as (conn, env_id):
-            before = self._document(conn, env_id)
-            canonical = self._validated(dict(data))
-            old_flags = {
-                r.key: r.version
-                for r in conn.execute(
-                    select(t.flags.c.key, t.flags.c.version).where(
-                        t.flags.c.environment_id == env_id
-                    )
-                )
-            }
-            conn.execute(delete(t.flags).where(t.flags.c.environment_id == env_id))
-            conn.execute(delete(t.segments).where(t.segments.c.environment_id == env_id))
-            for key, body in canonical.get("segments", {}).items():
-                conn.execute(
-                    insert(t.segments).values(
-                        environment_id=env_id, key=key, data=_dumps(body), version=1
-                    )
-                )
-            for key, body in canonical["flags"].items():
-                conn.execute(
-                    insert(t.flags).values(
-                        environment_id=env_id,
-                        key=key,
-                        data=_dumps(body),
-                        version=old_flags.get(key, 0) + 1,
-                    )
-                )
-            return self._record(conn, env_id, change, "document.apply", env, before, canonical)
-
-    def delete_flag(
-        self, project: str, env: str, key: str, change: Change, if_match: int | None
+    def delete_item(
+        self, part: Part, project: str, env: str, key: str, change: Change, if_match: int | None
     ) -> None:
+        table = _TABLES[part]
         with self._writing(project, env) as (conn, env_id):
-            before = self._flag(conn, env_id, key)
+            before = self._item(conn, part, env_id, key)
             if if_match is None:
-                raise PreconditionRequired(f"deleting flag '{key}' needs If-Match")
+                raise PreconditionRequired(f"deleting {_SINGULAR[part]} '{key}' needs If-Match")
             if if_match != before.version:
                 raise PreconditionFailed(before.version)
             document = self._document(conn, env_id)
-            del document["flags"][key]
+            del document[part][key]
             self._validated(document)
-            conn.execute(
-                delete(t.flags).where(t.flags.c.environment_id == env_id, t.flags.c.key == key)
-            )
-            self._record(conn, env_id, change, "flag.delete", key, before.data, None)
+            conn.execute(delete(table).where(table.c.environment_id == env_id, table.c.key == key))
+            self._record(conn, env_id, change, f"{_SINGULAR[part]}.delete", key, before.data, None)
+
+    def apply_document(
+        self,
+        project: str,
+        env: str,
+        data: Mapping[str, Any],
+        change: Change,
+        dry_run: bool = False,
+    ) -> tuple[DocumentDiff, int]:
+        """Make the environment's flags and segments exactly the document's.
+
+        Idempotent: applying what is already there writes nothing and keeps
+        the version. Returns what differed and the version after.
+        """
+        with self._writing(project, env) as (conn, env_id):
+            current = document_to_data(parse_document(self._document(conn, env_id)))
+            wanted = self._validated(dict(data))
+            diff = diff_parts(current, wanted)
+            version = conn.execute(
+                select(t.environments.c.version).where(t.environments.c.id == env_id)
+            ).scalar_one()
+            if dry_run or diff.empty:
+                return diff, int(version)
+            for part, table in _TABLES.items():
+                new = wanted.get(part, {})
+                for key in diff.removed[part]:
+                    conn.execute(
+                        delete(table).where(table.c.environment_id == env_id, table.c.key == key)
+                    )
+                for key in diff.changed[part]:
+                    conn.execute(
+                        update(table)
+                        .where(table.c.environment_id == env_id, table.c.key == key)
+                        .values(data=_dumps(new[key]), version=table.c.version + 1)
+                    )
+                for key in diff.added[part]:
+                    conn.execute(
+                        insert(table).values(
+                            environment_id=env_id, key=key, data=_dumps(new[key]), version=1
+                        )
+                    )
+            version = self._record(conn, env_id, change, "document.apply", env, current, wanted)
+            return diff, version
 
     @staticmethod
     def _validated(document: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,8 @@ bumps; each flag carries its own version for ETag / If-Match.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -133,3 +135,8 @@ users = Table(
     Column("password_hash", String(300), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+
+def utc_text(value: datetime) -> str:
+    """A stored time as RFC 3339: SQLite gives times back without their zone, always UTC."""
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()

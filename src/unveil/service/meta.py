@@ -1,0 +1,98 @@
+"""What a flag is for, across a project's environments: type, lifetime, tags, owner.
+
+The type says how long a flag is expected to live: release and experiment
+flags are temporary (40 days unless told otherwise) and become stale after
+that; operational, kill-switch and permission flags are meant to stay.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from unveil.core import Problem
+from unveil.service.access import project_id_of
+from unveil.service.errors import Invalid, NotFound
+from unveil.store import tables as t
+
+__all__ = ["DEFAULT_LIFETIME_DAYS", "FLAG_TYPES", "MetaService", "check_meta"]
+
+FLAG_TYPES = ("release", "experiment", "operational", "kill-switch", "permission")
+DEFAULT_LIFETIME_DAYS = {"release": 40, "experiment": 40}
+_FIELDS = {"type", "lifetime_days", "tags", "owner"}
+
+
+def check_meta(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The metadata, completed with defaults; ``Invalid`` names every bad field."""
+    problems = [Problem(k, "unknown field") for k in data if k not in _FIELDS]
+    kind = data.get("type", "release")
+    if kind not in FLAG_TYPES:
+        problems.append(Problem("type", f"must be one of {', '.join(FLAG_TYPES)}"))
+    lifetime = data.get("lifetime_days", DEFAULT_LIFETIME_DAYS.get(str(kind)))
+    if lifetime is not None and (
+        not isinstance(lifetime, int) or isinstance(lifetime, bool) or not 1 <= lifetime <= 3650
+    ):
+        problems.append(Problem("lifetime_days", "must be a whole number of days, 1 to 3650"))
+    tags = data.get("tags", [])
+    if (
+        not isinstance(tags, list)
+        or len(tags) > 20
+        or not all(isinstance(tag, str) and 0 < len(tag) <= 50 for tag in tags)
+    ):
+        problems.append(Problem("tags", "must be at most 20 strings of 1 to 50 characters"))
+    owner = data.get("owner")
+    if owner is not None and (not isinstance(owner, str) or not 0 < len(owner) <= 200):
+        problems.append(Problem("owner", "must be a string of 1 to 200 characters"))
+    if problems:
+        raise Invalid(tuple(problems))
+    return {"type": kind, "lifetime_days": lifetime, "tags": list(tags), "owner": owner}
+
+
+class MetaService:
+    """Reading and writing flag metadata."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _project_id(self, project: str) -> int:
+        with self.engine.connect() as conn:
+            return project_id_of(conn, project)
+
+    def get(self, project: str, key: str) -> dict[str, Any]:
+        project_id = self._project_id(project)
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.flag_meta).where(
+                    t.flag_meta.c.project_id == project_id, t.flag_meta.c.key == key
+                )
+            ).one_or_none()
+        if row is None:
+            raise NotFound(f"no metadata for flag '{key}'")
+        return {
+            "key": key,
+            "type": row.type,
+            "lifetime_days": row.lifetime_days,
+            "tags": json.loads(row.tags),
+            "owner": row.owner,
+            "created_at": t.utc_text(row.created_at),
+        }
+
+    def put(self, project: str, key: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        meta = check_meta(data)
+        project_id = self._project_id(project)
+        dialect = self.engine.dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        values = {**meta, "tags": json.dumps(meta["tags"])}
+        statement = insert(t.flag_meta).values(
+            project_id=project_id, key=key, created_at=datetime.now(UTC), **values
+        )
+        with self.engine.begin() as conn:
+            conn.execute(
+                statement.on_conflict_do_update(index_elements=["project_id", "key"], set_=values)
+            )
+        return self.get(project, key)
