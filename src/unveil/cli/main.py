@@ -16,6 +16,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from unveil.cli.remote import resolve_remote
+from unveil.cli.server_commands import apply, audit, export, flags, push_document
 from unveil.core import InvalidDocument, Ruleset, UnveilError, parse_document
 from unveil.migrate import import_unleash
 from unveil.sdk.files import dump_document, format_of, load_document, read_data
@@ -270,13 +272,33 @@ def import_() -> None:
     default=None,
     help="Write the flags file here (YAML or JSON by its extension); default: print it.",
 )
-def import_unleash_(path: Path, output: Path | None) -> None:
+@click.option(
+    "--env",
+    "-e",
+    default=None,
+    help="Apply the result to this environment of a server instead of writing a file.",
+)
+@click.option("--dry-run", is_flag=True, help="With --env: show what would change.")
+@click.option("--url", default=None, help="With --env: the server (or UNVEIL_URL).")
+@click.option("--token", default=None, help="With --env: an admin token (or UNVEIL_TOKEN).")
+@click.option("--project", "-p", default=None, help="With --env: the project.")
+def import_unleash_(
+    path: Path,
+    output: Path | None,
+    env: str | None,
+    dry_run: bool,
+    url: str | None,
+    token: str | None,
+    project: str | None,
+) -> None:
     """Import Unleash's client features document (GET /api/client/features).
 
     Users keep their buckets: percentages and variants use Unleash's own
     hashing. Anything that cannot be carried over is listed and nothing is
-    written.
+    written or applied.
     """
+    if env is not None and output is not None:
+        raise click.UsageError("give either --output or --env, not both")
     errors = Console(stderr=True)
     try:
         source = read_data(path.read_text(encoding="utf-8"), format_of(path), str(path))
@@ -286,13 +308,17 @@ def import_unleash_(path: Path, output: Path | None) -> None:
         return
     for note in imported.notes:
         errors.print(f"[yellow]note[/] [cyan]{note.path}[/]: {note.message}", highlight=False)
+    if env is not None:
+        remote = resolve_remote(url, token, project)
+        push_document(remote, env, imported.document, dry_run, f"imported from {path.name}")
+        return
     text = dump_document(parse_document(imported.document), format_of(output) if output else "yaml")
-    flags = len(imported.document["flags"])
     if output is None:
         click.echo(text, nl=False)
     else:
         output.write_text(text, encoding="utf-8")
-        errors.print(f"[green]imported[/] {flags} flags into {output}")
+        count = len(imported.document["flags"])
+        errors.print(f"[green]imported[/] {count} flags into {output}")
 
 
 @main.command()
@@ -307,6 +333,10 @@ def demo() -> None:
         sys.exit(EXIT_REFUSED)
     console.print(f"[green]valid[/]: {path}")
     console.print(_evaluation_table(ruleset, DEMO_CONTEXTS, "unveil demo: who gets what"))
+
+
+for _command in (flags, apply, export, audit):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover
