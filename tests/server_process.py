@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -68,7 +69,10 @@ def start_server(
     env = {**os.environ, "UNVEIL_ADMIN_TOKEN": ADMIN_TOKEN}
     args = [sys.executable, "-m", "unveil.cli.main", "serve", "--port", str(port)]
     args += ["--database-url", database_url, "--stream-heartbeat", "0.5", *extra]
-    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # the log goes to a file: a pipe nobody reads fills up and stops the server
+    log = tempfile.NamedTemporaryFile(prefix="unveil-server-", suffix=".log", delete=False)  # noqa: SIM115
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    log.close()
     url = f"http://127.0.0.1:{port}"
     _wait_until_up(url, process)
     server = Server(url, database_url, process, port)
