@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 BENCH_VENV ?= .venv-bench
 BENCH_PEERS := launchdarkly-server-sdk UnleashClient growthbook flagsmith-flag-engine
 
-.PHONY: setup run test lint bench bench-setup clean
+.PHONY: setup run test lint bench bench-setup bench-server clean
 
 setup: $(VENV)/.installed
 
@@ -36,9 +36,14 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	$(BENCH_VENV)/bin/pip install --quiet -e . $(BENCH_PEERS)
 	touch $@
 
-bench: setup bench-setup
+bench: setup bench-setup bench-server
 	$(BIN)/python bench/eval.py
 	$(BENCH_VENV)/bin/python bench/peers.py
+
+# Server benchmarks: propagation to stream clients, and snapshot requests (needs wrk).
+bench-server: setup
+	$(BIN)/python bench/propagation.py
+	$(BIN)/python bench/snapshot.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

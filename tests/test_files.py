@@ -65,3 +65,23 @@ def test_dumped_yaml_reads_back(tmp_path: Path) -> None:
     js = tmp_path / "out.json"
     js.write_text(dump_document(doc, "json"))
     assert load_document(js) == doc
+
+
+def test_strings_the_yaml_emitter_would_write_unreadably_still_round_trip() -> None:
+    from unveil.core import parse_document
+    from unveil.sdk.files import dump_document, read_data
+
+    document = parse_document(
+        {
+            "flags": {
+                "f": {
+                    "kind": "json",
+                    "variants": {"a": {":a": ":b"}},
+                    "off_variant": "a",
+                    "default": "a",
+                }
+            }
+        }
+    )
+    text = dump_document(document, "yaml")
+    assert parse_document(read_data(text, "yaml")) == document

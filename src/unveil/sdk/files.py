@@ -90,8 +90,22 @@ def dump_document(document: Document, fmt: Format = "yaml") -> str:
     data = document_to_data(document)
     if fmt == "json":
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    # Short collections inline reads best. The emitter writes some strings
+    # plain in inline collections that its own reader refuses (":a"), so the
+    # text is read back, and written all in block style when it differs.
+    for flow in (None, False):
+        text = _dump_yaml(data, flow)
+        try:
+            if _plain(YAML(typ="safe", pure=True).load(text)) == data:
+                return text
+        except YAMLError:
+            continue
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"  # JSON is YAML 1.2 too
+
+
+def _dump_yaml(data: Any, flow: bool | None) -> str:
     yaml = YAML(typ="safe", pure=True)
-    yaml.default_flow_style = None
+    yaml.default_flow_style = flow
     # The emitter writes some line-break characters raw inside quotes, where a
     # reader folds them to spaces; such documents are written all-escaped.
     yaml.allow_unicode = not any(ch in _BREAKS for ch in json.dumps(data, ensure_ascii=False))

@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from unveil.server import admin, ops, sdk
 from unveil.server.auth import Denied
@@ -55,6 +56,47 @@ _ERRORS: dict[type[Exception], int] = {
 }
 
 
+class GuardAndCount:
+    """Refuse oversized bodies before reading them, and count every answer.
+
+    Plain ASGI (not BaseHTTPMiddleware), so streamed answers pass through
+    untouched and at full speed.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            response = JSONResponse(
+                {"error": f"the body is larger than {MAX_BODY_BYTES} bytes"}, status_code=413
+            )
+            await response(scope, receive, send)
+            self._count(scope, 413)
+            return
+        status = 500
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                self._count(scope, status)
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+    def _count(self, scope: Scope, status: int) -> None:
+        route = scope.get("route")
+        self.metrics.requests.labels(
+            scope["method"], getattr(route, "path", "(none)"), str(status)
+        ).inc()
+
+
 def build_services(
     engine: Engine,
     node: str | None = None,
@@ -66,7 +108,7 @@ def build_services(
     flags = FlagService(engine)
     metrics = Metrics.create()
     hub = Hub(flags, lambda _n, seconds: metrics.propagation.observe(seconds), check_seconds)
-    flags.listeners.append(hub.changed)
+    flags.listeners.append(hub.changed_here)
     cluster = Cluster(engine, node)
     built = Services(
         engine=engine,
@@ -123,22 +165,7 @@ def create_app(engine: Engine, **options: Any) -> FastAPI:
     app.state.services = svc
     app.add_middleware(GZipMiddleware, minimum_size=1024)
 
-    @app.middleware("http")
-    async def guard_and_count(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            response: Response = JSONResponse(
-                {"error": f"the body is larger than {MAX_BODY_BYTES} bytes"}, status_code=413
-            )
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        svc.metrics.requests.labels(
-            request.method, getattr(route, "path", "(none)"), str(response.status_code)
-        ).inc()
-        return response
+    app.add_middleware(GuardAndCount, metrics=svc.metrics)
 
     @app.exception_handler(Denied)
     async def denied(_request: Request, exc: Denied) -> JSONResponse:

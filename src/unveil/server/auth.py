@@ -29,7 +29,7 @@ async def principal(
         raise Denied(401, "an Authorization header with a token is required")
     secret = authorization.removeprefix("Bearer ").strip()
     access: AccessService = request.app.state.services.access
-    found = await run_in_threadpool(access.authenticate, secret)
+    found = access.recall(secret) or await run_in_threadpool(access.authenticate, secret)
     if found is None:
         raise Denied(401, "the token is not valid")
     return found

@@ -81,6 +81,7 @@ class Hub:
         self._on_publish = on_publish
         self._check_interval = check_interval
         self._lock = threading.Lock()
+        self._refreshing = threading.Lock()  # one refresh at a time keeps patches in order
         self._environments: dict[int, _Environment] = {}
         self._pending: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -97,6 +98,12 @@ class Hub:
         self._thread.join(timeout=5)
 
     # -- reading ------------------------------------------------------------------------
+
+    def cached(self, environment_id: int) -> CachedSnapshot | None:
+        """The environment's snapshot if it is in memory (no database, no waiting)."""
+        with self._lock:
+            known = self._environments.get(environment_id)
+        return None if known is None else known.snapshot
 
     def current(self, environment_id: int) -> CachedSnapshot:
         """The environment's snapshot, loaded on first use."""
@@ -140,6 +147,19 @@ class Hub:
         """An environment changed (None: any may have). Safe from any thread."""
         self._pending.put(environment_id if environment_id is not None else -1)
 
+    def changed_here(self, environment_id: int) -> None:
+        """A write on this node committed: refresh before the write is answered.
+
+        So a client that wrote and then reads from the same node sees its write.
+        """
+        with self._lock:
+            known = environment_id in self._environments
+        if known:
+            try:
+                self._refresh(environment_id)
+            except Exception:  # the refresher thread's periodic check will catch up
+                log.exception("refreshing environment %s failed", environment_id)
+
     def _run(self) -> None:
         next_check = time.monotonic() + self._check_interval
         while not self._stop.is_set():
@@ -170,6 +190,10 @@ class Hub:
                     log.exception("refreshing environment %s failed", environment_id)
 
     def _refresh(self, environment_id: int) -> None:
+        with self._refreshing:
+            self._refresh_locked(environment_id)
+
+    def _refresh_locked(self, environment_id: int) -> None:
         started = time.monotonic()
         fresh = CachedSnapshot.of(self._flags.snapshot_of(environment_id))
         with self._lock:
@@ -181,16 +205,20 @@ class Hub:
             subscribers = list(environment.subscribers)
         patch = diff_documents(old.document, fresh.document, old.version, fresh.version)
         message = f"event: patch\nid: {fresh.version}\ndata: {json.dumps(patch)}\n\n"
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Queue[str]]] = {}
         for subscriber in subscribers:
-            subscriber.loop.call_soon_threadsafe(_deliver, subscriber.queue, message)
+            by_loop.setdefault(subscriber.loop, []).append(subscriber.queue)
+        for loop, queues in by_loop.items():  # one wake-up per event loop, not per client
+            loop.call_soon_threadsafe(_deliver_all, queues, message)
         if self._on_publish is not None:
             self._on_publish(len(subscribers), time.monotonic() - started)
 
 
-def _deliver(target: asyncio.Queue[str], message: str) -> None:
-    try:
-        target.put_nowait(message)
-    except asyncio.QueueFull:
-        while not target.empty():
-            target.get_nowait()
-        target.put_nowait(RESYNC)
+def _deliver_all(queues: list[asyncio.Queue[str]], message: str) -> None:
+    for target in queues:
+        try:
+            target.put_nowait(message)
+        except asyncio.QueueFull:
+            while not target.empty():
+                target.get_nowait()
+            target.put_nowait(RESYNC)

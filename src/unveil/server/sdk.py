@@ -26,7 +26,9 @@ async def snapshot(
 ) -> Response:
     """The SDK key's environment: its flags document and ``revision``; 304 if unchanged."""
     env_id = who.environment_id or 0
-    snap = await run_in_threadpool(svc.hub.current, env_id)
+    snap = svc.hub.cached(env_id)
+    if snap is None:
+        snap = await run_in_threadpool(svc.hub.current, env_id)
     if if_none_match == snap.etag:
         return Response(status_code=304, headers={"ETag": snap.etag})
     return Response(snap.body, media_type="application/json", headers={"ETag": snap.etag})

@@ -33,6 +33,7 @@ from unveil.service.errors import (
 )
 from unveil.store import tables as t
 from unveil.store.changes import announce_change
+from unveil.store.database import reader
 
 __all__ = ["Change", "DocumentDiff", "FlagRecord", "FlagService", "Part", "Snapshot"]
 
@@ -135,7 +136,7 @@ class FlagService:
 
     def list_items(self, part: Part, project: str, env: str) -> list[FlagRecord]:
         table = _TABLES[part]
-        with self.engine.connect() as conn:
+        with reader(self.engine).connect() as conn:
             env_id = self.environment_id(conn, project, env)
             rows = conn.execute(
                 select(table.c.key, table.c.data, table.c.version)
@@ -145,7 +146,7 @@ class FlagService:
             return [FlagRecord(r.key, json.loads(r.data), r.version) for r in rows]
 
     def get_item(self, part: Part, project: str, env: str, key: str) -> FlagRecord:
-        with self.engine.connect() as conn:
+        with reader(self.engine).connect() as conn:
             env_id = self.environment_id(conn, project, env)
             return self._item(conn, part, env_id, key)
 
@@ -162,13 +163,13 @@ class FlagService:
 
     def snapshot(self, project: str, env: str) -> Snapshot:
         """The environment's flags document in canonical form, at one version."""
-        with self.engine.connect() as conn:
+        with reader(self.engine).connect() as conn:
             env_id = self.environment_id(conn, project, env)
             return self._snapshot(conn, env_id)
 
     def snapshot_of(self, env_id: int) -> Snapshot:
         """The snapshot of an environment known by id (an SDK key's)."""
-        with self.engine.connect() as conn:
+        with reader(self.engine).connect() as conn:
             return self._snapshot(conn, env_id)
 
     def _snapshot(self, conn: Connection, env_id: int) -> Snapshot:

@@ -8,6 +8,7 @@ by URL (``postgresql+psycopg://...``).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 
-__all__ = ["default_url", "make_engine", "upgrade"]
+__all__ = ["default_url", "make_engine", "reader", "upgrade"]
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -47,7 +48,22 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # Reads (see ``reader``) may run side by side under WAL; anything else takes
+    # the write lock at once, so that it never fails half way upgrading to it.
+    if connection.get_execution_options().get("unveil_read_only"):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@lru_cache(maxsize=64)
+def reader(engine: Engine) -> Engine:
+    """The same database, for transactions that only read.
+
+    On SQLite they begin without taking the write lock, so reads never wait
+    for writers; on PostgreSQL it is the engine itself.
+    """
+    return engine.execution_options(unveil_read_only=True)
 
 
 def upgrade(url: str) -> None:
