@@ -63,12 +63,16 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 
 
 
 def start_server(
-    database_url: str, port: int | None = None, seed: bool = True, *extra: str
+    database_url: str,
+    port: int | None = None,
+    seed: bool = True,
+    *extra: str,
+    heartbeat: float = 0.5,
 ) -> Server:
     port = port or _free_port()
     env = {**os.environ, "UNVEIL_ADMIN_TOKEN": ADMIN_TOKEN}
     args = [sys.executable, "-m", "unveil.cli.main", "serve", "--port", str(port)]
-    args += ["--database-url", database_url, "--stream-heartbeat", "0.5", *extra]
+    args += ["--database-url", database_url, "--stream-heartbeat", str(heartbeat), *extra]
     # the log goes to a file: a pipe nobody reads fills up and stops the server
     log = tempfile.NamedTemporaryFile(prefix="unveil-server-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log)

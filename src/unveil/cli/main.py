@@ -217,6 +217,7 @@ def serve(
 
     from unveil.server.app import create_app
     from unveil.server.logs import configure_logging
+    from unveil.server.runtime import tune_garbage_collector
     from unveil.service.access import AccessService
     from unveil.store.database import default_url, make_engine, upgrade
 
@@ -235,6 +236,7 @@ def serve(
     click.echo(f"unveil serving on http://{host}:{port}", err=True)
     app = create_app(engine, heartbeat_seconds=stream_heartbeat, events_capacity=events_capacity)
     configure_logging(log_level)
+    tune_garbage_collector()
     uvicorn.run(app, host=host, port=port, log_config=None, log_level=log_level)
 
 

@@ -42,6 +42,8 @@ from unveil.store.leadership import Leadership
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
+#: How often a node records that it is alive.
+HEARTBEAT_SECONDS = 5.0
 #: The largest request body accepted; bigger ones get 413 before being read.
 MAX_BODY_BYTES = 1 << 20
 
@@ -144,7 +146,7 @@ def create_app(engine: Engine, **options: Any) -> FastAPI:
                     await run_in_threadpool(svc.cluster.heartbeat, svc.leadership.leading.is_set())
                 except Exception:  # the database may be away for a moment
                     log.warning("node heartbeat failed", exc_info=True)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(HEARTBEAT_SECONDS)
 
         alive = asyncio.create_task(report_alive())
         try:

@@ -55,7 +55,8 @@ async def stream(who: SdkKey, svc: Svc) -> StreamingResponse:
             yield _snapshot_event(first)
             while True:
                 try:
-                    message = await asyncio.wait_for(subscriber.queue.get(), heartbeat)
+                    async with asyncio.timeout(heartbeat):  # no task per wait, unlike wait_for
+                        message = await subscriber.queue.get()
                 except TimeoutError:
                     yield ": heartbeat\n\n"
                     continue

@@ -8,6 +8,7 @@ by URL (``postgresql+psycopg://...``).
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_on_connect)
-        event.listen(engine, "begin", _sqlite_begin)
+        _queue_writers(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
@@ -47,13 +48,36 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_begin(connection: Any) -> None:
-    # Reads (see ``reader``) may run side by side under WAL; anything else takes
-    # the write lock at once, so that it never fails half way upgrading to it.
-    if connection.get_execution_options().get("unveil_read_only"):
-        connection.exec_driver_sql("BEGIN")
-    else:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+def _queue_writers(engine: Engine) -> None:
+    """Writers of this process wait their turn on a lock of ours, not in SQLite.
+
+    SQLite's own busy handler sleeps in growing steps (up to 100 ms) when the
+    write lock is taken; a Python lock hands over the moment it is free.
+    Reads (see ``reader``) begin without the write lock and run side by side
+    under WAL; anything else takes it at once (BEGIN IMMEDIATE), so that it
+    never fails half way upgrading to it.
+    """
+    turn = threading.Lock()
+
+    def begin(connection: Any) -> None:
+        if connection.get_execution_options().get("unveil_read_only"):
+            connection.exec_driver_sql("BEGIN")
+            return
+        turn.acquire()
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            turn.release()
+            raise
+        connection.info["unveil_writing"] = True
+
+    def end(connection: Any) -> None:
+        if connection.info.pop("unveil_writing", False):
+            turn.release()
+
+    event.listen(engine, "begin", begin)
+    event.listen(engine, "commit", end)
+    event.listen(engine, "rollback", end)
 
 
 @lru_cache(maxsize=64)
