@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -101,6 +102,30 @@ def test_tokens_are_shown_once_and_can_be_revoked(server: Server) -> None:
         assert "needs its project and environment" in no_env.text
 
 
+def test_changes_outside_environments_are_audited(server: Server) -> None:
+    _token(server, kind="admin", role="viewer")
+    with server.client() as api:
+        api.post("/api/v1/projects", json={"key": "web"})
+        api.put("/api/v1/projects/web/flags/f/meta", json={"type": "experiment"})
+        everything = api.get("/api/v1/audit").json()["entries"]
+        assert everything[0]["actor"] == "system"  # the first admin token, at start
+        mine = api.get("/api/v1/audit", params={"actor": "admin (UNVEIL_ADMIN_TOKEN)"})
+        entries = mine.json()["entries"]
+        assert [e["action"] for e in entries] == ["token.create", "project.create", "flag.meta"]
+        assert "secret" not in json.dumps(everything)
+
+
+def test_unknown_fields_are_refused(server: Server) -> None:
+    with server.client() as api:
+        project = api.post("/api/v1/projects", json={"key": "web", "colour": "red"})
+        assert project.status_code == 400
+        assert project.json()["problems"][0]["path"] == "body.colour"
+        flag = api.put(f"{ENV}/flags/f", json={"default": "on", "colour": "red"})
+        assert flag.status_code == 422
+        assert flag.json()["problems"][0]["path"] == "flags.f.colour"
+        assert flag.json()["problems"][0]["message"].startswith("unknown field")
+
+
 def test_users_have_roles_and_hashed_passwords(server: Server) -> None:
     with server.client() as api:
         made = api.post(
@@ -126,7 +151,10 @@ def test_audit_filters_by_time(server: Server) -> None:
 
 # -- who may call what ----------------------------------------------------------------------
 
-ADMIN_ONLY = re.compile(r"^/api/v1/(tokens|users)|^/api/v1/projects(/\{project\}/environments)?$")
+ADMIN_ONLY = re.compile(
+    r"^/api/v1/(tokens|users|audit$)|^/api/v1/projects(/\{project\}/environments)?$"
+)
+ADMIN_ONLY_READS = re.compile(r"^/api/v1/(tokens|users|audit$)")
 
 
 def _admin_operations(server: Server) -> list[tuple[str, str]]:
@@ -148,7 +176,7 @@ def _fill(path: str) -> str:
 
 
 def _needed_role(method: str, path: str) -> str:
-    if ADMIN_ONLY.search(path) and (method != "GET" or "/tokens" in path or "/users" in path):
+    if ADMIN_ONLY.search(path) and (method != "GET" or ADMIN_ONLY_READS.search(path)):
         return "admin"
     return "viewer" if method == "GET" else "editor"
 

@@ -25,3 +25,20 @@ def test_migrated_schema_matches_the_tables(kind: str, tmp_path: Path) -> None:
         finally:
             engine.dispose()
     assert differences == []
+
+
+def test_unveil_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from sqlalchemy import inspect
+
+    from unveil.cli.main import main
+
+    result = CliRunner().invoke(main, ["db", "upgrade", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    engine = make_engine(f"sqlite:///{tmp_path / 'unveil.db'}")
+    try:
+        assert {"flags", "audit", "tokens", "alembic_version"} <= set(
+            inspect(engine).get_table_names()
+        )
+    finally:
+        engine.dispose()

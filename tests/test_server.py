@@ -173,8 +173,9 @@ def test_twenty_concurrent_writers_lose_no_update(server: Server) -> None:
     assert final.json()["data"]["variants"]["n"] == written[-1]  # the last one stands
 
 
-def test_every_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
-    with database("sqlite", tmp_path) as url:
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_every_acknowledged_write_survives_kill_9(kind: str, tmp_path: Path) -> None:
+    with database(kind, tmp_path) as url:
         running = start_server(url)
         acknowledged: list[str] = []
         stop_writing = threading.Event()

@@ -162,23 +162,42 @@ def evaluate(path: Path, flag: str, context_json: str) -> None:
 
 DEMO_ENVIRONMENTS = ("development", "staging", "production")
 
-
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8400, show_default=True, type=int)
-@click.option(
+data_dir_option = click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("data"),
     show_default=True,
     help="Where the SQLite database lives when no --database-url is given.",
 )
-@click.option(
+database_url_option = click.option(
     "--database-url",
     envvar="UNVEIL_DATABASE_URL",
     default=None,
     help="postgresql+psycopg://... to use PostgreSQL (or UNVEIL_DATABASE_URL).",
 )
+
+
+@main.group()
+def db() -> None:
+    """The server's database."""
+
+
+@db.command(name="upgrade")
+@data_dir_option
+@database_url_option
+def db_upgrade(data_dir: Path, database_url: str | None) -> None:
+    """Apply every migration not yet applied (the server also does this on start)."""
+    from unveil.store.database import default_url, upgrade
+
+    upgrade(database_url or default_url(data_dir))
+    click.echo("the database is up to date")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8400, show_default=True, type=int)
+@data_dir_option
+@database_url_option
 @click.option("--demo", is_flag=True, help="Create a demo project and print tokens to try it.")
 @click.option(
     "--stream-heartbeat",

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from unveil.server.auth import Admin, Denied, Editor, Viewer
@@ -55,12 +55,18 @@ def _item_response(record: FlagRecord, status: int = 200) -> JSONResponse:
 # -- projects and environments ------------------------------------------------------------
 
 
-class NewProject(BaseModel):
+class Strict(BaseModel):
+    """A request body that refuses fields it does not know."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewProject(Strict):
     key: Key
     name: str | None = Field(None, max_length=200)
 
 
-class NewEnvironment(BaseModel):
+class NewEnvironment(Strict):
     key: Key
 
 
@@ -71,16 +77,16 @@ async def list_projects(_who: Viewer, svc: Svc) -> dict[str, Any]:
 
 
 @router.post("/projects", tags=["projects"], status_code=201)
-async def create_project(body: NewProject, _who: Admin, svc: Svc) -> dict[str, str]:
-    await run_in_threadpool(svc.access.create_project, body.key, body.name)
+async def create_project(body: NewProject, who: Admin, svc: Svc) -> dict[str, str]:
+    await run_in_threadpool(svc.access.create_project, body.key, body.name, who.name)
     return {"key": body.key}
 
 
 @router.post(PROJECT + "/environments", tags=["projects"], status_code=201)
 async def create_environment(
-    project: str, body: NewEnvironment, _who: Admin, svc: Svc
+    project: str, body: NewEnvironment, who: Admin, svc: Svc
 ) -> dict[str, str]:
-    await run_in_threadpool(svc.access.create_environment, project, body.key)
+    await run_in_threadpool(svc.access.create_environment, project, body.key, who.name)
     return {"key": body.key}
 
 
@@ -223,19 +229,24 @@ async def apply_document(
 # -- audit, events ------------------------------------------------------------------------
 
 
-@router.get(ENV + "/audit", tags=["audit"])
-async def audit(
-    project: str,
-    env: str,
-    _who: Viewer,
-    svc: Svc,
+def _audit_filters(
     target: str | None = None,
     actor: str | None = None,
     since: Annotated[str | None, Query(description="RFC 3339: entries at or after")] = None,
     until: Annotated[str | None, Query(description="RFC 3339: entries before")] = None,
+) -> dict[str, str | None]:
+    return {"target": target, "actor": actor, "since": since, "until": until}
+
+
+AuditFilters = Annotated[dict[str, str | None], Depends(_audit_filters)]
+
+
+@router.get(ENV + "/audit", tags=["audit"])
+async def audit(
+    project: str, env: str, _who: Viewer, svc: Svc, filters: AuditFilters
 ) -> dict[str, Any]:
     """The environment's audit entries, oldest first, filtered by target, actor and time."""
-    entries = await run_in_threadpool(svc.access.audit, project, env, target, actor, since, until)
+    entries = await run_in_threadpool(lambda: svc.access.audit(project, env, **filters))
     return {"entries": entries}
 
 
@@ -246,6 +257,13 @@ async def event_counts(
     """Exposures and metrics counted per minute, flag, variant and metric."""
     env_id = await run_in_threadpool(svc.access.environment_of, project, env)
     return {"counts": await run_in_threadpool(svc.intake.counts, env_id, flag)}
+
+
+@router.get("/audit", tags=["audit"])
+async def global_audit(_who: Admin, svc: Svc, filters: AuditFilters) -> dict[str, Any]:
+    """Changes outside any environment: projects, environments, tokens, users, metadata."""
+    entries = await run_in_threadpool(lambda: svc.access.audit(None, None, **filters))
+    return {"entries": entries}
 
 
 # -- flag metadata ---------------------------------------------------------------------------
@@ -261,17 +279,17 @@ async def get_meta(project: str, key: str, _who: Viewer, svc: Svc) -> dict[str, 
 async def put_meta(
     project: str,
     key: str,
-    _who: Editor,
+    who: Editor,
     svc: Svc,
     meta: Annotated[dict[str, Any], Body(description="type, lifetime_days, tags, owner")],
 ) -> dict[str, Any]:
-    return await run_in_threadpool(svc.meta.put, project, key, meta)
+    return await run_in_threadpool(svc.meta.put, project, key, meta, who.name)
 
 
 # -- tokens and users ------------------------------------------------------------------------
 
 
-class NewToken(BaseModel):
+class NewToken(Strict):
     name: str = Field(min_length=1, max_length=200)
     kind: Literal["admin", "sdk"]
     role: Literal["viewer", "editor", "releaser", "admin"] | None = None
@@ -279,7 +297,7 @@ class NewToken(BaseModel):
     environment: str | None = Field(None, max_length=200)
 
 
-class NewUser(BaseModel):
+class NewUser(Strict):
     name: str = Field(min_length=1, max_length=200)
     role: Literal["viewer", "editor", "releaser", "admin"]
     password: str = Field(min_length=12, max_length=1000)
@@ -292,7 +310,7 @@ async def list_tokens(_who: Admin, svc: Svc) -> dict[str, Any]:
 
 
 @router.post("/tokens", tags=["tokens"], status_code=201)
-async def create_token(body: NewToken, _who: Admin, svc: Svc) -> dict[str, Any]:
+async def create_token(body: NewToken, who: Admin, svc: Svc) -> dict[str, Any]:
     """A new token; its secret is in this answer and nowhere else, ever."""
     environment_id = None
     if body.kind == "sdk":
@@ -304,14 +322,14 @@ async def create_token(body: NewToken, _who: Admin, svc: Svc) -> dict[str, Any]:
     elif body.role is None:
         raise Denied(400, f"an admin token needs a role: {', '.join(ROLES)}")
     secret = await run_in_threadpool(
-        svc.access.create_token, body.name, body.kind, body.role, environment_id
+        svc.access.create_token, body.name, body.kind, body.role, environment_id, None, who.name
     )
     return {"name": body.name, "secret": secret}
 
 
 @router.delete("/tokens/{token_id}", tags=["tokens"], status_code=204)
-async def revoke_token(token_id: int, _who: Admin, svc: Svc) -> Response:
-    await run_in_threadpool(svc.access.revoke_token, token_id)
+async def revoke_token(token_id: int, who: Admin, svc: Svc) -> Response:
+    await run_in_threadpool(svc.access.revoke_token, token_id, who.name)
     return Response(status_code=204)
 
 
@@ -321,9 +339,9 @@ async def list_users(_who: Admin, svc: Svc) -> dict[str, Any]:
 
 
 @router.post("/users", tags=["users"], status_code=201)
-async def create_user(body: NewUser, _who: Admin, svc: Svc) -> dict[str, str]:
+async def create_user(body: NewUser, who: Admin, svc: Svc) -> dict[str, str]:
     """A dashboard user; the password is kept only as an scrypt hash."""
-    await run_in_threadpool(svc.access.create_user, body.name, body.role, body.password)
+    await run_in_threadpool(svc.access.create_user, body.name, body.role, body.password, who.name)
     return {"name": body.name}
 
 

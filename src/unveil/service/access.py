@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from unveil.core import Problem
-from unveil.core.timestamps import parse_instant
+from unveil.service.audit import append_audit, read_audit
 from unveil.service.errors import Conflict, Invalid, NotFound
 from unveil.store import tables as t
 from unveil.store.database import reader
@@ -54,13 +54,6 @@ def project_id_of(conn: Connection, project: str) -> int:
     if found is None:
         raise NotFound(f"no project '{project}'")
     return int(found)
-
-
-def _instant(text: str, name: str) -> datetime:
-    seconds = parse_instant(text, require_offset=True)
-    if seconds is None:
-        raise Invalid((Problem(name, "must be an RFC 3339 timestamp with an offset"),))
-    return datetime.fromtimestamp(seconds, UTC)
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -137,6 +130,7 @@ class AccessService:
         role: str | None = None,
         environment_id: int | None = None,
         secret: str | None = None,
+        actor: str = "system",
     ) -> str:
         """A new token; its secret is returned once and never stored."""
         prefix = "unveil-sdk-" if kind == "sdk" else "unveil-admin-"
@@ -152,6 +146,8 @@ class AccessService:
                     created_at=datetime.now(UTC),
                 )
             )
+            after = {"name": name, "kind": kind, "role": role, "environment_id": environment_id}
+            append_audit(conn, actor=actor, action="token.create", target=name, after=after)
         return secret
 
     def has_admin(self) -> bool:
@@ -180,39 +176,16 @@ class AccessService:
 
     def audit(
         self,
-        project: str,
-        env: str,
+        project: str | None,
+        env: str | None,
         target: str | None = None,
         actor: str | None = None,
         since: str | None = None,
         until: str | None = None,
     ) -> list[dict[str, Any]]:
-        """The environment's audit entries, oldest first, optionally filtered."""
-        env_id = self.environment_of(project, env)
-        query = select(t.audit).where(t.audit.c.environment_id == env_id).order_by(t.audit.c.id)
-        if target is not None:
-            query = query.where(t.audit.c.target == target)
-        if actor is not None:
-            query = query.where(t.audit.c.actor == actor)
-        if since is not None:
-            query = query.where(t.audit.c.at >= _instant(since, "since"))
-        if until is not None:
-            query = query.where(t.audit.c.at < _instant(until, "until"))
-        with reader(self.engine).connect() as conn:
-            return [
-                {
-                    "id": r.id,
-                    "at": t.utc_text(r.at),
-                    "actor": r.actor,
-                    "action": r.action,
-                    "target": r.target,
-                    "reason": r.reason,
-                    "before": r.before,
-                    "after": r.after,
-                    "environment_version": r.environment_version,
-                }
-                for r in conn.execute(query)
-            ]
+        """An environment's audit entries (or, without one, those outside any)."""
+        env_id = None if project is None or env is None else self.environment_of(project, env)
+        return read_audit(self.engine, env_id, target, actor, since, until)
 
     # -- projects and environments --------------------------------------------------------
 
@@ -235,25 +208,33 @@ class AccessService:
             for p in projects
         ]
 
-    def create_project(self, key: str, name: str | None = None) -> None:
+    def create_project(self, key: str, name: str | None = None, actor: str = "system") -> None:
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(t.projects).values(key=key, name=name or key))
+                after = {"key": key, "name": name or key}
+                append_audit(conn, actor=actor, action="project.create", target=key, after=after)
         except IntegrityError:
             raise Conflict(f"project '{key}' exists already") from None
 
-    def create_environment(self, project: str, env: str) -> int:
+    def create_environment(self, project: str, env: str, actor: str = "system") -> int:
         with self.engine.connect() as conn:
             project_id = project_id_of(conn, project)
         try:
             with self.engine.begin() as conn:
-                return int(
-                    conn.execute(
-                        insert(t.environments)
-                        .values(project_id=project_id, key=env, version=0)
-                        .returning(t.environments.c.id)
-                    ).scalar_one()
+                env_id = conn.execute(
+                    insert(t.environments)
+                    .values(project_id=project_id, key=env, version=0)
+                    .returning(t.environments.c.id)
+                ).scalar_one()
+                append_audit(
+                    conn,
+                    actor=actor,
+                    action="environment.create",
+                    target=f"{project}/{env}",
+                    after={"project": project, "key": env},
                 )
+                return int(env_id)
         except IntegrityError:
             raise Conflict(f"environment '{env}' exists already in '{project}'") from None
 
@@ -274,13 +255,19 @@ class AccessService:
             for r in rows
         ]
 
-    def revoke_token(self, token_id: int) -> None:
+    def revoke_token(self, token_id: int, actor: str = "system") -> None:
         with self.engine.begin() as conn:
-            if conn.execute(delete(t.tokens).where(t.tokens.c.id == token_id)).rowcount == 0:
+            row = conn.execute(
+                select(t.tokens.c.name, t.tokens.c.kind).where(t.tokens.c.id == token_id)
+            ).one_or_none()
+            if row is None:
                 raise NotFound(f"no token {token_id}")
+            conn.execute(delete(t.tokens).where(t.tokens.c.id == token_id))
+            before = {"id": token_id, "name": row.name, "kind": row.kind}
+            append_audit(conn, actor=actor, action="token.revoke", target=row.name, before=before)
         self._known.clear()
 
-    def create_user(self, name: str, role: str, password: str) -> None:
+    def create_user(self, name: str, role: str, password: str, actor: str = "system") -> None:
         if role not in ROLES:
             raise Invalid((Problem("role", f"must be one of {', '.join(ROLES)}"),))
         if len(password) < 12:
@@ -295,6 +282,8 @@ class AccessService:
                         created_at=datetime.now(UTC),
                     )
                 )
+                after = {"name": name, "role": role}
+                append_audit(conn, actor=actor, action="user.create", target=name, after=after)
         except IntegrityError:
             raise Conflict(f"user '{name}' exists already") from None
 

@@ -18,12 +18,12 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
 
 from unveil.core import InvalidDocument, document_to_data, parse_document
+from unveil.service.audit import append_audit
 from unveil.service.errors import (
     Conflict,
     Invalid,
@@ -325,17 +325,15 @@ class FlagService:
             .returning(t.environments.c.version)
         ).scalar_one()
         announce_change(conn, env_id)
-        conn.execute(
-            insert(t.audit).values(
-                environment_id=env_id,
-                at=datetime.now(UTC),
-                actor=change.actor,
-                action=action,
-                target=target,
-                reason=change.reason,
-                before=None if before is None else _dumps(before),
-                after=None if after is None else _dumps(after),
-                environment_version=version,
-            )
+        append_audit(
+            conn,
+            actor=change.actor,
+            action=action,
+            target=target,
+            environment_id=env_id,
+            environment_version=version,
+            reason=change.reason,
+            before=before,
+            after=after,
         )
         return int(version)

@@ -17,6 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from unveil.core import Problem
 from unveil.service.access import project_id_of
+from unveil.service.audit import append_audit
 from unveil.service.errors import Invalid, NotFound
 from unveil.store import tables as t
 
@@ -82,8 +83,14 @@ class MetaService:
             "created_at": t.utc_text(row.created_at),
         }
 
-    def put(self, project: str, key: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    def put(
+        self, project: str, key: str, data: Mapping[str, Any], actor: str = "system"
+    ) -> dict[str, Any]:
         meta = check_meta(data)
+        try:
+            before: dict[str, Any] | None = self.get(project, key)
+        except NotFound:
+            before = None
         project_id = self._project_id(project)
         dialect = self.engine.dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -94,5 +101,13 @@ class MetaService:
         with self.engine.begin() as conn:
             conn.execute(
                 statement.on_conflict_do_update(index_elements=["project_id", "key"], set_=values)
+            )
+            append_audit(
+                conn,
+                actor=actor,
+                action="flag.meta",
+                target=f"{project}/{key}",
+                before=before,
+                after={"key": key, **meta},
             )
         return self.get(project, key)
