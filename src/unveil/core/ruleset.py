@@ -9,7 +9,7 @@ with an OpenFeature error code.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from copy import deepcopy
 from dataclasses import dataclass, replace
 from typing import Any
@@ -20,7 +20,7 @@ from unveil.core.evaluation import Evaluation, as_context
 from unveil.core.model import Document, ErrorCode, FlagKind, Reason
 from unveil.core.operators import is_number
 
-__all__ = ["Ruleset", "default_fits"]
+__all__ = ["Observer", "Ruleset", "default_fits"]
 
 _ACCEPTS: Mapping[FlagKind, frozenset[type]] = {
     FlagKind.BOOLEAN: frozenset({bool}),
@@ -53,13 +53,22 @@ class _Entry:
     off_variant: str
 
 
+#: Told of each answer a flag gave (flag key, evaluation, context); for exposure events.
+Observer = Callable[[str, Evaluation, Mapping[str, Any]], None]
+
+
 class Ruleset:
-    """Flags ready to evaluate. Immutable: reloading makes a new one."""
+    """Flags ready to evaluate. Immutable: reloading makes a new one.
 
-    __slots__ = ("_entries", "document")
+    ``observer``, if given, hears of every evaluation that gave the flag's own
+    answer (not a default after an error); the SDK counts exposures with it.
+    """
 
-    def __init__(self, document: Document) -> None:
+    __slots__ = ("_entries", "_observer", "document")
+
+    def __init__(self, document: Document, observer: Observer | None = None) -> None:
         self.document = document
+        self._observer = observer
         functions = compile_flags(document)
         self._entries: dict[str, _Entry] = {
             key: _Entry(
@@ -103,6 +112,8 @@ class Ruleset:
         result = entry.run(context)
         if result.error_code is not None:
             return default
+        if self._observer is not None:
+            self._observer(key, result, context)
         return deepcopy(result.value) if entry.copies else result.value
 
     def enabled(self, key: str, context: object = None, default: bool = False) -> bool:
@@ -124,6 +135,8 @@ class Ruleset:
         result = entry.run(context)
         if result.error_code is not None:
             return default
+        if self._observer is not None:
+            self._observer(key, result, context)
         if entry.boolean:
             return result.value  # type: ignore[no-any-return]
         return result.variant != entry.off_variant
@@ -151,6 +164,8 @@ class Ruleset:
         result = entry.run(ctx)
         if result.error_code is not None:
             return replace(result, value=default)
+        if self._observer is not None:
+            self._observer(key, result, ctx)
         return replace(result, value=deepcopy(result.value)) if entry.copies else result
 
 
