@@ -210,3 +210,18 @@ def test_every_acknowledged_write_survives_kill_9(kind: str, tmp_path: Path) -> 
             stop(restarted)
         assert set(acknowledged) <= stored
         assert stored == audited  # nothing half written: every flag has its audit entry
+
+
+def test_stored_flags_keep_their_variant_order(server: Server) -> None:
+    # rollout ranges follow the order of the variants: storage must never reorder them
+    flag = {
+        "kind": "string",
+        "variants": {"zulu": "z", "alpha": "a", "mike": "m"},
+        "off_variant": "alpha",
+        "default": {"rollout": {"zulu": 50, "alpha": 25, "mike": 25}},
+    }
+    with server.client() as api:
+        api.put("/api/v1/projects/shop/environments/production/flags/order", json=flag)
+        stored = api.get("/api/v1/projects/shop/environments/production/flags/order").json()
+    assert list(stored["data"]["variants"]) == ["zulu", "alpha", "mike"]
+    assert list(stored["data"]["default"]["rollout"]) == ["zulu", "alpha", "mike"]

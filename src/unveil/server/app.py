@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from unveil.server import admin, ops, sdk
+from unveil.server import admin, ofrep, ops, sdk
 from unveil.server.auth import Denied
 from unveil.server.hub import Hub
 from unveil.server.services import Metrics, Services
@@ -194,4 +194,5 @@ def create_app(engine: Engine, **options: Any) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(admin.router)
     app.include_router(sdk.router)
+    app.include_router(ofrep.router)
     return app

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from unveil.core import Ruleset
 from unveil.core.patch import diff_documents
 from unveil.service.flags import FlagService, Snapshot
 
@@ -40,12 +41,13 @@ _QUEUE_SIZE = 256
 
 @dataclass(frozen=True, slots=True)
 class CachedSnapshot:
-    """A snapshot ready to send."""
+    """A snapshot ready to send, and its flags compiled for evaluation here (OFREP)."""
 
     version: int
     document: dict[str, Any]
     body: bytes
     etag: str
+    ruleset: Ruleset
 
     @classmethod
     def of(cls, snapshot: Snapshot) -> CachedSnapshot:
@@ -53,7 +55,8 @@ class CachedSnapshot:
             {**snapshot.document, "revision": snapshot.version}, separators=(",", ":")
         ).encode()
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-        return cls(snapshot.version, snapshot.document, body, etag)
+        ruleset = Ruleset.from_data(snapshot.document)
+        return cls(snapshot.version, snapshot.document, body, etag, ruleset)
 
 
 @dataclass(eq=False, slots=True)  # each subscriber is itself: hashed by identity

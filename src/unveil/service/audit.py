@@ -18,7 +18,9 @@ __all__ = ["append_audit", "read_audit"]
 
 
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return (
+        None if value is None else json.dumps(value, separators=(",", ":"))
+    )  # key order is meaning: rollouts follow variant order
 
 
 def append_audit(

@@ -86,7 +86,9 @@ class DocumentDiff:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return json.dumps(
+        value, separators=(",", ":")
+    )  # key order is meaning: rollouts follow variant order
 
 
 def diff_parts(before: Mapping[str, Any], after: Mapping[str, Any]) -> DocumentDiff:
