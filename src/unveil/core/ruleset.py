@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from copy import deepcopy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from unveil.core.codec import parse_document
@@ -51,6 +51,12 @@ class _Entry:
     copies: bool  # json values are copied out, so callers cannot change the flag
     boolean: bool
     off_variant: str
+    # targeting keys already reported to the observer, per variant (see Ruleset)
+    seen: dict[str | None, set[str]] = field(default_factory=dict)
+
+
+#: How many keys per variant a ruleset remembers as reported before starting over.
+SEEN_LIMIT = 100_000
 
 
 #: Told of each answer a flag gave (flag key, evaluation, context); for exposure events.
@@ -60,8 +66,11 @@ Observer = Callable[[str, Evaluation, Mapping[str, Any]], None]
 class Ruleset:
     """Flags ready to evaluate. Immutable: reloading makes a new one.
 
-    ``observer``, if given, hears of every evaluation that gave the flag's own
+    ``observer``, if given, hears of evaluations that gave the flag's own
     answer (not a default after an error); the SDK counts exposures with it.
+    It hears once per targeting key and variant until ``forget_seen``, so that
+    observing costs the hot path one set lookup, not a call: the only state a
+    ruleset keeps.
     """
 
     __slots__ = ("_entries", "_observer", "document")
@@ -94,6 +103,24 @@ class Ruleset:
         """The flag keys, in document order."""
         return list(self._entries)
 
+    def _observe(
+        self, entry: _Entry, key: str, result: Evaluation, context: Mapping[str, Any]
+    ) -> None:
+        who = context.get("key")
+        if who.__class__ is str:
+            seen = entry.seen.get(result.variant)
+            if seen is not None and who in seen:
+                return
+            if seen is None or len(seen) >= SEEN_LIMIT:
+                seen = entry.seen[result.variant] = set()
+            seen.add(who)
+        self._observer(key, result, context)  # type: ignore[misc]
+
+    def forget_seen(self) -> None:
+        """Report every key again from now on (the observer's window passed)."""
+        for entry in self._entries.values():
+            entry.seen.clear()
+
     def value(self, key: str, context: object = None, default: Any = None) -> Any:
         """The flag's value for the context, or ``default`` if anything is wrong."""
         entry = self._entries.get(key)
@@ -112,8 +139,11 @@ class Ruleset:
         result = entry.run(context)
         if result.error_code is not None:
             return default
-        if self._observer is not None:
-            self._observer(key, result, context)
+        if self._observer is not None:  # the seen-before check inline: no call per evaluation
+            who = context.get("key")
+            seen = entry.seen.get(result.variant)
+            if seen is None or who.__class__ is not str or who not in seen:
+                self._observe(entry, key, result, context)
         return deepcopy(result.value) if entry.copies else result.value
 
     def enabled(self, key: str, context: object = None, default: bool = False) -> bool:
@@ -135,8 +165,11 @@ class Ruleset:
         result = entry.run(context)
         if result.error_code is not None:
             return default
-        if self._observer is not None:
-            self._observer(key, result, context)
+        if self._observer is not None:  # the seen-before check inline: no call per evaluation
+            who = context.get("key")
+            seen = entry.seen.get(result.variant)
+            if seen is None or who.__class__ is not str or who not in seen:
+                self._observe(entry, key, result, context)
         if entry.boolean:
             return result.value  # type: ignore[no-any-return]
         return result.variant != entry.off_variant
@@ -165,7 +198,7 @@ class Ruleset:
         if result.error_code is not None:
             return replace(result, value=default)
         if self._observer is not None:
-            self._observer(key, result, ctx)
+            self._observe(entry, key, result, ctx)
         return replace(result, value=deepcopy(result.value)) if entry.copies else result
 
 

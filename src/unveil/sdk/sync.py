@@ -23,6 +23,7 @@ import os
 import random
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -246,8 +247,13 @@ class Sync:
 
     def _send_events(self) -> None:
         pause = self._flush_interval
+        window_started = time.monotonic()
         while not self._stop.wait(pause):
             pause = self._flush_interval if self._flush_events() else min(pause * 2, 60.0)
+            buffer = self._client.events
+            if buffer is not None and time.monotonic() - window_started > buffer.window:
+                self._client.ruleset.forget_seen()  # a new window: each key reports again
+                window_started = time.monotonic()
 
     def _flush_events(self, until_empty: bool = False) -> bool:
         """Send what is waiting; False if the server could not take it (kept for later)."""
