@@ -253,3 +253,87 @@ def test_ofrep_overload_answers_429_with_retry_after(
     )
     assert answer.status_code == 429
     assert answer.headers["retry-after"] == "1"
+
+
+def _garbage_server() -> Any:
+    import http.server
+    import threading
+
+    class Garbage(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"not flags at all"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _waiter(event: ProviderEvent) -> Any:
+    import threading
+
+    happened = threading.Event()
+
+    def heard(_details: Any) -> None:
+        happened.set()
+
+    api.add_handler(event, heard)
+    return happened, heard
+
+
+def test_provider_not_ready_without_any_flags(tmp_path: Path) -> None:
+    garbage = _garbage_server()
+    url = f"http://127.0.0.1:{garbage.server_address[1]}"
+    client = Client(url, "k", cache_dir=tmp_path, events=False)
+    try:
+        api.set_provider(UnveilProvider(client, ready_timeout=0.5))
+        details = api.get_client().get_boolean_details("anything", True)
+        assert details.value is True
+        assert details.error_code == ErrorCode.PROVIDER_NOT_READY
+    finally:
+        api.shutdown()
+        garbage.shutdown()
+
+
+def test_provider_error_on_garbage_and_stale_from_cached_flags(tmp_path: Path) -> None:
+    garbage = _garbage_server()
+    url = f"http://127.0.0.1:{garbage.server_address[1]}"
+    stale, on_stale = _waiter(ProviderEvent.PROVIDER_STALE)
+    error, on_error = _waiter(ProviderEvent.PROVIDER_ERROR)
+    bootstrap = {"flags": {"f": {"default": "on"}}}
+    client = Client(url, "k", cache_dir=tmp_path, events=False, bootstrap=bootstrap)
+    try:
+        api.set_provider(UnveilProvider(client, ready_timeout=0.5))
+        assert stale.wait(10)
+        assert error.wait(10)
+        details = api.get_client().get_boolean_details("f", False)
+        assert (details.value, details.reason) == (True, Reason.STALE)
+    finally:
+        api.remove_handler(ProviderEvent.PROVIDER_STALE, on_stale)
+        api.remove_handler(ProviderEvent.PROVIDER_ERROR, on_error)
+        api.shutdown()
+        garbage.shutdown()
+
+
+def test_provider_stale_when_the_server_goes_away(demo_server: Server, tmp_path: Path) -> None:
+    stale, on_stale = _waiter(ProviderEvent.PROVIDER_STALE)
+    client = Client(demo_server.url, sdk_key(demo_server.database_url), cache_dir=tmp_path)
+    try:
+        api.set_provider_and_wait(UnveilProvider(client))
+        assert api.get_client().get_boolean_details("recommendations", True).reason == (
+            Reason.DISABLED
+        )
+        demo_server.kill()
+        assert stale.wait(15)
+        assert api.get_client().get_boolean_details("recommendations", True).reason == (
+            Reason.STALE
+        )
+    finally:
+        api.remove_handler(ProviderEvent.PROVIDER_STALE, on_stale)
+        api.shutdown()

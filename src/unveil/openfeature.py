@@ -59,6 +59,7 @@ class UnveilProvider(AbstractProvider):
         self._was_stale = False
         self._lock = threading.Lock()
         client.on_change(self._flags_changed)
+        client.on_status(self._status_changed)
 
     def get_metadata(self) -> Metadata:
         return Metadata(name="unveil")
@@ -78,11 +79,18 @@ class UnveilProvider(AbstractProvider):
     def shutdown(self) -> None:
         self.client.close()
 
-    def _flags_changed(self, keys: set[str]) -> None:
+    def _status_changed(self, status: str, problem: str | None) -> None:
         with self._lock:
-            if self._was_stale and self.client.status == "ready":
+            if problem is not None:
+                self.emit_provider_error(ProviderEventDetails(message=problem))
+            elif status == "stale" and not self._was_stale:
+                self._was_stale = True
+                self.emit_provider_stale(ProviderEventDetails(message="the server is unreachable"))
+            elif status == "ready" and self._was_stale:
                 self._was_stale = False
                 self.emit_provider_ready(ProviderEventDetails(message="live again"))
+
+    def _flags_changed(self, keys: set[str]) -> None:
         self.emit_provider_configuration_changed(ProviderEventDetails(flags_changed=sorted(keys)))
 
     # -- resolution --------------------------------------------------------------------------

@@ -13,6 +13,7 @@ is itself a good snapshot.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import weakref
@@ -26,6 +27,7 @@ from unveil.sdk.events import EventBuffer
 __all__ = ["Client"]
 
 ChangeCallback = Callable[[set[str]], None]
+StatusCallback = Callable[[str, str | None], None]
 
 
 class Client:
@@ -55,6 +57,7 @@ class Client:
         self._origin = "none"
         self._revision: int | None = None
         self._listeners: list[ChangeCallback] = []
+        self._status_listeners: list[StatusCallback] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self.events = EventBuffer(event_capacity) if events and url else None
@@ -137,6 +140,18 @@ class Client:
         """Call ``callback(changed_flag_keys)`` from the sync thread when flags change."""
         self._listeners.append(callback)
 
+    def on_status(self, callback: StatusCallback) -> None:
+        """Call ``callback(status, problem)`` when the status changes, or the server
+        answers something unusable (``problem`` then says what)."""
+        self._status_listeners.append(callback)
+
+    def _status_changed(self, problem: str | None) -> None:
+        for listener in list(self._status_listeners):
+            try:
+                listener(self.status, problem)
+            except Exception:  # a listener's bug must not stop the sync
+                logging.getLogger("unveil.sdk").exception("on_status callback failed")
+
     # -- evaluation ------------------------------------------------------------------------
 
     def value(self, key: str, context: object = None, default: Any = None) -> Any:
@@ -201,8 +216,6 @@ class Client:
                 try:
                     listener(changed)
                 except Exception:  # a listener's bug must not stop the sync
-                    import logging
-
                     logging.getLogger("unveil.sdk").exception("on_change callback failed")
         return changed
 

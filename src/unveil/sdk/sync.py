@@ -81,7 +81,7 @@ class Sync:
         headers = {"Authorization": f"Bearer {self._key}", "User-Agent": "unveil-python"}
         self._http = httpx.Client(base_url=self._url, headers=headers, timeout=self._timeout)
         self._events_http = httpx.Client(base_url=self._url, headers=headers, timeout=self._timeout)
-        self.connected = False
+        self._connected = False
         self._threads = [
             threading.Thread(target=self._follow, name="unveil-sync", daemon=True),
         ]
@@ -89,6 +89,16 @@ class Sync:
             self._threads.append(
                 threading.Thread(target=self._send_events, name="unveil-events", daemon=True)
             )
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @connected.setter
+    def connected(self, now: bool) -> None:
+        was, self._connected = self._connected, now
+        if was != now:
+            self._client._status_changed(None)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -178,13 +188,21 @@ class Sync:
             try:
                 self._read_stream()
                 pause = _FIRST_PAUSE  # it ran and ended: come back soon
-            except Exception as exc:  # broken, refused or garbled: poll, then retry
+            except BadAnswer as exc:  # the server said something we cannot use
+                if self._stop.is_set():
+                    return
+                log.warning("bad answer from the server (%s); keeping the flags in use", exc)
+                self._client._status_changed(str(exc))
+            except Exception as exc:  # broken or refused: poll, then retry
                 if self._stop.is_set():
                     return
                 log.info("stream unavailable (%s); polling", exc)
             self.connected = False
             try:
                 self._fetch_snapshot()
+            except BadAnswer as exc:
+                log.warning("bad snapshot from the server (%s); keeping the flags in use", exc)
+                self._client._status_changed(str(exc))
             except Exception as exc:
                 log.info("snapshot unavailable (%s)", exc)
             wait = random.uniform(pause / 2, pause)  # noqa: S311 - jitter, not secrecy
