@@ -247,7 +247,7 @@ def serve(
     given = os.environ.get("UNVEIL_ADMIN_TOKEN")
     if given and access.authenticate(given) is None:
         access.create_token("admin (UNVEIL_ADMIN_TOKEN)", "admin", "admin", secret=given)
-    elif not given and not access.has_admin():
+    elif not given and not demo and not access.has_admin():  # --demo prints its own
         secret = access.create_token("first admin", "admin", "admin")
         click.echo(f"admin token (shown once): {secret}", err=True)
     if demo:
