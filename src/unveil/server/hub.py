@@ -198,6 +198,10 @@ class Hub:
 
     def _refresh_locked(self, environment_id: int) -> None:
         started = time.monotonic()
+        with self._lock:
+            held = self._environments[environment_id].snapshot.version
+        if self._flags.version_of(environment_id) <= held:
+            return  # the periodic check, or a notice of a change already here
         fresh = CachedSnapshot.of(self._flags.snapshot_of(environment_id))
         with self._lock:
             environment = self._environments[environment_id]

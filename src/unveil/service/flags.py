@@ -169,6 +169,15 @@ class FlagService:
             env_id = self.environment_id(conn, project, env)
             return self._snapshot(conn, env_id)
 
+    def version_of(self, env_id: int) -> int:
+        """The environment's version alone: cheap to ask often."""
+        with reader(self.engine).connect() as conn:
+            return int(
+                conn.execute(
+                    select(t.environments.c.version).where(t.environments.c.id == env_id)
+                ).scalar_one()
+            )
+
     def snapshot_of(self, env_id: int) -> Snapshot:
         """The snapshot of an environment known by id (an SDK key's)."""
         with reader(self.engine).connect() as conn:
