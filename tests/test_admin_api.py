@@ -68,6 +68,9 @@ def test_export_and_apply_are_idempotent_with_a_dry_run_diff(server: Server) -> 
         exported = api.get(f"{ENV}/document")
         assert exported.headers["etag"] == f'"{applied.json()["version"]}"'
         assert set(exported.json()["flags"]) == {"a", "b"}
+        stale = api.put(f"{ENV}/document", json={"flags": {}}, headers={"If-Match": '"1"'})
+        assert stale.status_code == 412  # the environment moved on since version 1
+        assert len(api.get(f"{ENV}/document").json()["flags"]) == 2
         bad = api.put(f"{ENV}/document", json={"flags": {"x": {}}})
         assert bad.status_code == 422
         assert any(p["path"] == "flags.x" for p in bad.json()["problems"])

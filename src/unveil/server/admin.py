@@ -215,10 +215,21 @@ async def apply_document(
     document: Annotated[dict[str, Any], Body(description="A whole flags file")],
     dry_run: bool = False,
     reason: Reason = None,
+    if_match: IfMatch = None,
 ) -> JSONResponse:
-    """Make the environment exactly this document; idempotent. ``dry_run`` only diffs."""
+    """Make the environment exactly this document; idempotent. ``dry_run`` only diffs.
+
+    If-Match (the ETag of an export) applies only if the environment has not
+    changed since.
+    """
     diff, version = await run_in_threadpool(
-        svc.flags.apply_document, project, env, document, Change(who.name, reason), dry_run
+        svc.flags.apply_document,
+        project,
+        env,
+        document,
+        Change(who.name, reason),
+        dry_run,
+        _version_from(if_match),
     )
     return JSONResponse(
         {"diff": diff.as_data(), "changed": not diff.empty, "version": version, "dry_run": dry_run},

@@ -274,11 +274,14 @@ class FlagService:
         data: Mapping[str, Any],
         change: Change,
         dry_run: bool = False,
+        if_match: int | None = None,
     ) -> tuple[DocumentDiff, int]:
         """Make the environment's flags and segments exactly the document's.
 
         Idempotent: applying what is already there writes nothing and keeps
-        the version. Returns what differed and the version after.
+        the version. With ``if_match`` (an environment version, from export)
+        it applies only if nothing changed since. Returns what differed and
+        the version after.
         """
         with self._writing(project, env) as (conn, env_id):
             current = document_to_data(parse_document(self._document(conn, env_id)))
@@ -287,6 +290,8 @@ class FlagService:
             version = conn.execute(
                 select(t.environments.c.version).where(t.environments.c.id == env_id)
             ).scalar_one()
+            if if_match is not None and if_match != version:
+                raise PreconditionFailed(int(version))
             if dry_run or diff.empty:
                 return diff, int(version)
             for part, table in _TABLES.items():
