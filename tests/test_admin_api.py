@@ -83,8 +83,11 @@ def test_flag_metadata(server: Server) -> None:
         put = api.put(url, json={"type": "release", "tags": ["payments"], "owner": "team-pay"})
         assert put.status_code == 200
         assert put.json()["lifetime_days"] == 40  # a release flag's default
-        ks = api.put(url, json={"type": "kill-switch"}).json()
-        assert ks["lifetime_days"] is None
+        assert api.put(url, json={"type": "kill-switch"}).status_code == 428
+        stale = api.put(url, json={"type": "kill-switch"}, headers={"If-Match": '"m-0"'})
+        assert stale.status_code == 412
+        ks = api.put(url, json={"type": "kill-switch"}, headers={"If-Match": put.headers["etag"]})
+        assert ks.json()["lifetime_days"] is None
         bad = api.put(url, json={"type": "forever", "tags": "x", "colour": 1})
         assert bad.status_code == 422
         assert {p["path"] for p in bad.json()["problems"]} == {"type", "tags", "colour"}
@@ -109,7 +112,10 @@ def test_changes_outside_environments_are_audited(server: Server) -> None:
     _token(server, kind="admin", role="viewer")
     with server.client() as api:
         api.post("/api/v1/projects", json={"key": "web"})
-        api.put("/api/v1/projects/web/flags/f/meta", json={"type": "experiment"})
+        assert (
+            api.put("/api/v1/projects/web/flags/f/meta", json={"type": "experiment"}).status_code
+            == 200
+        )
         everything = api.get("/api/v1/audit").json()["entries"]
         assert everything[0]["actor"] == "system"  # the first admin token, at start
         mine = api.get("/api/v1/audit", params={"actor": "admin (UNVEIL_ADMIN_TOKEN)"})

@@ -280,10 +280,14 @@ async def global_audit(_who: Admin, svc: Svc, filters: AuditFilters) -> dict[str
 # -- flag metadata ---------------------------------------------------------------------------
 
 
+def _meta_response(meta: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(meta, headers={"ETag": meta["etag"]})
+
+
 @router.get(PROJECT + "/flags/{key}/meta", tags=["flags"])
-async def get_meta(project: str, key: str, _who: Viewer, svc: Svc) -> dict[str, Any]:
-    """What the flag is for: type, expected lifetime, tags, owner."""
-    return await run_in_threadpool(svc.meta.get, project, key)
+async def get_meta(project: str, key: str, _who: Viewer, svc: Svc) -> JSONResponse:
+    """What the flag is for: type, expected lifetime, tags, owner; ETag for If-Match."""
+    return _meta_response(await run_in_threadpool(svc.meta.get, project, key))
 
 
 @router.put(PROJECT + "/flags/{key}/meta", tags=["flags"])
@@ -293,8 +297,12 @@ async def put_meta(
     who: Editor,
     svc: Svc,
     meta: Annotated[dict[str, Any], Body(description="type, lifetime_days, tags, owner")],
-) -> dict[str, Any]:
-    return await run_in_threadpool(svc.meta.put, project, key, meta, who.name)
+    if_match: IfMatch = None,
+) -> JSONResponse:
+    """Create, or replace (needs If-Match), the flag's metadata."""
+    return _meta_response(
+        await run_in_threadpool(svc.meta.put, project, key, meta, who.name, if_match)
+    )
 
 
 # -- tokens and users ------------------------------------------------------------------------

@@ -22,7 +22,7 @@ class PreconditionRequired(UnveilError):
 class PreconditionFailed(UnveilError):
     """The thing changed since it was read: the write would lose someone's update."""
 
-    def __init__(self, current: int) -> None:
+    def __init__(self, current: int | str) -> None:
         self.current = current
         super().__init__(f"the version is now {current}; read it again and retry")
 

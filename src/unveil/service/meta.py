@@ -7,18 +7,19 @@ that; operational, kill-switch and permission flags are meant to stay.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from unveil.core import Problem
 from unveil.service.access import project_id_of
 from unveil.service.audit import append_audit
-from unveil.service.errors import Invalid, NotFound
+from unveil.service.errors import Invalid, NotFound, PreconditionFailed, PreconditionRequired
 from unveil.store import tables as t
 
 __all__ = ["DEFAULT_LIFETIME_DAYS", "FLAG_TYPES", "MetaService", "check_meta"]
@@ -65,32 +66,49 @@ class MetaService:
             return project_id_of(conn, project)
 
     def get(self, project: str, key: str) -> dict[str, Any]:
+        """The flag's metadata, with ``etag`` to send back in If-Match."""
         project_id = self._project_id(project)
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(t.flag_meta).where(
-                    t.flag_meta.c.project_id == project_id, t.flag_meta.c.key == key
-                )
-            ).one_or_none()
-        if row is None:
+            found = self._read(conn, project_id, key)
+        if found is None:
             raise NotFound(f"no metadata for flag '{key}'")
-        return {
-            "key": key,
+        return found
+
+    @staticmethod
+    def _read(
+        conn: Connection, project_id: int, key: str, lock: bool = False
+    ) -> dict[str, Any] | None:
+        query = select(t.flag_meta).where(
+            t.flag_meta.c.project_id == project_id, t.flag_meta.c.key == key
+        )
+        if lock and conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).one_or_none()
+        if row is None:
+            return None
+        meta = {
             "type": row.type,
             "lifetime_days": row.lifetime_days,
             "tags": json.loads(row.tags),
             "owner": row.owner,
+        }
+        return {
+            "key": key,
+            **meta,
             "created_at": t.utc_text(row.created_at),
+            "etag": meta_etag(meta),
         }
 
     def put(
-        self, project: str, key: str, data: Mapping[str, Any], actor: str = "system"
+        self,
+        project: str,
+        key: str,
+        data: Mapping[str, Any],
+        actor: str = "system",
+        if_match: str | None = None,
     ) -> dict[str, Any]:
+        """Create, or replace with the ETag read before (If-Match), the flag's metadata."""
         meta = check_meta(data)
-        try:
-            before: dict[str, Any] | None = self.get(project, key)
-        except NotFound:
-            before = None
         project_id = self._project_id(project)
         dialect = self.engine.dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -99,6 +117,14 @@ class MetaService:
             project_id=project_id, key=key, created_at=datetime.now(UTC), **values
         )
         with self.engine.begin() as conn:
+            before = self._read(conn, project_id, key, lock=True)
+            if before is not None:
+                if if_match is None:
+                    raise PreconditionRequired(f"changing the metadata of '{key}' needs If-Match")
+                if if_match != before["etag"]:
+                    raise PreconditionFailed(before["etag"])
+            elif if_match is not None:
+                raise NotFound(f"no metadata for flag '{key}'")
             conn.execute(
                 statement.on_conflict_do_update(index_elements=["project_id", "key"], set_=values)
             )
@@ -111,3 +137,9 @@ class MetaService:
                 after={"key": key, **meta},
             )
         return self.get(project, key)
+
+
+def meta_etag(meta: Mapping[str, Any]) -> str:
+    """An ETag for metadata: a digest of its content (it has no version of its own)."""
+    digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+    return f'"m-{digest}"'
