@@ -1,7 +1,8 @@
 """Exposure and metric events, kept cheap on the evaluation path and bounded in memory.
 
 An exposure (this context got this variant of this flag) is recorded once per
-context, flag and variant per window: evaluating the same flag for the same
+context, flag and variant per window (one window for the ruleset's memory of
+keys and for this buffer's, turned by the sender thread): evaluating the same flag for the same
 user a thousand times a second sends one event. ``track`` records a metric
 for a context together with the variants that context was last exposed to,
 so the server can attribute it. The buffer holds at most ``capacity``
@@ -29,39 +30,39 @@ class EventBuffer:
         self, capacity: int = 10_000, window: float = 60.0, remembered: int = 50_000
     ) -> None:
         self.capacity = capacity
+        #: seconds between ``new_window`` calls (the sender thread makes them)
         self.window = window
         self._remembered = remembered
         self._events: deque[dict[str, Any]] = deque()
-        self._seen: set[tuple[str, str | None, Any]] = set()
-        self._seen_since = time.monotonic()
+        # Contexts with a text key are deduplicated by the ruleset (Ruleset.forget_seen);
+        # those without one are counted once per flag and variant here.
+        self._keyless: set[tuple[str, str | None]] = set()
         self._exposed: dict[Any, dict[str, str]] = {}
         self._lock = threading.Lock()
         self.dropped = 0
 
     def exposure(self, flag: str, result: Evaluation, context: Mapping[str, Any]) -> None:
-        """Record that the context got this variant (at most once per window)."""
+        """Record that the context got this variant (the ruleset has filtered repeats)."""
         who = context.get("key")
-        signature = (flag, result.variant, who if who.__class__ is str else None)
-        if signature in self._seen:
-            return
-        self._record_exposure(signature, flag, result.variant, who)
-
-    def _record_exposure(
-        self, signature: tuple[str, str | None, Any], flag: str, variant: str | None, who: Any
-    ) -> None:
+        variant = result.variant
         with self._lock:
-            now = time.monotonic()
-            if now - self._seen_since > self.window or len(self._seen) > self._remembered:
-                self._seen.clear()
-                self._seen_since = now
-            self._seen.add(signature)
-            if variant is not None and who.__class__ is str:
+            if who.__class__ is str:
                 if len(self._exposed) > self._remembered:
                     self._exposed.clear()
-                self._exposed.setdefault(who, {})[flag] = variant
+                if variant is not None:
+                    self._exposed.setdefault(who, {})[flag] = variant
+            elif (flag, variant) in self._keyless:
+                return
+            else:
+                self._keyless.add((flag, variant))
             self._append(
                 {"kind": "exposure", "flag": flag, "variant": variant or "", "at": time.time()}
             )
+
+    def new_window(self) -> None:
+        """Keyless contexts report again from now on (the ruleset forgets its keys alike)."""
+        with self._lock:
+            self._keyless.clear()
 
     def track(self, metric: str, context: Mapping[str, Any] | None, value: float = 1.0) -> None:
         """A metric for a context, with the variants it was exposed to."""
@@ -105,5 +106,5 @@ class EventBuffer:
         """Empty everything (a forked child starts clean; its parent sends its own)."""
         with self._lock:
             self._events.clear()
-            self._seen.clear()
+            self._keyless.clear()
             self._exposed.clear()

@@ -271,6 +271,7 @@ class Sync:
             buffer = self._client.events
             if buffer is not None and time.monotonic() - window_started > buffer.window:
                 self._client.ruleset.forget_seen()  # a new window: each key reports again
+                buffer.new_window()
                 window_started = time.monotonic()
 
     def _flush_events(self, until_empty: bool = False) -> bool:

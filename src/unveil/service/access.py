@@ -23,7 +23,7 @@ from unveil.service.errors import Conflict, Invalid, NotFound
 from unveil.store import tables as t
 from unveil.store.database import reader
 
-__all__ = ["ROLES", "AccessService", "Principal", "project_id_of"]
+__all__ = ["ROLES", "AccessService", "Principal", "environment_id_of", "project_id_of"]
 
 #: Roles, weakest first: each may do what the ones before it may.
 ROLES = ("viewer", "editor", "releaser", "admin")
@@ -44,6 +44,21 @@ class Principal:
 
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def environment_id_of(conn: Connection, project: str, env: str, lock: bool = False) -> int:
+    """The environment's id (its row locked for the transaction on PostgreSQL if asked)."""
+    query = (
+        select(t.environments.c.id)
+        .join(t.projects, t.projects.c.id == t.environments.c.project_id)
+        .where(t.projects.c.key == project, t.environments.c.key == env)
+    )
+    if lock and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    found = conn.execute(query).scalar_one_or_none()
+    if found is None:
+        raise NotFound(f"no environment '{env}' in project '{project}'")
+    return int(found)
 
 
 def project_id_of(conn: Connection, project: str) -> int:
@@ -113,15 +128,8 @@ class AccessService:
             return int(env_id)
 
     def environment_of(self, project: str, env: str) -> int:
-        with self.engine.connect() as conn:
-            found = conn.execute(
-                select(t.environments.c.id)
-                .join(t.projects, t.projects.c.id == t.environments.c.project_id)
-                .where(t.projects.c.key == project, t.environments.c.key == env)
-            ).scalar_one_or_none()
-        if found is None:
-            raise NotFound(f"no environment '{env}' in project '{project}'")
-        return int(found)
+        with reader(self.engine).connect() as conn:
+            return environment_id_of(conn, project, env)
 
     def create_token(
         self,

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
 
 from unveil.core import InvalidDocument, document_to_data, parse_document
+from unveil.service.access import environment_id_of
 from unveil.service.audit import append_audit
 from unveil.service.errors import (
     Conflict,
@@ -116,30 +117,17 @@ class FlagService:
     def _writing(self, project: str, env: str) -> Iterator[tuple[Connection, int]]:
         """One write transaction on an environment, its row locked; listeners told after."""
         with self.engine.begin() as conn:
-            env_id = self.environment_id(conn, project, env, lock=True)
+            env_id = environment_id_of(conn, project, env, lock=True)
             yield conn, env_id
         for listener in self.listeners:
             listener(env_id)
 
     # -- reading ---------------------------------------------------------------------
 
-    def environment_id(self, conn: Connection, project: str, env: str, lock: bool = False) -> int:
-        query = (
-            select(t.environments.c.id)
-            .join(t.projects, t.projects.c.id == t.environments.c.project_id)
-            .where(t.projects.c.key == project, t.environments.c.key == env)
-        )
-        if lock and conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        found = conn.execute(query).scalar_one_or_none()
-        if found is None:
-            raise NotFound(f"no environment '{env}' in project '{project}'")
-        return int(found)
-
     def list_items(self, part: Part, project: str, env: str) -> list[FlagRecord]:
         table = _TABLES[part]
         with reader(self.engine).connect() as conn:
-            env_id = self.environment_id(conn, project, env)
+            env_id = environment_id_of(conn, project, env)
             rows = conn.execute(
                 select(table.c.key, table.c.data, table.c.version)
                 .where(table.c.environment_id == env_id)
@@ -149,7 +137,7 @@ class FlagService:
 
     def get_item(self, part: Part, project: str, env: str, key: str) -> FlagRecord:
         with reader(self.engine).connect() as conn:
-            env_id = self.environment_id(conn, project, env)
+            env_id = environment_id_of(conn, project, env)
             return self._item(conn, part, env_id, key)
 
     def _item(self, conn: Connection, part: Part, env_id: int, key: str) -> FlagRecord:
@@ -166,7 +154,7 @@ class FlagService:
     def snapshot(self, project: str, env: str) -> Snapshot:
         """The environment's flags document in canonical form, at one version."""
         with reader(self.engine).connect() as conn:
-            env_id = self.environment_id(conn, project, env)
+            env_id = environment_id_of(conn, project, env)
             return self._snapshot(conn, env_id)
 
     def version_of(self, env_id: int) -> int:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine, text
 
+from unveil.store.database import libpq_url
+
 __all__ = ["CHANNEL", "ChangeListener", "announce_change"]
 
 CHANNEL = "unveil_changes"
@@ -59,7 +61,7 @@ class ChangeListener:
     def _run(self) -> None:
         import psycopg
 
-        url = self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        url = libpq_url(self._engine)
         backoff = 0.1
         while not self._stop.is_set():
             try:

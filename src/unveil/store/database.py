@@ -17,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 
-__all__ = ["default_url", "make_engine", "reader", "upgrade"]
+__all__ = ["default_url", "libpq_url", "make_engine", "reader", "upgrade"]
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -88,6 +88,11 @@ def reader(engine: Engine) -> Engine:
     for writers; on PostgreSQL it is the engine itself.
     """
     return engine.execution_options(unveil_read_only=True)
+
+
+def libpq_url(engine: Engine) -> str:
+    """The engine's PostgreSQL URL as psycopg takes it, for connections of our own."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def upgrade(url: str) -> None:

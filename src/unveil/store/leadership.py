@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 
+from unveil.store.database import libpq_url
+
 __all__ = ["LOCK_KEY", "Leadership"]
 
 #: The advisory lock's key: "unveil" in ASCII, as a bigint.
@@ -47,7 +49,7 @@ class Leadership:
             return
         import psycopg
 
-        url = self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        url = libpq_url(self._engine)
         while not self._stop.is_set():
             try:
                 with psycopg.connect(url, autocommit=True) as conn:
