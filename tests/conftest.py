@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.server_process import Server, database, start_server, stop
+from tests.server_process import Server, database, migrated_engine, start_server, stop
 from unveil.core import Ruleset
 
 
@@ -34,3 +34,10 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
             yield running
         finally:
             stop(running)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """An engine on a fresh, migrated database of each kind (no server)."""
+    with migrated_engine(request.param, tmp_path) as made:
+        yield made

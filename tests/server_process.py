@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -46,6 +47,19 @@ class Server:
         """kill -9: no chance to flush or close anything."""
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=30)
+
+
+def wait_for(condition: Any, timeout: float = 30) -> bool:
+    """Whether ``condition()`` became true within ``timeout`` seconds.
+
+    For another process's state, which sends no event to await: it is polled.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -85,14 +99,21 @@ def start_server(
     return server
 
 
-def _seed(database_url: str) -> None:
+def access_service(engine: Any) -> Any:
+    """The access use cases over an engine, as the server builds them."""
     from unveil.service.access import AccessService
+    from unveil.store.unit import Store
+
+    return AccessService(Store(engine))
+
+
+def _seed(database_url: str) -> None:
     from unveil.store.database import make_engine
 
     engine = make_engine(database_url)
     try:
-        AccessService(engine).ensure_environment("shop", "production")
-        AccessService(engine).ensure_environment("shop", "staging")
+        access_service(engine).ensure_environment("shop", "production")
+        access_service(engine).ensure_environment("shop", "staging")
     finally:
         engine.dispose()
 
@@ -127,6 +148,20 @@ def postgres_database() -> Iterator[str]:
 
 
 @contextmanager
+def migrated_engine(kind: str, tmp_path: Path) -> Iterator[Any]:
+    """An engine on a fresh, migrated database of the kind, disposed afterwards."""
+    from unveil.store.database import make_engine, upgrade
+
+    with database(kind, tmp_path) as url:
+        upgrade(url)
+        engine = make_engine(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+
+@contextmanager
 def database(kind: str, tmp_path: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'unveil.db'}"
@@ -137,14 +172,14 @@ def database(kind: str, tmp_path: Path) -> Iterator[str]:
 
 def sdk_key(database_url: str, env: str = "production") -> str:
     """A new SDK key for an environment of project shop."""
-    from unveil.service.access import AccessService
     from unveil.store.database import make_engine
 
     engine = make_engine(database_url)
     try:
-        access = AccessService(engine)
+        access = access_service(engine)
         environment = access.environment_of("shop", env)
-        return access.create_token(f"sdk {env}", "sdk", environment_id=environment)
+        name = f"sdk {env} {uuid.uuid4().hex[:8]}"  # token names are unique
+        return access.create_token(name, "sdk", environment_id=environment)
     finally:
         engine.dispose()
 

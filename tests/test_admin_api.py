@@ -15,7 +15,8 @@ ENV = "/api/v1/projects/shop/environments/production"
 
 def _token(server: Server, **body: Any) -> str:
     with server.client() as api:
-        made = api.post("/api/v1/tokens", json={"name": "t", **body})
+        name = f"t {body.get('kind')} {body.get('role')} {len(body)}"  # names are unique
+        made = api.post("/api/v1/tokens", json={"name": name, **body})
         assert made.status_code == 201, made.text
         return str(made.json()["secret"])
 
@@ -24,7 +25,9 @@ def test_projects_and_environments(server: Server) -> None:
     with server.client() as api:
         assert api.post("/api/v1/projects", json={"key": "web"}).status_code == 201
         assert api.post("/api/v1/projects", json={"key": "web"}).status_code == 409
-        assert api.post("/api/v1/projects", json={"key": "no spaces"}).status_code == 400
+        refused = api.post("/api/v1/projects", json={"key": "no spaces"})
+        assert refused.status_code == 422
+        assert refused.json()["problems"][0]["path"] == "key"
         made = api.post("/api/v1/projects/web/environments", json={"key": "qa"})
         assert made.status_code == 201
         missing = api.post("/api/v1/projects/nope/environments", json={"key": "qa"})
@@ -104,7 +107,8 @@ def test_tokens_are_shown_once_and_can_be_revoked(server: Server) -> None:
             assert api.delete(f"/api/v1/tokens/{token_id}").status_code == 204
             assert sdk.get("/sdk/v1/snapshot").status_code == 401
         no_env = api.post("/api/v1/tokens", json={"name": "x", "kind": "sdk"})
-        assert no_env.status_code == 400
+        assert no_env.status_code == 422
+        assert no_env.json()["problems"][0]["path"] == "environment"
         assert "needs its project and environment" in no_env.text
 
 
@@ -142,7 +146,8 @@ def test_users_have_roles_and_hashed_passwords(server: Server) -> None:
         )
         assert made.status_code == 201
         short = api.post("/api/v1/users", json={"name": "ben", "role": "viewer", "password": "x"})
-        assert short.status_code == 400
+        assert short.status_code == 422
+        assert short.json()["problems"][0]["path"] == "password"
         assert api.get("/api/v1/users").json()["users"][0]["name"] == "ana"
         assert "password" not in api.get("/api/v1/users").text
 

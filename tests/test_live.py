@@ -16,6 +16,7 @@ from tests.server_process import (
     sdk_key,
     start_server,
     stop,
+    wait_for,
 )
 from unveil.core.patch import apply_patch
 
@@ -96,25 +97,16 @@ def _leading(server: Server) -> bool:
         return bool(api.get("/api/v1/cluster").json()["leading"])
 
 
-def _wait_for(condition: Any, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)  # polling another process's state: there is no event to await
-    return False
-
-
 def test_the_worker_lock_moves_when_its_node_dies(tmp_path: Path) -> None:
     with postgres_database() as url:
         nodes = [start_server(url), start_server(url, seed=False)]
         try:
-            assert _wait_for(lambda: sum(_leading(n) for n in nodes) == 1)
+            assert wait_for(lambda: sum(_leading(n) for n in nodes) == 1)
             assert sum(_leading(n) for n in nodes) == 1  # exactly one, not two
             leader = next(n for n in nodes if _leading(n))
             other = next(n for n in nodes if n is not leader)
             leader.kill()
-            assert _wait_for(lambda: _leading(other))
+            assert wait_for(lambda: _leading(other))
         finally:
             for node in nodes:
                 stop(node)
@@ -147,7 +139,7 @@ def test_events_are_taken_at_once_and_counted_per_minute(server: Server) -> None
             url = "/api/v1/projects/shop/environments/production/events"
             return list(api.get(url, params={"flag": "checkout"}).json()["counts"])
 
-    assert _wait_for(lambda: len(counted()) == 3)
+    assert wait_for(lambda: len(counted()) == 3)
     cells = {(c["variant"], c["metric"]): (c["count"], c["total"]) for c in counted()}
     assert cells == {
         ("on", "$exposure"): (2, 2.0),
@@ -157,14 +149,14 @@ def test_events_are_taken_at_once_and_counted_per_minute(server: Server) -> None
 
 
 def test_a_full_intake_answers_429_with_retry_after(tmp_path: Path) -> None:
+    from tests.server_process import access_service
     from unveil.server.app import create_app
-    from unveil.service.access import AccessService
     from unveil.store.database import make_engine, upgrade
 
     url = f"sqlite:///{tmp_path / 'u.db'}"
     upgrade(url)
     engine = make_engine(url)
-    access = AccessService(engine)
+    access = access_service(engine)
     key = access.create_token("k", "sdk", environment_id=access.ensure_environment("p", "e"))
     # no lifespan: the intake's thread never drains, so the queue of one fills
     client = TestClient(create_app(engine, events_capacity=1))

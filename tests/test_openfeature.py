@@ -237,18 +237,18 @@ def test_ofrep_overload_answers_429_with_retry_after(
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from unveil.server import ofrep
+    from tests.server_process import access_service
     from unveil.server.app import create_app
-    from unveil.service.access import AccessService
     from unveil.store.database import make_engine, upgrade
 
     url = f"sqlite:///{tmp_path / 'u.db'}"
     upgrade(url)
     engine = make_engine(url)
-    access = AccessService(engine)
+    access = access_service(engine)
     key = access.create_token("k", "sdk", environment_id=access.ensure_environment("p", "e"))
-    monkeypatch.setattr(ofrep, "MAX_IN_FLIGHT", 0)
-    answer = TestClient(create_app(engine)).post(
+    app = create_app(engine)
+    app.state.services.ofrep.limit = 0  # this application's own admission, not the process's
+    answer = TestClient(app).post(
         "/ofrep/v1/evaluate/flags/x", json={}, headers={"Authorization": f"Bearer {key}"}
     )
     assert answer.status_code == 429

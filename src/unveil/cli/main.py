@@ -214,6 +214,13 @@ def db_upgrade(data_dir: Path, database_url: str | None) -> None:
     help="Event batches held in memory before the intake answers 429.",
 )
 @click.option(
+    "--worker-interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.05, 60),
+    help="Seconds between looks for due background work (and at the leadership).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -227,6 +234,7 @@ def serve(
     demo: bool,
     stream_heartbeat: float,
     events_capacity: int,
+    worker_interval: float,
     log_level: str,
 ) -> None:
     """Run the server: admin API, SDK API, health and metrics."""
@@ -239,11 +247,13 @@ def serve(
     from unveil.server.runtime import tune_garbage_collector
     from unveil.service.access import AccessService
     from unveil.store.database import default_url, make_engine, upgrade
+    from unveil.store.unit import Store
 
     url = database_url or default_url(data_dir)
     upgrade(url)
     engine = make_engine(url)
-    access = AccessService(engine)
+    store = Store(engine)
+    access = AccessService(store)
     given = os.environ.get("UNVEIL_ADMIN_TOKEN")
     if given and access.authenticate(given) is None:
         access.create_token("admin (UNVEIL_ADMIN_TOKEN)", "admin", "admin", secret=given)
@@ -251,18 +261,25 @@ def serve(
         secret = access.create_token("first admin", "admin", "admin")
         click.echo(f"admin token (shown once): {secret}", err=True)
     if demo:
-        _seed_demo(engine, access)
+        _seed_demo(store, access)
     click.echo(f"unveil serving on http://{host}:{port}", err=True)
-    app = create_app(engine, heartbeat_seconds=stream_heartbeat, events_capacity=events_capacity)
+    app = create_app(
+        engine,
+        heartbeat_seconds=stream_heartbeat,
+        events_capacity=events_capacity,
+        worker_interval=worker_interval,
+    )
     configure_logging(log_level)
     tune_garbage_collector()
     uvicorn.run(app, host=host, port=port, log_config=None, log_level=log_level)
 
 
-def _seed_demo(engine: Any, access: Any) -> None:
+def _seed_demo(store: Any, access: Any) -> None:
+    import secrets
+
     from unveil.service.flags import Change, FlagService
 
-    service = FlagService(engine)
+    service = FlagService(store)
     document = load_document(_demo_path())
     from unveil.core import document_to_data
 
@@ -271,9 +288,12 @@ def _seed_demo(engine: Any, access: Any) -> None:
         access.ensure_environment("demo", env)
         if not service.list_items("flags", "demo", env):
             service.apply_document("demo", env, data, Change("demo seed", "demo data"))
-    admin = access.create_token("demo admin", "admin", "admin")
+    run = secrets.token_hex(3)  # token names are unique for ever: one pair per start
+    admin = access.create_token(f"demo admin {run}", "admin", "admin")
     sdk = access.create_token(
-        "demo sdk (production)", "sdk", environment_id=access.environment_of("demo", "production")
+        f"demo sdk (production) {run}",
+        "sdk",
+        environment_id=access.environment_of("demo", "production"),
     )
     click.echo(f"demo admin token: {admin}", err=True)
     click.echo(f"demo SDK key (production): {sdk}", err=True)

@@ -15,9 +15,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from unveil.server.auth import Admin, Denied, Editor, Viewer
+from unveil.server.auth import Admin, Editor, Viewer
 from unveil.server.services import Services, services
-from unveil.service.access import ROLES
+from unveil.service.errors import BadRequest
 from unveil.service.flags import Change, FlagRecord, Part
 
 __all__ = ["router"]
@@ -28,7 +28,6 @@ ENV = PROJECT + "/environments/{env}"
 Svc = Annotated[Services, Depends(services)]
 Reason = Annotated[str | None, Query(max_length=1000, description="Why, for the audit log")]
 IfMatch = Annotated[str | None, Header(description="The ETag read before changing")]
-Key = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
 
 
 def _etag(version: int) -> str:
@@ -39,14 +38,19 @@ def _version_from(value: str | None) -> int | None:
     if value is None:
         return None
     raw = value.strip().removeprefix("W/").strip('"')
-    if not raw.isdigit() or len(raw) > 18:
-        raise Denied(400, f"If-Match must be an ETag this server gave, not {value!r}")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise BadRequest(f"If-Match must be an ETag this server gave, not {value!r}")
     return int(raw)
 
 
 def _item_response(record: FlagRecord, status: int = 200) -> JSONResponse:
     return JSONResponse(
-        {"key": record.key, "version": record.version, "data": record.data},
+        {
+            "key": record.key,
+            "version": record.version,
+            "environment_version": record.version,
+            "data": record.data,
+        },
         status_code=status,
         headers={"ETag": _etag(record.version)},
     )
@@ -62,12 +66,12 @@ class Strict(BaseModel):
 
 
 class NewProject(Strict):
-    key: Key
-    name: str | None = Field(None, max_length=200)
+    key: str = Field(description="Letters, digits, '_', '.', '-'; at most 100")
+    name: str | None = None
 
 
 class NewEnvironment(Strict):
-    key: Key
+    key: str = Field(description="Letters, digits, '_', '.', '-'; at most 100")
 
 
 @router.get("/projects", tags=["projects"])
@@ -128,7 +132,7 @@ def _register_part(part: Part, singular: str) -> None:
             _version_from(if_match),
             if_none_match == "*",
         )
-        return _item_response(record, 201 if record.version == 1 else 200)
+        return _item_response(record, 201 if record.created else 200)
 
     async def delete_item(
         project: str,
@@ -257,7 +261,7 @@ async def audit(
     project: str, env: str, _who: Viewer, svc: Svc, filters: AuditFilters
 ) -> dict[str, Any]:
     """The environment's audit entries, oldest first, filtered by target, actor and time."""
-    entries = await run_in_threadpool(lambda: svc.access.audit(project, env, **filters))
+    entries = await run_in_threadpool(lambda: svc.audit.entries(project, env, **filters))
     return {"entries": entries}
 
 
@@ -273,7 +277,7 @@ async def event_counts(
 @router.get("/audit", tags=["audit"])
 async def global_audit(_who: Admin, svc: Svc, filters: AuditFilters) -> dict[str, Any]:
     """Changes outside any environment: projects, environments, tokens, users, metadata."""
-    entries = await run_in_threadpool(lambda: svc.access.audit(None, None, **filters))
+    entries = await run_in_threadpool(lambda: svc.audit.entries(None, None, **filters))
     return {"entries": entries}
 
 
@@ -309,17 +313,17 @@ async def put_meta(
 
 
 class NewToken(Strict):
-    name: str = Field(min_length=1, max_length=200)
+    name: str
     kind: Literal["admin", "sdk"]
     role: Literal["viewer", "editor", "releaser", "admin"] | None = None
-    project: str | None = Field(None, max_length=200)
-    environment: str | None = Field(None, max_length=200)
+    project: str | None = None
+    environment: str | None = None
 
 
 class NewUser(Strict):
-    name: str = Field(min_length=1, max_length=200)
+    name: str
     role: Literal["viewer", "editor", "releaser", "admin"]
-    password: str = Field(min_length=12, max_length=1000)
+    password: str
 
 
 @router.get("/tokens", tags=["tokens"])
@@ -331,17 +335,14 @@ async def list_tokens(_who: Admin, svc: Svc) -> dict[str, Any]:
 @router.post("/tokens", tags=["tokens"], status_code=201)
 async def create_token(body: NewToken, who: Admin, svc: Svc) -> dict[str, Any]:
     """A new token; its secret is in this answer and nowhere else, ever."""
-    environment_id = None
-    if body.kind == "sdk":
-        if body.project is None or body.environment is None:
-            raise Denied(400, "an SDK key needs its project and environment")
-        environment_id = await run_in_threadpool(
-            svc.access.environment_of, body.project, body.environment
-        )
-    elif body.role is None:
-        raise Denied(400, f"an admin token needs a role: {', '.join(ROLES)}")
     secret = await run_in_threadpool(
-        svc.access.create_token, body.name, body.kind, body.role, environment_id, None, who.name
+        svc.access.create_token_for,
+        body.name,
+        body.kind,
+        body.role,
+        body.project,
+        body.environment,
+        who.name,
     )
     return {"name": body.name, "secret": secret}
 
@@ -371,4 +372,9 @@ async def create_user(body: NewUser, who: Admin, svc: Svc) -> dict[str, str]:
 async def cluster(_who: Viewer, svc: Svc) -> dict[str, Any]:
     """This node, whether it does the background work, and every node seen lately."""
     nodes = await run_in_threadpool(svc.cluster.nodes)
-    return {"node": svc.cluster.node, "leading": svc.leadership.leading.is_set(), "nodes": nodes}
+    return {
+        "node": svc.cluster.node,
+        "leading": svc.link.leading.is_set(),
+        "epoch": svc.link.epoch,
+        "nodes": nodes,
+    }

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,41 +22,74 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from unveil.core import InvalidDocument, UnveilError
 from unveil.server import admin, ofrep, ops, sdk
-from unveil.server.auth import Denied
 from unveil.server.hub import Hub
-from unveil.server.services import Metrics, Services
+from unveil.server.services import Admission, Metrics, Services
 from unveil.service.access import AccessService
+from unveil.service.audit import AuditService
 from unveil.service.cluster import Cluster
 from unveil.service.errors import (
+    BadRequest,
     Conflict,
+    Forbidden,
     Invalid,
     NotFound,
+    Overloaded,
     PreconditionFailed,
     PreconditionRequired,
+    Unauthenticated,
 )
 from unveil.service.events import EventIntake
 from unveil.service.flags import FlagService
+from unveil.service.jobs import JobService, Worker
 from unveil.service.meta import MetaService
-from unveil.store.changes import ChangeListener
-from unveil.store.leadership import Leadership
+from unveil.service.outbox import prune_outbox
+from unveil.service.scheduled import FLAG_CHANGE, flag_change
+from unveil.store.link import link_for
+from unveil.store.unit import Store
 
-__all__ = ["MAX_BODY_BYTES", "create_app"]
+__all__ = ["MAX_BODY_BYTES", "STATUS", "create_app", "error_response"]
 
 #: How often a node records that it is alive.
 HEARTBEAT_SECONDS = 5.0
 #: The largest request body accepted; bigger ones get 413 before being read.
 MAX_BODY_BYTES = 1 << 20
+#: OFREP evaluations served at once (per application) before answering 429.
+OFREP_IN_FLIGHT = 256
 
 log = logging.getLogger("unveil.server")
 
-_ERRORS: dict[type[Exception], int] = {
+#: The one table from what a use case refuses to the HTTP status that says so.
+STATUS: dict[type[UnveilError], int] = {
+    BadRequest: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
-    PreconditionRequired: 428,
     PreconditionFailed: 412,
     Invalid: 422,
+    InvalidDocument: 422,
+    PreconditionRequired: 428,
+    Overloaded: 429,
 }
+
+
+def error_response(exc: Exception) -> JSONResponse:
+    """The answer for any exception: its status from ``STATUS``, or 500 for the unexpected."""
+    status = next((STATUS[k] for k in type(exc).__mro__ if k in STATUS), 500)
+    headers: dict[str, str] = {}
+    if status == 500:
+        log.error("unexpected error", exc_info=exc)
+        return JSONResponse({"error": "internal error; the server log has the details"}, 500)
+    body: dict[str, Any] = {"error": str(exc)}
+    if isinstance(exc, Invalid | InvalidDocument):
+        body["problems"] = [{"path": p.path, "message": p.message} for p in exc.problems]
+    if isinstance(exc, Unauthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, Overloaded):
+        headers["Retry-After"] = str(exc.retry_after)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class GuardAndCount:
@@ -105,25 +139,35 @@ def build_services(
     heartbeat_seconds: float = 15.0,
     check_seconds: float = 5.0,
     events_capacity: int = 10_000,
+    worker_interval: float = 1.0,
 ) -> Services:
     """The services of one server process over one database."""
-    flags = FlagService(engine)
+    store = Store(engine)
+    flags = FlagService(store)
     metrics = Metrics.create()
     hub = Hub(flags, lambda _n, seconds: metrics.propagation.observe(seconds), check_seconds)
-    flags.listeners.append(hub.changed_here)
-    cluster = Cluster(engine, node)
+    store.after_commit.append(hub.changed_here)
+    cluster = Cluster(store, node)
+    jobs = JobService(store, cluster.node)
+    jobs.register_recurring("nodes.forget_stale", timedelta(seconds=30), cluster.forget_stale)
+    jobs.register_recurring("outbox.prune", timedelta(hours=1), prune_outbox)
+    jobs.register(FLAG_CHANGE, flag_change(flags))
+    link = link_for(store, cluster.node, hub.changed, worker_interval)
     built = Services(
-        engine=engine,
+        store=store,
         flags=flags,
-        access=AccessService(engine),
-        meta=MetaService(engine),
+        access=AccessService(store),
+        audit=AuditService(store),
+        meta=MetaService(store),
+        jobs=jobs,
         hub=hub,
         intake=EventIntake(engine, events_capacity),
         cluster=cluster,
-        leadership=Leadership(engine, cluster.forget_stale),
-        listener=ChangeListener(engine, hub.changed),
+        link=link,
+        worker=Worker(jobs, link, worker_interval),
         metrics=metrics,
         heartbeat_seconds=heartbeat_seconds,
+        ofrep=Admission(OFREP_IN_FLIGHT),
     )
     metrics.watch(built)
     return built
@@ -136,14 +180,14 @@ def create_app(engine: Engine, **options: Any) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         svc.hub.start()
-        svc.listener.start()
-        svc.leadership.start()
+        svc.link.start()
+        svc.worker.start()
         svc.intake.start()
 
         async def report_alive() -> None:
             while True:
                 try:
-                    await run_in_threadpool(svc.cluster.heartbeat, svc.leadership.leading.is_set())
+                    await run_in_threadpool(svc.cluster.heartbeat, svc.link.leading.is_set())
                 except Exception:  # the database may be away for a moment
                     log.warning("node heartbeat failed", exc_info=True)
                 await asyncio.sleep(HEARTBEAT_SECONDS)
@@ -154,8 +198,8 @@ def create_app(engine: Engine, **options: Any) -> FastAPI:
         finally:
             alive.cancel()
             svc.intake.stop()
-            svc.leadership.stop()
-            svc.listener.stop()
+            svc.worker.stop()
+            svc.link.stop()
             svc.hub.stop()
 
     app = FastAPI(
@@ -169,10 +213,6 @@ def create_app(engine: Engine, **options: Any) -> FastAPI:
 
     app.add_middleware(GuardAndCount, metrics=svc.metrics)
 
-    @app.exception_handler(Denied)
-    async def denied(_request: Request, exc: Denied) -> JSONResponse:
-        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
-
     @app.exception_handler(RequestValidationError)
     async def malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
@@ -181,15 +221,11 @@ def create_app(engine: Engine, **options: Any) -> FastAPI:
         ]
         return JSONResponse({"error": "malformed request", "problems": problems}, 400)
 
-    for error, status in _ERRORS.items():
+    async def refused(_request: Request, exc: Exception) -> JSONResponse:
+        return error_response(exc)
 
-        async def handler(_request: Request, exc: Exception, status: int = status) -> JSONResponse:
-            body: dict[str, Any] = {"error": str(exc)}
-            if isinstance(exc, Invalid):
-                body["problems"] = [{"path": p.path, "message": p.message} for p in exc.problems]
-            return JSONResponse(body, status_code=status)
-
-        app.add_exception_handler(error, handler)
+    app.add_exception_handler(UnveilError, refused)
+    app.add_exception_handler(Exception, refused)  # the unexpected: 500, logged, no details
 
     app.include_router(ops.router)
     app.include_router(admin.router)

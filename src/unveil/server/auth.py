@@ -1,4 +1,8 @@
-"""Who is calling: tokens in, principals out; roles checked per route."""
+"""Who is calling: the Authorization header in, a principal out; roles checked per route.
+
+The rules (what a token is, which role may do what) live in
+``unveil.service.access``; this only connects them to FastAPI.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +12,21 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from starlette.concurrency import run_in_threadpool
 
-from unveil.service.access import AccessService, Principal
+from unveil.service.access import AccessService, Principal, bearer_secret
+from unveil.service.errors import Unauthenticated
 
-__all__ = ["Admin", "Anyone", "Denied", "Editor", "SdkKey", "Viewer", "principal", "role"]
-
-
-class Denied(Exception):
-    """A request refused before any use case ran: its status and why."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
+__all__ = ["Admin", "Anyone", "Editor", "Releaser", "SdkKey", "Viewer", "principal", "role"]
 
 
 async def principal(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
     """Whoever the request's token belongs to; 401 without a valid one."""
-    if not authorization:
-        raise Denied(401, "an Authorization header with a token is required")
-    secret = authorization.removeprefix("Bearer ").strip()
+    secret = bearer_secret(authorization)
     access: AccessService = request.app.state.services.access
     found = access.recall(secret) or await run_in_threadpool(access.authenticate, secret)
     if found is None:
-        raise Denied(401, "the token is not valid")
+        raise Unauthenticated("the token is not valid")
     return found
 
 
@@ -39,21 +34,18 @@ def role(needed: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency that admits admin tokens of ``needed`` or a stronger role."""
 
     async def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
-        if not who.may(needed):
-            raise Denied(403, f"this needs an admin token with the {needed} role")
-        return who
+        return who.require(needed)
 
     return check
 
 
 async def sdk_key(who: Annotated[Principal, Depends(principal)]) -> Principal:
-    if who.kind != "sdk" or who.environment_id is None:
-        raise Denied(403, "this needs an SDK key")
-    return who
+    return who.require_sdk_key()
 
 
 Anyone = Annotated[Principal, Depends(principal)]
 Viewer = Annotated[Principal, Depends(role("viewer"))]
 Editor = Annotated[Principal, Depends(role("editor"))]
+Releaser = Annotated[Principal, Depends(role("releaser"))]
 Admin = Annotated[Principal, Depends(role("admin"))]
 SdkKey = Annotated[Principal, Depends(sdk_key)]

@@ -18,35 +18,36 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from unveil.core import ErrorCode, Evaluation, Reason
-from unveil.server.auth import Denied, SdkKey
+from unveil.server.auth import SdkKey
 from unveil.server.hub import CachedSnapshot
 from unveil.server.services import Services, services
+from unveil.service.errors import Overloaded
 
-__all__ = ["MAX_IN_FLIGHT", "router"]
+__all__ = ["router"]
 
 router = APIRouter(prefix="/ofrep/v1", tags=["ofrep"])
 Svc = Annotated[Services, Depends(services)]
 Request = Annotated[dict[str, Any] | None, Body(description='{"context": {"targetingKey": ...}}')]
-
-#: OFREP evaluations served at once before answering 429.
-MAX_IN_FLIGHT = 256
-_in_flight = 0
 
 # OpenFeature's reasons; ours that it lacks are sent as the nearest, and named in metadata.
 _REASONS = {Reason.PREREQUISITE_FAILED: "DISABLED"}
 _NOT_FOUND = {ErrorCode.FLAG_NOT_FOUND}
 
 
-async def _admitted() -> AsyncIterator[None]:
-    """Overload answers 429 with Retry-After rather than queueing without end."""
-    global _in_flight
-    if _in_flight >= MAX_IN_FLIGHT:
-        raise Denied(429, "too many evaluations at once; retry shortly", {"Retry-After": "1"})
-    _in_flight += 1
+async def _admitted(svc: Svc) -> AsyncIterator[None]:
+    """Overload answers 429 with Retry-After rather than queueing without end.
+
+    The count is the application's own (two applications in one process,
+    as in tests, do not share it).
+    """
+    admission = svc.ofrep
+    if admission.in_flight >= admission.limit:
+        raise Overloaded("too many evaluations at once; retry shortly")
+    admission.in_flight += 1
     try:
         yield
     finally:
-        _in_flight -= 1
+        admission.in_flight -= 1
 
 
 async def _snapshot(

@@ -29,7 +29,7 @@ async def readyz(svc: Svc) -> JSONResponse:
     """The database answers (503 if not)."""
 
     def ping() -> None:
-        with svc.engine.connect() as conn:
+        with svc.store.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
     try:

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Body, Depends, Header, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from unveil.server.auth import Denied, SdkKey
+from unveil.server.auth import SdkKey
 from unveil.server.hub import RESYNC, CachedSnapshot
 from unveil.server.services import Services, services
+from unveil.service.errors import Overloaded
 
 __all__ = ["router"]
 
@@ -82,5 +83,5 @@ async def events_intake(
 ) -> JSONResponse:
     """Exposures and metrics; 202 at once, 429 when the server is too busy to take them."""
     if not svc.intake.accept(who.environment_id or 0, batch):
-        raise Denied(429, "too many events right now; retry shortly", {"Retry-After": "1"})
+        raise Overloaded("too many events right now; retry shortly")
     return JSONResponse({"accepted": len(batch.get("events", []))}, status_code=202)

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from sqlalchemy import Engine
 
 from unveil.server.hub import Hub
 from unveil.service.access import AccessService
+from unveil.service.audit import AuditService
 from unveil.service.cluster import Cluster
 from unveil.service.events import EventIntake
 from unveil.service.flags import FlagService
+from unveil.service.jobs import JobService, Worker
 from unveil.service.meta import MetaService
-from unveil.store.changes import ChangeListener
-from unveil.store.leadership import Leadership
+from unveil.store.link import FileLink, PostgresLink
+from unveil.store.unit import Store
 
-__all__ = ["Metrics", "Services", "services"]
+__all__ = ["Admission", "Metrics", "Services", "services"]
 
 
 @dataclass
@@ -48,35 +49,56 @@ class Metrics:
         )
 
     def watch(self, services: Services) -> None:
-        Gauge(
-            "unveil_stream_clients", "Connected stream clients", registry=self.registry
-        ).set_function(services.hub.subscriber_count)
-        Gauge(
-            "unveil_events_queue_depth", "Event batches waiting", registry=self.registry
-        ).set_function(services.intake.depth)
-        Gauge(
-            "unveil_events_refused", "Event batches refused as overload", registry=self.registry
-        ).set_function(lambda: services.intake.dropped)
-        Gauge(
-            "unveil_worker_leading", "1 on the node doing background work", registry=self.registry
-        ).set_function(lambda: float(services.leadership.leading.is_set()))
+        def gauge(name: str, text: str, read: object) -> None:
+            Gauge(name, text, registry=self.registry).set_function(read)  # type: ignore[arg-type]
+
+        gauge("unveil_stream_clients", "Connected stream clients", services.hub.subscriber_count)
+        gauge("unveil_events_queue_depth", "Event batches waiting", services.intake.depth)
+        gauge(
+            "unveil_events_refused",
+            "Event batches refused as overload",
+            lambda: services.intake.dropped,
+        )
+        gauge(
+            "unveil_worker_leading",
+            "1 on the node doing background work",
+            lambda: float(services.link.leading.is_set()),
+        )
+        gauge("unveil_jobs_ran", "Jobs run to their finish here", lambda: services.jobs.ran)
+        gauge("unveil_jobs_failed", "Job attempts that failed here", lambda: services.jobs.failed)
+        gauge(
+            "unveil_jobs_fenced",
+            "Job attempts whose effect was refused: another leader had taken the job over",
+            lambda: services.jobs.fenced,
+        )
+
+
+@dataclass
+class Admission:
+    """How many requests of a kind are being served at once, per application."""
+
+    limit: int
+    in_flight: int = field(default=0)
 
 
 @dataclass
 class Services:
     """The use cases and the live machinery of one server process."""
 
-    engine: Engine
+    store: Store
     flags: FlagService
     access: AccessService
+    audit: AuditService
     meta: MetaService
+    jobs: JobService
     hub: Hub
     intake: EventIntake
     cluster: Cluster
-    leadership: Leadership
-    listener: ChangeListener
+    link: PostgresLink | FileLink
+    worker: Worker
     metrics: Metrics
     heartbeat_seconds: float
+    ofrep: Admission
 
 
 def services(request: Request) -> Services:

@@ -1,8 +1,9 @@
-"""Projects, environments and tokens: who may do what, where.
+"""Projects, environments, tokens and users: who may do what, where.
 
 Secrets are random 32-byte tokens shown once; only their SHA-256 is stored
 (a slow password hash buys nothing for secrets with 256 bits of entropy,
-and every request checks one).
+and every request checks one). A token's name is unique for ever (a
+revoked token keeps its row), so the audit's actor names one token.
 """
 
 from __future__ import annotations
@@ -14,19 +15,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select
-from sqlalchemy.exc import IntegrityError
-
 from unveil.core import Problem
-from unveil.service.audit import append_audit, read_audit
-from unveil.service.errors import Conflict, Invalid, NotFound
-from unveil.store import tables as t
-from unveil.store.database import reader
+from unveil.service.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
+from unveil.service.scope import require_environment, require_project
+from unveil.service.text import check_key, check_text
+from unveil.store.unit import Store, UnitOfWork
 
-__all__ = ["ROLES", "AccessService", "Principal", "environment_id_of", "project_id_of"]
+__all__ = [
+    "ROLES",
+    "TOKEN_CACHE_SECONDS",
+    "AccessService",
+    "Principal",
+    "check_password",
+    "hash_password",
+]
 
 #: Roles, weakest first: each may do what the ones before it may.
 ROLES = ("viewer", "editor", "releaser", "admin")
+#: The shortest password a user may choose.
+MIN_PASSWORD = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,38 +44,25 @@ class Principal:
     kind: str  # admin | sdk
     role: str | None
     environment_id: int | None
+    token_id: int | None = None
 
     def may(self, role: str) -> bool:
         return self.kind == "admin" and ROLES.index(self.role or "viewer") >= ROLES.index(role)
 
+    def require(self, role: str) -> Principal:
+        """Itself if it has ``role`` or a stronger one; ``Forbidden`` otherwise."""
+        if not self.may(role):
+            raise Forbidden(f"this needs an admin token with the {role} role")
+        return self
+
+    def require_sdk_key(self) -> Principal:
+        if self.kind != "sdk" or self.environment_id is None:
+            raise Forbidden("this needs an SDK key")
+        return self
+
 
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def environment_id_of(conn: Connection, project: str, env: str, lock: bool = False) -> int:
-    """The environment's id (its row locked for the transaction on PostgreSQL if asked)."""
-    query = (
-        select(t.environments.c.id)
-        .join(t.projects, t.projects.c.id == t.environments.c.project_id)
-        .where(t.projects.c.key == project, t.environments.c.key == env)
-    )
-    if lock and conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    found = conn.execute(query).scalar_one_or_none()
-    if found is None:
-        raise NotFound(f"no environment '{env}' in project '{project}'")
-    return int(found)
-
-
-def project_id_of(conn: Connection, project: str) -> int:
-    """The project's id; ``NotFound`` if there is none."""
-    found = conn.execute(
-        select(t.projects.c.id).where(t.projects.c.key == project)
-    ).scalar_one_or_none()
-    if found is None:
-        raise NotFound(f"no project '{project}'")
-    return int(found)
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -88,14 +82,17 @@ def check_password(password: str, stored: str) -> bool:
 #: within this long on the others.
 TOKEN_CACHE_SECONDS = 2.0
 _TOKEN_CACHE_LIMIT = 10_000
+_MAX_SECRET = 500
 
 
 class AccessService:
-    """Creating projects, environments and tokens; checking tokens."""
+    """Creating projects, environments, tokens and users; checking tokens."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, store: Store) -> None:
+        self.store = store
         self._known: dict[str, tuple[float, Principal]] = {}
+
+    # -- checking tokens --------------------------------------------------------------
 
     def recall(self, secret: str) -> Principal | None:
         """A token checked in the last moments, without touching the database."""
@@ -104,32 +101,66 @@ class AccessService:
             return None
         return found[1]
 
-    def ensure_environment(self, project: str, env: str) -> int:
-        """The environment's id, creating it (and its project) if need be."""
-        with self.engine.begin() as conn:
-            project_id = conn.execute(
-                select(t.projects.c.id).where(t.projects.c.key == project)
-            ).scalar_one_or_none()
-            if project_id is None:
-                project_id = conn.execute(
-                    insert(t.projects).values(key=project, name=project).returning(t.projects.c.id)
-                ).scalar_one()
-            env_id = conn.execute(
-                select(t.environments.c.id).where(
-                    t.environments.c.project_id == project_id, t.environments.c.key == env
-                )
-            ).scalar_one_or_none()
-            if env_id is None:
-                env_id = conn.execute(
-                    insert(t.environments)
-                    .values(project_id=project_id, key=env, version=0)
-                    .returning(t.environments.c.id)
-                ).scalar_one()
-            return int(env_id)
+    def authenticate(self, secret: str) -> Principal | None:
+        """The principal of a token, or None if it is not a live token."""
+        if not secret or len(secret) > _MAX_SECRET:
+            return None
+        with self.store.reading() as r:
+            row = r.tokens.by_hash(_hash(secret))
+        if row is None:
+            return None
+        principal = Principal(row.name, row.kind, row.role, row.environment_id, row.id)
+        if len(self._known) >= _TOKEN_CACHE_LIMIT:
+            self._known.clear()
+        self._known[_hash(secret)] = (time.monotonic() + TOKEN_CACHE_SECONDS, principal)
+        return principal
+
+    def principal(self, authorization: str | None) -> Principal:
+        """Whoever an Authorization header names; ``Unauthenticated`` if nobody valid."""
+        secret = bearer_secret(authorization)
+        found = self.recall(secret) or self.authenticate(secret)
+        if found is None:
+            raise Unauthenticated("the token is not valid")
+        return found
+
+    def has_admin(self) -> bool:
+        with self.store.reading() as r:
+            return r.tokens.any_admin()
+
+    # -- projects and environments ----------------------------------------------------
+
+    def projects(self) -> list[dict[str, Any]]:
+        with self.store.reading() as r:
+            return r.projects.all()
 
     def environment_of(self, project: str, env: str) -> int:
-        with reader(self.engine).connect() as conn:
-            return environment_id_of(conn, project, env)
+        with self.store.reading() as r:
+            return require_environment(r, project, env)
+
+    def create_project(self, key: str, name: str | None = None, actor: str = "system") -> None:
+        check_key(key, "key")
+        name = check_text(name, "name") if name is not None else key
+        with self.store.unit_of_work() as work:
+            if not _add_project(work, key, name, actor):
+                raise Conflict(f"project '{key}' exists already")
+
+    def create_environment(self, project: str, env: str, actor: str = "system") -> int:
+        check_key(env, "key")
+        with self.store.unit_of_work() as work:
+            if not _add_environment(work, project, env, actor):
+                raise Conflict(f"environment '{env}' exists already in '{project}'")
+            return require_environment(work, project, env)
+
+    def ensure_environment(self, project: str, env: str, actor: str = "system") -> int:
+        """The environment's id, creating it (and its project) if need be; safe to race."""
+        check_key(project, "project")
+        check_key(env, "environment")
+        with self.store.unit_of_work() as work:
+            _add_project(work, project, project, actor)
+            _add_environment(work, project, env, actor)
+            return require_environment(work, project, env)
+
+    # -- tokens -------------------------------------------------------------------------
 
     def create_token(
         self,
@@ -141,163 +172,131 @@ class AccessService:
         actor: str = "system",
     ) -> str:
         """A new token; its secret is returned once and never stored."""
+        check_text(name, "name")
+        if kind == "sdk":
+            if environment_id is None:
+                raise Invalid((Problem("environment", "an SDK key needs its environment"),))
+            if role is not None:
+                raise Invalid((Problem("role", "an SDK key has no role"),))
+        elif kind == "admin":
+            if role not in ROLES:
+                raise Invalid(
+                    (Problem("role", f"an admin token needs a role: {', '.join(ROLES)}"),)
+                )
+            if environment_id is not None:
+                raise Invalid(
+                    (Problem("environment", "an admin token is not for one environment"),)
+                )
+        else:
+            raise Invalid((Problem("kind", "must be 'admin' or 'sdk'"),))
         prefix = "unveil-sdk-" if kind == "sdk" else "unveil-admin-"
         secret = secret or prefix + secrets.token_urlsafe(32)
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(t.tokens).values(
-                    name=name,
-                    kind=kind,
-                    role=role,
-                    environment_id=environment_id,
-                    secret_hash=_hash(secret),
-                    created_at=datetime.now(UTC),
-                )
+        with self.store.unit_of_work() as work:
+            added = work.tokens.add(
+                name=name,
+                kind=kind,
+                role=role,
+                environment_id=environment_id,
+                secret_hash=_hash(secret),
+                at=datetime.now(UTC),
             )
-            after = {"name": name, "kind": kind, "role": role, "environment_id": environment_id}
-            append_audit(conn, actor=actor, action="token.create", target=name, after=after)
+            if not added:
+                raise Conflict(f"a token named '{name}' exists already (names are never reused)")
+            work.record(
+                actor=actor,
+                action="token.create",
+                target=name,
+                after={"name": name, "kind": kind, "role": role, "environment_id": environment_id},
+            )
         return secret
 
-    def has_admin(self) -> bool:
-        with self.engine.connect() as conn:
-            return (
-                conn.execute(
-                    select(t.tokens.c.id).where(t.tokens.c.kind == "admin").limit(1)
-                ).first()
-                is not None
-            )
-
-    def authenticate(self, secret: str) -> Principal | None:
-        with reader(self.engine).connect() as conn:
-            row = conn.execute(
-                select(
-                    t.tokens.c.name, t.tokens.c.kind, t.tokens.c.role, t.tokens.c.environment_id
-                ).where(t.tokens.c.secret_hash == _hash(secret))
-            ).one_or_none()
-        if row is None:
-            return None
-        principal = Principal(row.name, row.kind, row.role, row.environment_id)
-        if len(self._known) >= _TOKEN_CACHE_LIMIT:
-            self._known.clear()
-        self._known[_hash(secret)] = (time.monotonic() + TOKEN_CACHE_SECONDS, principal)
-        return principal
-
-    def audit(
+    def create_token_for(
         self,
+        name: str,
+        kind: str,
+        role: str | None,
         project: str | None,
         env: str | None,
-        target: str | None = None,
-        actor: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """An environment's audit entries (or, without one, those outside any)."""
-        env_id = None if project is None or env is None else self.environment_of(project, env)
-        return read_audit(self.engine, env_id, target, actor, since, until)
-
-    # -- projects and environments --------------------------------------------------------
-
-    def projects(self) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            projects = conn.execute(select(t.projects).order_by(t.projects.c.key)).all()
-            envs = conn.execute(
-                select(
-                    t.environments.c.project_id, t.environments.c.key, t.environments.c.version
-                ).order_by(t.environments.c.key)
-            ).all()
-        return [
-            {
-                "key": p.key,
-                "name": p.name,
-                "environments": [
-                    {"key": e.key, "version": e.version} for e in envs if e.project_id == p.id
-                ],
-            }
-            for p in projects
-        ]
-
-    def create_project(self, key: str, name: str | None = None, actor: str = "system") -> None:
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(insert(t.projects).values(key=key, name=name or key))
-                after = {"key": key, "name": name or key}
-                append_audit(conn, actor=actor, action="project.create", target=key, after=after)
-        except IntegrityError:
-            raise Conflict(f"project '{key}' exists already") from None
-
-    def create_environment(self, project: str, env: str, actor: str = "system") -> int:
-        with self.engine.connect() as conn:
-            project_id = project_id_of(conn, project)
-        try:
-            with self.engine.begin() as conn:
-                env_id = conn.execute(
-                    insert(t.environments)
-                    .values(project_id=project_id, key=env, version=0)
-                    .returning(t.environments.c.id)
-                ).scalar_one()
-                append_audit(
-                    conn,
-                    actor=actor,
-                    action="environment.create",
-                    target=f"{project}/{env}",
-                    after={"project": project, "key": env},
+        actor: str,
+    ) -> str:
+        """A token as the API asks for one: an SDK key names its project and environment."""
+        environment_id = None
+        if kind == "sdk":
+            if project is None or env is None:
+                raise Invalid(
+                    (Problem("environment", "an SDK key needs its project and environment"),)
                 )
-                return int(env_id)
-        except IntegrityError:
-            raise Conflict(f"environment '{env}' exists already in '{project}'") from None
-
-    # -- tokens and users ---------------------------------------------------------------------
+            environment_id = self.environment_of(project, env)
+        elif project is not None or env is not None:
+            raise Invalid((Problem("environment", "an admin token is not for one environment"),))
+        return self.create_token(name, kind, role, environment_id, None, actor)
 
     def tokens(self) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(t.tokens).order_by(t.tokens.c.id)).all()
-        return [
-            {
-                "id": r.id,
-                "name": r.name,
-                "kind": r.kind,
-                "role": r.role,
-                "environment_id": r.environment_id,
-                "created_at": t.utc_text(r.created_at),
-            }
-            for r in rows
-        ]
+        with self.store.reading() as r:
+            return r.tokens.all()
 
     def revoke_token(self, token_id: int, actor: str = "system") -> None:
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                select(t.tokens.c.name, t.tokens.c.kind).where(t.tokens.c.id == token_id)
-            ).one_or_none()
+        with self.store.unit_of_work() as work:
+            row = work.tokens.by_id(token_id)
             if row is None:
                 raise NotFound(f"no token {token_id}")
-            conn.execute(delete(t.tokens).where(t.tokens.c.id == token_id))
-            before = {"id": token_id, "name": row.name, "kind": row.kind}
-            append_audit(conn, actor=actor, action="token.revoke", target=row.name, before=before)
+            work.tokens.revoke(token_id, datetime.now(UTC))
+            work.record(
+                actor=actor,
+                action="token.revoke",
+                target=row.name,
+                before={"id": token_id, "name": row.name, "kind": row.kind},
+            )
         self._known.clear()
 
+    # -- users --------------------------------------------------------------------------
+
     def create_user(self, name: str, role: str, password: str, actor: str = "system") -> None:
+        problems = []
         if role not in ROLES:
-            raise Invalid((Problem("role", f"must be one of {', '.join(ROLES)}"),))
-        if len(password) < 12:
-            raise Invalid((Problem("password", "must be at least 12 characters"),))
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    insert(t.users).values(
-                        name=name,
-                        role=role,
-                        password_hash=hash_password(password),
-                        created_at=datetime.now(UTC),
-                    )
-                )
-                after = {"name": name, "role": role}
-                append_audit(conn, actor=actor, action="user.create", target=name, after=after)
-        except IntegrityError:
-            raise Conflict(f"user '{name}' exists already") from None
+            problems.append(Problem("role", f"must be one of {', '.join(ROLES)}"))
+        if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= 1000:
+            problems.append(Problem("password", f"must be {MIN_PASSWORD} to 1000 characters"))
+        if problems:
+            raise Invalid(tuple(problems))
+        check_text(name, "name")
+        with self.store.unit_of_work() as work:
+            added = work.users.add(
+                name=name, role=role, password_hash=hash_password(password), at=datetime.now(UTC)
+            )
+            if not added:
+                raise Conflict(f"user '{name}' exists already")
+            work.record(
+                actor=actor, action="user.create", target=name, after={"name": name, "role": role}
+            )
 
     def users(self) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(t.users).order_by(t.users.c.name)).all()
-        return [
-            {"name": r.name, "role": r.role, "created_at": t.utc_text(r.created_at)} for r in rows
-        ]
+        with self.store.reading() as r:
+            return r.users.all()
+
+
+def _add_project(work: UnitOfWork, key: str, name: str, actor: str) -> bool:
+    """Create and record a project; False (and nothing recorded) if it exists."""
+    if not work.projects.add(key, name):
+        return False
+    work.record(actor=actor, action="project.create", target=key, after={"key": key, "name": name})
+    return True
+
+
+def _add_environment(work: UnitOfWork, project: str, env: str, actor: str) -> bool:
+    """Create and record an environment of a project; False if it exists."""
+    if not work.environments.add(require_project(work, project), env):
+        return False
+    after = {"project": project, "key": env}
+    work.record(actor=actor, action="environment.create", target=f"{project}/{env}", after=after)
+    return True
+
+
+def bearer_secret(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header (the scheme in any case)."""
+    if not authorization:
+        raise Unauthenticated("an Authorization header with a token is required")
+    scheme, _, secret = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
+    return secret.strip()

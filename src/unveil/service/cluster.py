@@ -1,8 +1,7 @@
 """The nodes of a deployment: who is alive, who does the background work.
 
-Every node records itself each second; the node that holds the leadership
-(see ``unveil.store.leadership``) also forgets nodes unseen for a minute.
-Releases and schedules join that background work as they arrive.
+Every node records itself every few seconds; the leader's recurring job
+forgets nodes unseen for a minute.
 """
 
 from __future__ import annotations
@@ -11,10 +10,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-
-from unveil.store import tables as t
+from unveil.store.unit import Store, UnitOfWork
 
 __all__ = ["STALE_AFTER", "Cluster"]
 
@@ -25,38 +21,19 @@ STALE_AFTER = timedelta(minutes=1)
 class Cluster:
     """This node's view of the deployment."""
 
-    def __init__(self, engine: Engine, node: str | None = None) -> None:
-        self.engine = engine
+    def __init__(self, store: Store, node: str | None = None) -> None:
+        self.store = store
         self.node = node or secrets.token_hex(6)
         self.started_at = datetime.now(UTC)
 
     def heartbeat(self, leading: bool) -> None:
-        dialect = self.engine.dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        now = datetime.now(UTC)
-        statement = insert(t.nodes).values(
-            node=self.node, started_at=self.started_at, seen_at=now, leading=leading
-        )
-        with self.engine.begin() as conn:
-            if leading:  # one leader at a time: whoever led before does not any more
-                conn.execute(
-                    update(t.nodes).where(t.nodes.c.node != self.node).values(leading=False)
-                )
-            conn.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["node"], set_={"seen_at": now, "leading": leading}
-                )
-            )
+        with self.store.unit_of_work() as work:  # bookkeeping: no audit entry
+            work.nodes.report(self.node, self.started_at, datetime.now(UTC), leading)
 
-    def forget_stale(self) -> int:
+    def forget_stale(self, work: UnitOfWork) -> int:
         """Background work of the leader: drop nodes that stopped reporting."""
-        cutoff = datetime.now(UTC) - STALE_AFTER
-        with self.engine.begin() as conn:
-            return int(conn.execute(delete(t.nodes).where(t.nodes.c.seen_at < cutoff)).rowcount)
+        return work.nodes.forget_older_than(datetime.now(UTC) - STALE_AFTER)
 
     def nodes(self) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            return [
-                {"node": r.node, "leading": r.leading, "seen_at": t.utc_text(r.seen_at)}
-                for r in conn.execute(select(t.nodes).order_by(t.nodes.c.node))
-            ]
+        with self.store.reading() as r:
+            return r.nodes.all()

@@ -1,30 +1,24 @@
-"""Changing flags and segments: validate through the core, version, audit, in one transaction.
+"""Changing flags and segments: validate through the core, then record the change.
 
-Every write re-reads the environment's whole flags document inside the
-transaction, applies the change, and parses the result with the core: a
-change that would leave anything invalid (a rule naming a segment that is
-gone, a prerequisite on a deleted flag) is refused with every problem, and
-nothing is written. The environment row is locked first, so writes to one
-environment are serialised and its version counts them exactly. Each write
-also announces itself (``announce_change``) so that every node refreshes.
+Every write reads the environment's whole flags document inside its unit of
+work, applies the change and parses the result with the core: a change that
+would leave anything invalid (a rule naming a segment that is gone, a
+prerequisite on a deleted flag) is refused with every problem, and nothing
+is written. The environment's row is held first, so writes to one
+environment go one at a time and its version counts them exactly.
 
-Flags and segments are stored alike ("parts" of the document), so one set
-of operations serves both.
+A flag or segment's version is the environment version at which it last
+changed: it grows with every change and never repeats for a key, even
+across a delete and a re-create, so If-Match can never match a stale read.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
-
-from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
+from typing import Any
 
 from unveil.core import InvalidDocument, document_to_data, parse_document
-from unveil.service.access import environment_id_of
-from unveil.service.audit import append_audit
 from unveil.service.errors import (
     Conflict,
     Invalid,
@@ -32,14 +26,12 @@ from unveil.service.errors import (
     PreconditionFailed,
     PreconditionRequired,
 )
-from unveil.store import tables as t
-from unveil.store.changes import announce_change
-from unveil.store.database import reader
+from unveil.service.scope import require_environment
+from unveil.store.items import PARTS, Part
+from unveil.store.unit import Reading, Store, UnitOfWork
 
 __all__ = ["Change", "DocumentDiff", "FlagRecord", "FlagService", "Part", "Snapshot"]
 
-Part = Literal["flags", "segments"]
-_TABLES: dict[str, Table] = {"flags": t.flags, "segments": t.segments}
 _SINGULAR = {"flags": "flag", "segments": "segment"}
 
 
@@ -50,6 +42,7 @@ class FlagRecord:
     key: str
     data: dict[str, Any]
     version: int
+    created: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,18 +79,12 @@ class DocumentDiff:
         return {"added": self.added, "changed": self.changed, "removed": self.removed}
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(
-        value, separators=(",", ":")
-    )  # key order is meaning: rollouts follow variant order
-
-
 def diff_parts(before: Mapping[str, Any], after: Mapping[str, Any]) -> DocumentDiff:
     """Which flags and segments differ between two canonical documents."""
     added: dict[str, list[str]] = {}
     changed: dict[str, list[str]] = {}
     removed: dict[str, list[str]] = {}
-    for part in _TABLES:
+    for part in PARTS:
         old, new = before.get(part, {}), after.get(part, {})
         added[part] = sorted(k for k in new if k not in old)
         changed[part] = sorted(k for k in new if k in old and old[k] != new[k])
@@ -105,89 +92,67 @@ def diff_parts(before: Mapping[str, Any], after: Mapping[str, Any]) -> DocumentD
     return DocumentDiff(added, changed, removed)
 
 
+def _validated(document: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return document_to_data(parse_document(document))
+    except InvalidDocument as exc:
+        raise Invalid(exc.problems) from None
+
+
+def _document(reading: Reading, environment_id: int) -> dict[str, Any]:
+    document: dict[str, Any] = {"version": 1}
+    for part in PARTS:
+        items = reading.items(part).all(environment_id)  # type: ignore[arg-type]
+        document[part] = {item.key: item.data for item in items}
+    return document
+
+
 class FlagService:
     """Flags and segments of environments."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        #: called with an environment's id after each change to it commits
-        self.listeners: list[Callable[[int], None]] = []
-
-    @contextmanager
-    def _writing(self, project: str, env: str) -> Iterator[tuple[Connection, int]]:
-        """One write transaction on an environment, its row locked; listeners told after."""
-        with self.engine.begin() as conn:
-            env_id = environment_id_of(conn, project, env, lock=True)
-            yield conn, env_id
-        for listener in self.listeners:
-            listener(env_id)
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     # -- reading ---------------------------------------------------------------------
 
     def list_items(self, part: Part, project: str, env: str) -> list[FlagRecord]:
-        table = _TABLES[part]
-        with reader(self.engine).connect() as conn:
-            env_id = environment_id_of(conn, project, env)
-            rows = conn.execute(
-                select(table.c.key, table.c.data, table.c.version)
-                .where(table.c.environment_id == env_id)
-                .order_by(table.c.key)
-            )
-            return [FlagRecord(r.key, json.loads(r.data), r.version) for r in rows]
+        with self.store.reading() as r:
+            environment_id = require_environment(r, project, env)
+            return [FlagRecord(i.key, i.data, i.version) for i in r.items(part).all(environment_id)]
 
     def get_item(self, part: Part, project: str, env: str, key: str) -> FlagRecord:
-        with reader(self.engine).connect() as conn:
-            env_id = environment_id_of(conn, project, env)
-            return self._item(conn, part, env_id, key)
-
-    def _item(self, conn: Connection, part: Part, env_id: int, key: str) -> FlagRecord:
-        table = _TABLES[part]
-        row = conn.execute(
-            select(table.c.data, table.c.version).where(
-                table.c.environment_id == env_id, table.c.key == key
-            )
-        ).one_or_none()
-        if row is None:
+        with self.store.reading() as r:
+            environment_id = require_environment(r, project, env)
+            found = r.items(part).get(environment_id, key)
+        if found is None:
             raise NotFound(f"no {_SINGULAR[part]} '{key}'")
-        return FlagRecord(key, json.loads(row.data), row.version)
+        return FlagRecord(found.key, found.data, found.version)
 
     def snapshot(self, project: str, env: str) -> Snapshot:
         """The environment's flags document in canonical form, at one version."""
-        with reader(self.engine).connect() as conn:
-            env_id = environment_id_of(conn, project, env)
-            return self._snapshot(conn, env_id)
+        with self.store.reading() as r:
+            return self._snapshot(r, require_environment(r, project, env))
 
-    def version_of(self, env_id: int) -> int:
-        """The environment's version alone: cheap to ask often."""
-        with reader(self.engine).connect() as conn:
-            return int(
-                conn.execute(
-                    select(t.environments.c.version).where(t.environments.c.id == env_id)
-                ).scalar_one()
-            )
-
-    def snapshot_of(self, env_id: int) -> Snapshot:
+    def snapshot_of(self, environment_id: int) -> Snapshot:
         """The snapshot of an environment known by id (an SDK key's)."""
-        with reader(self.engine).connect() as conn:
-            return self._snapshot(conn, env_id)
+        with self.store.reading() as r:
+            return self._snapshot(r, environment_id)
 
-    def _snapshot(self, conn: Connection, env_id: int) -> Snapshot:
-        version = conn.execute(
-            select(t.environments.c.version).where(t.environments.c.id == env_id)
-        ).scalar_one()
-        document = self._document(conn, env_id)
-        return Snapshot(int(version), document_to_data(parse_document(document)))
+    def version_of(self, environment_id: int) -> int:
+        """The environment's version alone: cheap to ask often."""
+        with self.store.reading() as r:
+            version = r.environments.version(environment_id)
+        if version is None:
+            raise NotFound(f"no environment {environment_id}")
+        return version
 
-    def _document(self, conn: Connection, env_id: int) -> dict[str, Any]:
-        document: dict[str, Any] = {"version": 1}
-        for part, table in _TABLES.items():
-            rows = conn.execute(
-                select(table.c.key, table.c.data)
-                .where(table.c.environment_id == env_id)
-                .order_by(table.c.key)
-            )
-            document[part] = {r.key: json.loads(r.data) for r in rows}
-        return document
+    @staticmethod
+    def _snapshot(reading: Reading, environment_id: int) -> Snapshot:
+        version = reading.environments.version(environment_id)
+        if version is None:
+            raise NotFound(f"no environment {environment_id}")
+        document = _document(reading, environment_id)
+        return Snapshot(version, document_to_data(parse_document(document)))
 
     # -- writing ---------------------------------------------------------------------
 
@@ -201,15 +166,13 @@ class FlagService:
         change: Change,
         if_match: int | None,
         create_only: bool = False,
+        within: UnitOfWork | None = None,
     ) -> FlagRecord:
         """Create or replace a flag or segment. Replacing needs the version it was read at."""
         what = f"{_SINGULAR[part]} '{key}'"
-        table = _TABLES[part]
-        with self._writing(project, env) as (conn, env_id):
-            try:
-                before: FlagRecord | None = self._item(conn, part, env_id, key)
-            except NotFound:
-                before = None
+        with self.store.unit_of_work(within) as work:
+            environment_id = require_environment(work, project, env, lock=True)
+            before = work.items(part).get(environment_id, key)
             if before is not None:
                 if create_only:
                     raise Conflict(f"{what} exists already")
@@ -219,41 +182,55 @@ class FlagService:
                     raise PreconditionFailed(before.version)
             elif if_match is not None:
                 raise NotFound(f"no {what}")
-            document = self._document(conn, env_id)
+            document = _document(work, environment_id)
             document[part][key] = dict(data)
-            canonical = self._validated(document)[part][key]
-            version = 1 if before is None else before.version + 1
-            if before is None:
-                conn.execute(
-                    insert(table).values(
-                        environment_id=env_id, key=key, data=_dumps(canonical), version=version
-                    )
-                )
-            else:
-                conn.execute(
-                    update(table)
-                    .where(table.c.environment_id == env_id, table.c.key == key)
-                    .values(data=_dumps(canonical), version=version)
-                )
-            action = f"{_SINGULAR[part]}.{'create' if before is None else 'update'}"
-            self._record(conn, env_id, change, action, key, before and before.data, canonical)
-            return FlagRecord(key, canonical, version)
+            canonical = _validated(document)[part][key]
+            recorded = work.record(
+                actor=change.actor,
+                action=f"{_SINGULAR[part]}.{'create' if before is None else 'update'}",
+                target=key,
+                reason=change.reason,
+                before=None if before is None else before.data,
+                after=canonical,
+                environment_id=environment_id,
+            )
+            version = recorded.environment_version or 0
+            work.items(part).put(environment_id, key, canonical, version, before is not None)
+            return FlagRecord(key, canonical, version, created=before is None)
 
     def delete_item(
-        self, part: Part, project: str, env: str, key: str, change: Change, if_match: int | None
-    ) -> None:
-        table = _TABLES[part]
-        with self._writing(project, env) as (conn, env_id):
-            before = self._item(conn, part, env_id, key)
+        self,
+        part: Part,
+        project: str,
+        env: str,
+        key: str,
+        change: Change,
+        if_match: int | None,
+        within: UnitOfWork | None = None,
+    ) -> int:
+        """Delete a flag or segment (needs If-Match); the environment's version after."""
+        with self.store.unit_of_work(within) as work:
+            environment_id = require_environment(work, project, env, lock=True)
+            before = work.items(part).get(environment_id, key)
+            if before is None:
+                raise NotFound(f"no {_SINGULAR[part]} '{key}'")
             if if_match is None:
                 raise PreconditionRequired(f"deleting {_SINGULAR[part]} '{key}' needs If-Match")
             if if_match != before.version:
                 raise PreconditionFailed(before.version)
-            document = self._document(conn, env_id)
+            document = _document(work, environment_id)
             del document[part][key]
-            self._validated(document)
-            conn.execute(delete(table).where(table.c.environment_id == env_id, table.c.key == key))
-            self._record(conn, env_id, change, f"{_SINGULAR[part]}.delete", key, before.data, None)
+            _validated(document)
+            work.items(part).remove(environment_id, key)
+            recorded = work.record(
+                actor=change.actor,
+                action=f"{_SINGULAR[part]}.delete",
+                target=key,
+                reason=change.reason,
+                before=before.data,
+                environment_id=environment_id,
+            )
+            return recorded.environment_version or 0
 
     def apply_document(
         self,
@@ -263,6 +240,7 @@ class FlagService:
         change: Change,
         dry_run: bool = False,
         if_match: int | None = None,
+        within: UnitOfWork | None = None,
     ) -> tuple[DocumentDiff, int]:
         """Make the environment's flags and segments exactly the document's.
 
@@ -271,73 +249,33 @@ class FlagService:
         it applies only if nothing changed since. Returns what differed and
         the version after.
         """
-        with self._writing(project, env) as (conn, env_id):
-            current = document_to_data(parse_document(self._document(conn, env_id)))
-            wanted = self._validated(dict(data))
+        with self.store.unit_of_work(within) as work:
+            environment_id = require_environment(work, project, env, lock=True)
+            current = document_to_data(parse_document(_document(work, environment_id)))
+            wanted = _validated(dict(data))
             diff = diff_parts(current, wanted)
-            version = conn.execute(
-                select(t.environments.c.version).where(t.environments.c.id == env_id)
-            ).scalar_one()
+            version = work.environments.version(environment_id) or 0
             if if_match is not None and if_match != version:
-                raise PreconditionFailed(int(version))
+                raise PreconditionFailed(version)
             if dry_run or diff.empty:
-                return diff, int(version)
-            for part, table in _TABLES.items():
+                return diff, version
+            recorded = work.record(
+                actor=change.actor,
+                action="document.apply",
+                target=env,
+                reason=change.reason,
+                before=current,
+                after=wanted,
+                environment_id=environment_id,
+            )
+            version = recorded.environment_version or 0
+            for part in PARTS:
+                items = work.items(part)  # type: ignore[arg-type]
                 new = wanted.get(part, {})
                 for key in diff.removed[part]:
-                    conn.execute(
-                        delete(table).where(table.c.environment_id == env_id, table.c.key == key)
-                    )
+                    items.remove(environment_id, key)
                 for key in diff.changed[part]:
-                    conn.execute(
-                        update(table)
-                        .where(table.c.environment_id == env_id, table.c.key == key)
-                        .values(data=_dumps(new[key]), version=table.c.version + 1)
-                    )
+                    items.put(environment_id, key, new[key], version, exists=True)
                 for key in diff.added[part]:
-                    conn.execute(
-                        insert(table).values(
-                            environment_id=env_id, key=key, data=_dumps(new[key]), version=1
-                        )
-                    )
-            version = self._record(conn, env_id, change, "document.apply", env, current, wanted)
+                    items.put(environment_id, key, new[key], version, exists=False)
             return diff, version
-
-    @staticmethod
-    def _validated(document: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return document_to_data(parse_document(document))
-        except InvalidDocument as exc:
-            raise Invalid(exc.problems) from None
-
-    def _record(
-        self,
-        conn: Connection,
-        env_id: int,
-        change: Change,
-        action: str,
-        target: str,
-        before: Any,
-        after: Any,
-    ) -> int:
-        """Bump the environment's version and append the audit entry, in the caller's
-        transaction: the state, the version and the audit entry land together or not at all."""
-        version = conn.execute(
-            update(t.environments)
-            .where(t.environments.c.id == env_id)
-            .values(version=t.environments.c.version + 1)
-            .returning(t.environments.c.version)
-        ).scalar_one()
-        announce_change(conn, env_id)
-        append_audit(
-            conn,
-            actor=change.actor,
-            action=action,
-            target=target,
-            environment_id=env_id,
-            environment_version=version,
-            reason=change.reason,
-            before=before,
-            after=after,
-        )
-        return int(version)

@@ -13,14 +13,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
-from sqlalchemy.dialects import postgresql, sqlite
-
 from unveil.core import Problem
-from unveil.service.access import project_id_of
-from unveil.service.audit import append_audit
 from unveil.service.errors import Invalid, NotFound, PreconditionFailed, PreconditionRequired
-from unveil.store import tables as t
+from unveil.service.scope import require_project
+from unveil.service.text import check_text
+from unveil.store.tables import utc_text
+from unveil.store.unit import Store
 
 __all__ = ["DEFAULT_LIFETIME_DAYS", "FLAG_TYPES", "MetaService", "check_meta"]
 
@@ -58,46 +56,16 @@ def check_meta(data: Mapping[str, Any]) -> dict[str, Any]:
 class MetaService:
     """Reading and writing flag metadata."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    def _project_id(self, project: str) -> int:
-        with self.engine.connect() as conn:
-            return project_id_of(conn, project)
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     def get(self, project: str, key: str) -> dict[str, Any]:
         """The flag's metadata, with ``etag`` to send back in If-Match."""
-        project_id = self._project_id(project)
-        with self.engine.connect() as conn:
-            found = self._read(conn, project_id, key)
+        with self.store.reading() as r:
+            found = r.meta.get(require_project(r, project), key)
         if found is None:
             raise NotFound(f"no metadata for flag '{key}'")
-        return found
-
-    @staticmethod
-    def _read(
-        conn: Connection, project_id: int, key: str, lock: bool = False
-    ) -> dict[str, Any] | None:
-        query = select(t.flag_meta).where(
-            t.flag_meta.c.project_id == project_id, t.flag_meta.c.key == key
-        )
-        if lock and conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        row = conn.execute(query).one_or_none()
-        if row is None:
-            return None
-        meta = {
-            "type": row.type,
-            "lifetime_days": row.lifetime_days,
-            "tags": json.loads(row.tags),
-            "owner": row.owner,
-        }
-        return {
-            "key": key,
-            **meta,
-            "created_at": t.utc_text(row.created_at),
-            "etag": meta_etag(meta),
-        }
+        return _shown(key, *found)
 
     def put(
         self,
@@ -107,36 +75,46 @@ class MetaService:
         actor: str = "system",
         if_match: str | None = None,
     ) -> dict[str, Any]:
-        """Create, or replace with the ETag read before (If-Match), the flag's metadata."""
+        """Create, or replace with the ETag read before (If-Match), the flag's metadata.
+
+        Creating inserts only if no row exists (two creators at once: the
+        second is told to read and send If-Match), and replacing holds the
+        row, so no writer ever overwrites another unseen.
+        """
         meta = check_meta(data)
-        project_id = self._project_id(project)
-        dialect = self.engine.dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        values = {**meta, "tags": json.dumps(meta["tags"])}
-        statement = insert(t.flag_meta).values(
-            project_id=project_id, key=key, created_at=datetime.now(UTC), **values
-        )
-        with self.engine.begin() as conn:
-            before = self._read(conn, project_id, key, lock=True)
-            if before is not None:
+        check_text(key, "key")
+        with self.store.unit_of_work() as work:
+            project_id = require_project(work, project)
+            found = work.meta.get(project_id, key, lock=True)
+            before = None if found is None else _shown(key, *found)
+            if before is None:
+                if if_match is not None:
+                    raise NotFound(f"no metadata for flag '{key}'")
+                if not work.meta.add(project_id, key, meta, datetime.now(UTC)):
+                    raise PreconditionRequired(
+                        f"the metadata of '{key}' was just created by someone else; "
+                        "read it and send If-Match"
+                    )
+            else:
                 if if_match is None:
                     raise PreconditionRequired(f"changing the metadata of '{key}' needs If-Match")
                 if if_match != before["etag"]:
                     raise PreconditionFailed(before["etag"])
-            elif if_match is not None:
-                raise NotFound(f"no metadata for flag '{key}'")
-            conn.execute(
-                statement.on_conflict_do_update(index_elements=["project_id", "key"], set_=values)
-            )
-            append_audit(
-                conn,
+                work.meta.replace(project_id, key, meta)
+            work.record(
                 actor=actor,
                 action="flag.meta",
                 target=f"{project}/{key}",
                 before=before,
                 after={"key": key, **meta},
             )
-        return self.get(project, key)
+            stored = work.meta.get(project_id, key)
+        assert stored is not None
+        return _shown(key, *stored)
+
+
+def _shown(key: str, meta: dict[str, Any], created_at: datetime) -> dict[str, Any]:
+    return {"key": key, **meta, "created_at": utc_text(created_at), "etag": meta_etag(meta)}
 
 
 def meta_etag(meta: Mapping[str, Any]) -> str:

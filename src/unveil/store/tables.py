@@ -3,7 +3,13 @@
 Flags and segments are stored per environment as their flags-file form
 (JSON text), so what the store holds is exactly what the core validates and
 what SDKs receive. Each environment carries a version that every change
-bumps; each flag carries its own version for ETag / If-Match.
+bumps; a flag or segment carries the environment version at which it last
+changed, its ETag for If-Match: it only ever grows, so a stale If-Match from
+before a delete can never match the flag created after it.
+
+Every change appends an audit entry and an outbox row (what must be
+announced) in the same transaction; background work runs as ``jobs``
+fenced by the ``leadership`` epoch.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
@@ -83,12 +90,14 @@ tokens = Table(
     "tokens",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("name", String(200), nullable=False),
+    Column("name", String(200), nullable=False, unique=True),  # the audit's actor
     Column("kind", String(10), nullable=False),  # admin | sdk
     Column("role", String(20), nullable=True),  # viewer | editor | releaser | admin
     Column("environment_id", Integer, ForeignKey("environments.id"), nullable=True),
     Column("secret_hash", String(64), nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # kept after revoking, so that a name in the audit log names one token forever
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
 )
 
 nodes = Table(
@@ -134,6 +143,49 @@ users = Table(
     Column("role", String(20), nullable=False),
     Column("password_hash", String(300), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("audit_id", Integer, ForeignKey("audit.id"), nullable=False, unique=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("action", String(50), nullable=False),
+    # no foreign key: a row must never lock the environment a flag write needs
+    Column("environment_id", Integer, nullable=True),
+    Column("payload", Text, nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(100), nullable=False),
+    # one job per key at a time (recurring work, one schedule, one release)
+    Column("key", String(300), nullable=True, unique=True),
+    Column("payload", Text, nullable=False),
+    Column("state", String(20), nullable=False),  # pending | running | done | failed | cancelled
+    Column("run_at", DateTime(timezone=True), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("version", BigInteger, nullable=False),  # compare-and-set on every move
+    Column("epoch", BigInteger, nullable=True),  # the leadership that claimed it
+    Column("owner", String(64), nullable=True),  # the node that claimed it
+    Column("last_error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+Index("jobs_due", jobs.c.state, jobs.c.run_at)
+
+leadership = Table(
+    "leadership",
+    metadata,
+    Column("id", Integer, primary_key=True),  # one row
+    Column("epoch", BigInteger, nullable=False),  # grows each time a node takes the lead
+    Column("node", String(64), nullable=False),
+    Column("since", DateTime(timezone=True), nullable=False),
 )
 
 

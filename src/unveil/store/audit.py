@@ -1,0 +1,96 @@
+"""The audit log: append-only, one entry per change, in the change's own transaction."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+
+from unveil.store import tables as t
+
+__all__ = ["AuditEntry", "AuditRepository"]
+
+AuditEntry = dict[str, Any]
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+class AuditRepository:
+    """Entries of the audit log, on one connection."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def append(
+        self,
+        *,
+        at: datetime,
+        actor: str,
+        action: str,
+        target: str,
+        environment_id: int | None,
+        environment_version: int | None,
+        reason: str | None,
+        before: Any,
+        after: Any,
+    ) -> int:
+        """One entry; its id."""
+        return int(
+            self._conn.execute(
+                insert(t.audit)
+                .values(
+                    environment_id=environment_id,
+                    at=at,
+                    actor=actor,
+                    action=action,
+                    target=target,
+                    reason=reason,
+                    before=_dumps(before),
+                    after=_dumps(after),
+                    environment_version=environment_version,
+                )
+                .returning(t.audit.c.id)
+            ).scalar_one()
+        )
+
+    def read(
+        self,
+        environment_id: int | None,
+        target: str | None = None,
+        actor: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[AuditEntry]:
+        """Entries of one environment (or, for None, those outside any), oldest first."""
+        where = (
+            t.audit.c.environment_id.is_(None)
+            if environment_id is None
+            else t.audit.c.environment_id == environment_id
+        )
+        query = select(t.audit).where(where).order_by(t.audit.c.id)
+        if target is not None:
+            query = query.where(t.audit.c.target == target)
+        if actor is not None:
+            query = query.where(t.audit.c.actor == actor)
+        if since is not None:
+            query = query.where(t.audit.c.at >= since)
+        if until is not None:
+            query = query.where(t.audit.c.at < until)
+        return [
+            {
+                "id": r.id,
+                "at": t.utc_text(r.at),
+                "actor": r.actor,
+                "action": r.action,
+                "target": r.target,
+                "reason": r.reason,
+                "before": r.before,
+                "after": r.after,
+                "environment_version": r.environment_version,
+            }
+            for r in self._conn.execute(query)
+        ]

@@ -1,0 +1,169 @@
+"""The unit of work: every change is one transaction that writes it whole.
+
+``Store.unit_of_work()`` opens one transaction and hands out the
+repositories on it. A use case changes state through them and then calls
+``record`` once: that bumps the environment's version (where the change is
+in one), appends the audit entry, writes the outbox row that announces it,
+and sends the cross-node notice (PostgreSQL NOTIFY, delivered only if the
+transaction commits). All of it commits together or not at all: there is no
+moment, and no kill -9, at which a change exists without its audit entry or
+its announcement. After the commit, this node's own listeners hear of the
+environments that changed (so a node serves its own writes at once).
+
+``Store.reading()`` is the same repositories on a read-only transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, text
+
+from unveil.store.access import (
+    EnvironmentRepository,
+    ProjectRepository,
+    TokenRepository,
+    UserRepository,
+)
+from unveil.store.audit import AuditRepository
+from unveil.store.database import reader
+from unveil.store.items import ItemRepository, Part
+from unveil.store.jobs import JobRepository, LeadershipRepository
+from unveil.store.meta import MetaRepository
+from unveil.store.nodes import NodeRepository
+from unveil.store.outbox import OutboxRepository
+
+__all__ = ["CHANNEL", "Reading", "Recorded", "Store", "UnitOfWork"]
+
+#: The PostgreSQL channel on which committed changes are announced to every node.
+CHANNEL = "unveil_changes"
+log = logging.getLogger("unveil.store")
+
+
+class Reading:
+    """The repositories on one connection."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.projects = ProjectRepository(conn)
+        self.environments = EnvironmentRepository(conn)
+        self.flags = ItemRepository(conn, "flags")
+        self.segments = ItemRepository(conn, "segments")
+        self.tokens = TokenRepository(conn)
+        self.users = UserRepository(conn)
+        self.meta = MetaRepository(conn)
+        self.audit = AuditRepository(conn)
+        self.outbox = OutboxRepository(conn)
+        self.jobs = JobRepository(conn)
+        self.leadership = LeadershipRepository(conn)
+        self.nodes = NodeRepository(conn)
+
+    def items(self, part: Part) -> ItemRepository:
+        return self.flags if part == "flags" else self.segments
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What ``record`` wrote: the audit entry, and the environment's new version."""
+
+    audit_id: int
+    environment_version: int | None
+
+
+class UnitOfWork(Reading):
+    """One write transaction, and the one way to record the change made in it."""
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__(conn)
+        self.changed_environments: set[int] = set()
+        self.records: list[Recorded] = []
+
+    def record(
+        self,
+        *,
+        actor: str,
+        action: str,
+        target: str,
+        reason: str | None = None,
+        before: Any = None,
+        after: Any = None,
+        environment_id: int | None = None,
+    ) -> Recorded:
+        """Version, audit, outbox and notice of one change, in this transaction."""
+        now = datetime.now(UTC)
+        version = None
+        if environment_id is not None:
+            version = self.environments.bump(environment_id)
+            self.changed_environments.add(environment_id)
+            if self.conn.dialect.name == "postgresql":
+                self.conn.execute(
+                    text("SELECT pg_notify(:channel, :payload)"),
+                    {"channel": CHANNEL, "payload": str(environment_id)},
+                )
+        audit_id = self.audit.append(
+            at=now,
+            actor=actor,
+            action=action,
+            target=target,
+            environment_id=environment_id,
+            environment_version=version,
+            reason=reason,
+            before=before,
+            after=after,
+        )
+        self.outbox.append(
+            audit_id=audit_id,
+            at=now,
+            action=action,
+            environment_id=environment_id,
+            payload={
+                "action": action,
+                "target": target,
+                "actor": actor,
+                "reason": reason,
+                "environment_version": version,
+                "at": now.isoformat(),
+            },
+        )
+        recorded = Recorded(audit_id, version)
+        self.records.append(recorded)
+        return recorded
+
+
+class Store:
+    """The database, and the listeners told of each committed change to an environment."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        #: called with an environment's id after each change to it commits on this node
+        self.after_commit: list[Callable[[int], None]] = []
+
+    @contextmanager
+    def unit_of_work(self, within: UnitOfWork | None = None) -> Iterator[UnitOfWork]:
+        """A new transaction, or ``within`` when the caller already has one open.
+
+        A use case that takes ``within`` becomes part of its caller's change
+        (a job's effect and its finish, a release step and its flag change).
+        """
+        if within is not None:
+            yield within
+            return
+        with self.engine.begin() as conn:
+            work = UnitOfWork(conn)
+            yield work
+        for environment_id in sorted(work.changed_environments):
+            for listener in self.after_commit:
+                try:
+                    listener(environment_id)
+                except Exception:  # a listener must not undo a committed change
+                    log.exception("after-commit listener failed for %s", environment_id)
+
+    @contextmanager
+    def reading(self) -> Iterator[Reading]:
+        with reader(self.engine).connect() as conn:
+            yield Reading(conn)

@@ -1,0 +1,241 @@
+"""Background work runs once: jobs fenced by compare-and-set and the leadership epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select, text
+
+from tests.server_process import (
+    Server,
+    access_service,
+    postgres_database,
+    start_server,
+    stop,
+    wait_for,
+)
+from unveil.service.flags import FlagService
+from unveil.service.jobs import JobService
+from unveil.service.scheduled import FLAG_CHANGE, flag_change, flag_change_payload
+from unveil.store import tables as t
+from unveil.store.database import make_engine
+from unveil.store.unit import Store
+
+FLAG = {"description": "scheduled", "default": "on"}
+
+
+def _jobs(store: Store, node: str) -> JobService:
+    jobs = JobService(store, node)
+    jobs.register(FLAG_CHANGE, flag_change(FlagService(store)))
+    return jobs
+
+
+def _epoch(store: Store, node: str) -> int:
+    with store.unit_of_work() as work:
+        from datetime import UTC, datetime
+
+        return work.leadership.take(node, datetime.now(UTC))
+
+
+def _audit_actions(engine: Engine, actor: str) -> list[str]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.audit.c.action).where(t.audit.c.actor == actor))
+        return [r.action for r in rows]
+
+
+def test_a_job_taken_over_by_a_new_leader_is_applied_once(engine: Engine) -> None:
+    """Node A claims a job and loses the lead before finishing; B re-claims and runs it.
+
+    A's run, coming late, is fenced: its effect is rolled back with its finish.
+    """
+    store = Store(engine)
+    access_service(engine).ensure_environment("shop", "production")
+    a, b = _jobs(store, "node-a"), _jobs(store, "node-b")
+    payload = flag_change_payload("shop", "production", "late", FLAG, "schedule:test")
+    job_id = a.enqueue(FLAG_CHANGE, payload)
+    assert job_id is not None
+
+    epoch_a = _epoch(store, "node-a")
+    with store.unit_of_work() as work:
+        from datetime import UTC, datetime
+
+        (claimed_by_a,) = work.jobs.claim(datetime.now(UTC), "node-a", epoch_a)
+    epoch_b = _epoch(store, "node-b")  # A lost the lock; B leads now
+    assert b.run_due(epoch_b) == 1  # B re-claims the job A left running, and applies it
+    assert a._run(claimed_by_a) is False  # A's late run changes nothing
+    assert a.fenced == 1
+
+    assert _audit_actions(engine, "schedule:test") == ["flag.create"]
+    job = b.get(job_id)
+    assert (job.state, job.owner, job.epoch) == ("done", "node-b", epoch_b)
+    assert b.run_due(epoch_b) == 0  # and it never runs again
+
+
+def test_a_job_of_a_stale_epoch_is_fenced_even_before_anyone_reclaims_it(engine: Engine) -> None:
+    store = Store(engine)
+    access_service(engine).ensure_environment("shop", "production")
+    a = _jobs(store, "node-a")
+    a.enqueue(FLAG_CHANGE, flag_change_payload("shop", "production", "x", FLAG, "schedule:s"))
+    epoch_a = _epoch(store, "node-a")
+    with store.unit_of_work() as work:
+        from datetime import UTC, datetime
+
+        (claimed,) = work.jobs.claim(datetime.now(UTC), "node-a", epoch_a)
+    _epoch(store, "node-b")  # a new leadership, which has not looked at jobs yet
+    assert a._run(claimed) is False
+    assert _audit_actions(engine, "schedule:s") == []
+
+
+def test_a_refused_change_fails_the_job_at_once_and_keeps_the_reason(engine: Engine) -> None:
+    store = Store(engine)
+    access_service(engine).ensure_environment("shop", "production")
+    jobs = _jobs(store, "n")
+    bad = {"default": "nowhere"}  # a variant the flag lacks
+    job_id = jobs.enqueue(FLAG_CHANGE, flag_change_payload("shop", "production", "b", bad, "s:1"))
+    assert job_id is not None
+    assert jobs.run_due(_epoch(store, "n")) == 0
+    job = jobs.get(job_id)
+    assert job.state == "failed"
+    assert job.last_error is not None
+    assert "default" in job.last_error
+    assert _audit_actions(engine, "s:1") == []
+
+
+def test_one_unfinished_job_per_key(engine: Engine) -> None:
+    jobs = _jobs(Store(engine), "n")
+    payload = flag_change_payload("shop", "production", "k", FLAG, "s")
+    assert jobs.enqueue(FLAG_CHANGE, payload, key="release:1:step") is not None
+    assert jobs.enqueue(FLAG_CHANGE, payload, key="release:1:step") is None
+
+
+# -- real server processes --------------------------------------------------------------
+
+
+def _cluster(server: Server) -> dict[str, Any]:
+    with server.client() as api:
+        found: dict[str, Any] = api.get("/api/v1/cluster").json()
+        return found
+
+
+def _job_row(engine: Engine, job_id: int) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(select(t.jobs).where(t.jobs.c.id == job_id)).one()
+
+
+def test_two_leaders_at_once_on_postgresql_apply_a_job_once() -> None:
+    """Force two leaders: the leader's lock session is killed while its job is mid-way.
+
+    A test connection holds the environment's row, so the leader's job blocks
+    inside its effect; then the leader's advisory-lock session is terminated,
+    the other node takes the lead and re-claims the job, and the row is let go.
+    Both nodes now try to write the job's effect; exactly one succeeds.
+    """
+    with postgres_database() as url:
+        nodes = [start_server(url, None, True, "--worker-interval", "0.1")]
+        nodes.append(start_server(url, None, False, "--worker-interval", "0.1"))
+        engine = make_engine(url)
+        holder = engine.connect()
+        try:
+            assert wait_for(lambda: sum(_cluster(n)["leading"] for n in nodes) == 1)
+            first = next(n for n in nodes if _cluster(n)["leading"])
+            first_node = _cluster(first)["node"]
+            store = Store(engine)
+            environment = access_service(engine).environment_of("shop", "production")
+
+            blocker = holder.begin()
+            holder.execute(
+                select(t.environments.c.id)
+                .where(t.environments.c.id == environment)
+                .with_for_update()
+            )
+            payload = flag_change_payload("shop", "production", "once", FLAG, "schedule:once")
+            job_id = _jobs(store, "test").enqueue(FLAG_CHANGE, payload)
+            assert job_id is not None
+            assert wait_for(lambda: _job_row(engine, job_id).owner == first_node)
+            first_epoch = _job_row(engine, job_id).epoch
+
+            with engine.connect() as conn:  # the leader's lock session dies under it
+                killed = conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                        "WHERE locktype = 'advisory' AND granted "
+                        "AND database = (SELECT oid FROM pg_database "
+                        "WHERE datname = current_database())"
+                    )
+                ).all()
+            assert killed == [(True,)]
+            assert wait_for(
+                lambda: (
+                    _job_row(engine, job_id).epoch > first_epoch
+                    and _job_row(engine, job_id).owner != first_node
+                )
+            )  # the new leader has re-claimed the job while the old one is still in it
+            blocker.rollback()  # both now race to write the effect
+
+            assert wait_for(lambda: _job_row(engine, job_id).state == "done")
+            assert _audit_actions(engine, "schedule:once") == ["flag.create"]
+            with engine.connect() as conn:
+                versions = conn.execute(select(t.environments.c.version)).scalars().all()
+            assert sorted(versions) == [0, 1]  # production moved once; staging not at all
+            with first.client() as api:  # the fenced attempt is counted where it happened
+                assert wait_for(lambda: "unveil_jobs_fenced 1.0" in api.get("/metrics").text)
+        finally:
+            holder.close()
+            engine.dispose()
+            for node in nodes:
+                stop(node)
+
+
+def test_a_second_process_on_one_sqlite_folder_follows_and_takes_over(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'unveil.db'}"
+    nodes = [start_server(url, None, True, "--worker-interval", "0.1")]
+    nodes.append(start_server(url, None, False, "--worker-interval", "0.1"))
+    engine = make_engine(url)
+    try:
+        assert wait_for(lambda: sum(_cluster(n)["leading"] for n in nodes) == 1)
+        assert sum(_cluster(n)["leading"] for n in nodes) == 1  # one, not two
+        leader = next(n for n in nodes if _cluster(n)["leading"])
+        follower = next(n for n in nodes if n is not leader)
+        leader_node, follower_node = _cluster(leader)["node"], _cluster(follower)["node"]
+        store = Store(engine)
+        ids = [
+            _jobs(store, "test").enqueue(
+                FLAG_CHANGE,
+                flag_change_payload("shop", "production", f"f{i}", FLAG, "schedule:sqlite"),
+            )
+            for i in range(5)
+        ]
+        assert wait_for(lambda: all(_job_row(engine, i).state == "done" for i in ids))
+        assert {_job_row(engine, i).owner for i in ids} == {leader_node}
+        assert len(_audit_actions(engine, "schedule:sqlite")) == 5
+
+        leader.kill()
+        assert wait_for(lambda: _cluster(follower)["leading"])
+        later = _jobs(store, "test").enqueue(
+            FLAG_CHANGE, flag_change_payload("shop", "production", "after", FLAG, "schedule:2")
+        )
+        assert later is not None
+        assert wait_for(lambda: _job_row(engine, later).state == "done")
+        assert _job_row(engine, later).owner == follower_node
+    finally:
+        engine.dispose()
+        for node in nodes:
+            stop(node)
+
+
+def test_recurring_clean_up_runs_as_a_job_on_the_leader(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'unveil.db'}"
+    server = start_server(url, None, True, "--worker-interval", "0.1")
+    engine = make_engine(url)
+    try:
+
+        def recurring() -> set[str]:
+            with engine.connect() as conn:
+                rows = conn.execute(select(t.jobs.c.kind, t.jobs.c.attempts)).all()
+            return {r.kind for r in rows if r.attempts >= 1}
+
+        assert wait_for(lambda: {"nodes.forget_stale", "outbox.prune"} <= recurring())
+    finally:
+        engine.dispose()
+        stop(server)

@@ -1,0 +1,251 @@
+"""Every change is one transaction: state, version, audit entry, outbox row and notice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, func, select
+
+from tests.server_process import Server, access_service, database
+from unveil.service.access import AccessService
+from unveil.service.flags import Change, FlagService
+from unveil.service.meta import MetaService
+from unveil.store import tables as t
+from unveil.store.database import make_engine, upgrade
+from unveil.store.unit import Store
+
+ENV = "/api/v1/projects/shop/environments/production"
+FLAG = {"description": "x", "default": "off"}
+
+
+def _counts(engine: Engine) -> tuple[int, int]:
+    with engine.connect() as conn:
+        audit = conn.execute(select(func.count()).select_from(t.audit)).scalar_one()
+        outbox = conn.execute(select(func.count()).select_from(t.outbox)).scalar_one()
+        unlinked = conn.execute(
+            select(func.count())
+            .select_from(t.outbox)
+            .outerjoin(t.audit, t.audit.c.id == t.outbox.c.audit_id)
+            .where(t.audit.c.id.is_(None))
+        ).scalar_one()
+    assert unlinked == 0
+    return int(audit), int(outbox)
+
+
+def _token_id(api: Any, name: str) -> int:
+    tokens = api.get("/api/v1/tokens").json()["tokens"]
+    return int(next(k["id"] for k in tokens if k["name"] == name))
+
+
+def _etag(api: Any, path: str) -> str:
+    return str(api.get(path).headers["etag"])
+
+
+#: Every state-changing operation of the admin API, and a call that makes it succeed.
+CALLS: list[tuple[str, str, Callable[[Any], Any]]] = [
+    ("POST", "/api/v1/projects", lambda api: api.post("/api/v1/projects", json={"key": "web"})),
+    (
+        "POST",
+        "/api/v1/projects/{project}/environments",
+        lambda api: api.post("/api/v1/projects/web/environments", json={"key": "qa"}),
+    ),
+    (
+        "PUT",
+        "/api/v1/projects/{project}/environments/{env}/segments/{key}",
+        lambda api: api.put(f"{ENV}/segments/beta", json={"include": ["u1"]}),
+    ),
+    (
+        "PUT",
+        "/api/v1/projects/{project}/environments/{env}/flags/{key}",
+        lambda api: api.put(f"{ENV}/flags/f", json=FLAG),
+    ),
+    (
+        "PUT",
+        "/api/v1/projects/{project}/environments/{env}/flags/{key}",
+        lambda api: api.put(
+            f"{ENV}/flags/f",
+            json={**FLAG, "enabled": False},
+            headers={"If-Match": _etag(api, f"{ENV}/flags/f")},
+        ),
+    ),
+    (
+        "DELETE",
+        "/api/v1/projects/{project}/environments/{env}/flags/{key}",
+        lambda api: api.delete(
+            f"{ENV}/flags/f", headers={"If-Match": _etag(api, f"{ENV}/flags/f")}
+        ),
+    ),
+    (
+        "DELETE",
+        "/api/v1/projects/{project}/environments/{env}/segments/{key}",
+        lambda api: api.delete(
+            f"{ENV}/segments/beta", headers={"If-Match": _etag(api, f"{ENV}/segments/beta")}
+        ),
+    ),
+    (
+        "PUT",
+        "/api/v1/projects/{project}/environments/{env}/document",
+        lambda api: api.put(f"{ENV}/document", json={"version": 1, "flags": {"g": FLAG}}),
+    ),
+    (
+        "PUT",
+        "/api/v1/projects/{project}/flags/{key}/meta",
+        lambda api: api.put("/api/v1/projects/shop/flags/g/meta", json={"type": "release"}),
+    ),
+    (
+        "POST",
+        "/api/v1/tokens",
+        lambda api: api.post(
+            "/api/v1/tokens", json={"name": "ci", "kind": "admin", "role": "viewer"}
+        ),
+    ),
+    (
+        "DELETE",
+        "/api/v1/tokens/{token_id}",
+        lambda api: api.delete(
+            "/api/v1/tokens/"
+            + str(
+                next(
+                    k["id"] for k in api.get("/api/v1/tokens").json()["tokens"] if k["name"] == "ci"
+                )
+            )
+        ),
+    ),
+    (
+        "POST",
+        "/api/v1/users",
+        lambda api: api.post(
+            "/api/v1/users", json={"name": "ada", "role": "editor", "password": "x" * 12}
+        ),
+    ),
+]
+
+
+def test_every_state_changing_call_leaves_one_audit_entry_and_one_outbox_row(
+    server: Server,
+) -> None:
+    engine = make_engine(server.database_url)
+    try:
+        with server.client() as api:
+            spec = api.get("/openapi.json").json()
+            changing = {
+                (method.upper(), path)
+                for path, operations in spec["paths"].items()
+                if path.startswith("/api/v1")
+                for method in operations
+                if method in {"post", "put", "delete", "patch"}
+            }
+            covered = {(method, path) for method, path, _ in CALLS}
+            assert changing == covered  # a new endpoint needs its case here
+            for method, path, call in CALLS:
+                before = _counts(engine)
+                answer = call(api)
+                assert answer.status_code < 300, (method, path, answer.text)
+                after = _counts(engine)
+                assert (after[0] - before[0], after[1] - before[1]) == (1, 1), (method, path)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    with database(request.param, tmp_path) as url:
+        upgrade(url)
+        engine = make_engine(url)
+        access_service(engine).ensure_environment("shop", "production")
+        try:
+            yield Store(engine)
+        finally:
+            engine.dispose()
+
+
+class _Transactions:
+    """What each transaction on the engine wrote, told apart by the connection's begin."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.done: list[list[str]] = []
+        self._open: dict[int, list[str]] = {}
+        event.listen(engine, "begin", self._begin)
+        event.listen(engine, "commit", self._commit)
+        event.listen(engine, "rollback", self._rollback)
+        event.listen(engine, "before_cursor_execute", self._execute)
+
+    def _begin(self, conn: Any) -> None:
+        self._open[id(conn.connection)] = []
+
+    def _commit(self, conn: Any) -> None:
+        self.done.append(self._open.pop(id(conn.connection), []))
+
+    def _rollback(self, conn: Any) -> None:
+        self._open.pop(id(conn.connection), None)
+
+    def _execute(self, conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        verb = statement.split(None, 1)[0].upper()
+        if verb in {"INSERT", "UPDATE", "DELETE"} or "pg_notify" in statement:
+            words = statement.replace("(", " ").split()
+            table = words[2] if verb in {"INSERT", "DELETE"} else words[1]
+            self._open.setdefault(id(conn.connection), []).append(
+                "NOTIFY" if "pg_notify" in statement else verb + " " + table.strip('"')
+            )
+
+    def writes(self) -> list[list[str]]:
+        return [w for w in self.done if w]
+
+
+def test_a_flag_change_is_one_transaction_holding_all_of_it(store: Store) -> None:
+    seen = _Transactions(store.engine)
+    FlagService(store).put_item("flags", "shop", "production", "f", FLAG, Change("me"), None)
+    (only,) = seen.writes()  # one transaction wrote anything
+    assert "INSERT flags" in only
+    assert "UPDATE environments" in only  # the version
+    assert "INSERT audit" in only
+    assert "INSERT outbox" in only
+    if store.engine.dialect.name == "postgresql":
+        assert "NOTIFY" in only  # sent at commit, with the rest
+
+
+@pytest.mark.parametrize(
+    "use_case",
+    [
+        lambda s: FlagService(s).put_item(
+            "flags", "shop", "production", "f", FLAG, Change("me"), None
+        ),
+        lambda s: FlagService(s).apply_document(
+            "shop", "production", {"version": 1, "flags": {"f": FLAG}}, Change("me")
+        ),
+        lambda s: AccessService(s).create_project("web"),
+        lambda s: AccessService(s).create_token("t", "admin", "viewer"),
+        lambda s: MetaService(s).put("shop", "f", {"type": "release"}),
+    ],
+)
+def test_a_failing_announcement_leaves_nothing_behind(store: Store, use_case: Any) -> None:
+    """If the last write of a change fails, the state, version and audit are rolled back too."""
+    before = _snapshot(store.engine)
+
+    def fail_on_outbox(_c: Any, _cur: Any, statement: str, *_a: Any) -> None:
+        if statement.startswith("INSERT INTO outbox"):
+            raise RuntimeError("the disk is full")
+
+    event.listen(store.engine, "before_cursor_execute", fail_on_outbox)
+    with pytest.raises(Exception, match="the disk is full"):
+        use_case(store)
+    event.remove(store.engine, "before_cursor_execute", fail_on_outbox)
+    assert _snapshot(store.engine) == before
+
+
+def _snapshot(engine: Engine) -> dict[str, Any]:
+    tables = [
+        t.flags,
+        t.segments,
+        t.audit,
+        t.outbox,
+        t.projects,
+        t.environments,
+        t.tokens,
+        t.flag_meta,
+    ]
+    with engine.connect() as conn:
+        return {table.name: conn.execute(select(table)).all() for table in tables}
