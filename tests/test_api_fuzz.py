@@ -14,9 +14,12 @@ from schemathesis import GenerationMode
 from tests.server_process import ADMIN_TOKEN, database, sdk_key, start_server, stop
 
 
-@pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    with database("sqlite", tmp_path_factory.mktemp("fuzz")) as url:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def running(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """A server on each database: PostgreSQL refuses what SQLite lets through (NUL)."""
+    with database(request.param, tmp_path_factory.mktemp("fuzz")) as url:
         server = start_server(url)
         try:
             yield server

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from unveil.core import InvalidDocument, UnveilError
 from unveil.server import admin, ofrep, ops, sdk
 from unveil.server.hub import Hub
+from unveil.server.params import checked_parameters
 from unveil.server.services import Admission, Metrics, Services
 from unveil.service.access import AccessService
 from unveil.service.audit import AuditService
@@ -227,8 +228,7 @@ def create_app(engine: Engine, **options: Any) -> FastAPI:
     app.add_exception_handler(UnveilError, refused)
     app.add_exception_handler(Exception, refused)  # the unexpected: 500, logged, no details
 
-    app.include_router(ops.router)
-    app.include_router(admin.router)
-    app.include_router(sdk.router)
-    app.include_router(ofrep.router)
+    checked = [Depends(checked_parameters)]  # every parameter of every route, as text
+    for router in (ops.router, admin.router, sdk.router, ofrep.router):
+        app.include_router(router, dependencies=checked)
     return app

@@ -79,7 +79,7 @@ audit = Table(
     Column("at", DateTime(timezone=True), nullable=False),
     Column("actor", String(200), nullable=False),
     Column("action", String(50), nullable=False),
-    Column("target", String(200), nullable=False),
+    Column("target", String(400), nullable=False),  # "project/flag" fits
     Column("reason", Text, nullable=True),
     Column("before", Text, nullable=True),
     Column("after", Text, nullable=True),

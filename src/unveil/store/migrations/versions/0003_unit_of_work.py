@@ -1,4 +1,4 @@
-"""The outbox, jobs and the leadership epoch; token names unique and kept after revoking.
+"""The outbox, jobs, the leadership epoch; unique token names kept after revoking; longer targets.
 
 Revision ID: 0003
 Revises: 0002
@@ -48,6 +48,8 @@ def upgrade() -> None:
         sa.Column("node", sa.String(64), nullable=False),
         sa.Column("since", sa.DateTime(timezone=True), nullable=False),
     )
+    with op.batch_alter_table("audit") as batch:  # "project/flag" targets fit
+        batch.alter_column("target", type_=sa.String(400), existing_nullable=False)
     # Token names become unique: older duplicates are told apart by their id.
     tokens = sa.table("tokens", sa.column("id", sa.Integer), sa.column("name", sa.String))
     connection = op.get_bind()
@@ -64,6 +66,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("audit") as batch:
+        batch.alter_column("target", type_=sa.String(200), existing_nullable=False)
     with op.batch_alter_table("tokens") as batch:
         batch.drop_constraint("uq_tokens_name", type_="unique")
         batch.drop_column("revoked_at")

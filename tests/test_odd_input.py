@@ -1,0 +1,149 @@
+"""NUL characters and over-long text in every parameter of every operation, on PostgreSQL.
+
+PostgreSQL refuses NUL in text and every column has a length: a value that
+reaches the database unchecked becomes a 500. Every operation of the
+OpenAPI document is called with each of its string parameters (path and
+query) and each string field of its body made bad in turn; every answer
+must be a 4xx, and nothing may be written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from tests.server_process import ADMIN_TOKEN, Server, postgres_database, sdk_key, start_server, stop
+from unveil.store import tables as t
+from unveil.store.database import make_engine
+
+BAD = {"NUL": "a\x00b", "control": "a\x1bb", "over-long": "k" * 5000}
+VALID_PATH = {"project": "shop", "env": "production", "key": "k", "token_id": "1"}
+#: For bodies the schema leaves open: the string fields people send.
+OPEN_BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("put", "/api/v1/projects/{project}/environments/{env}/flags/{key}"): {
+        "description": "x",
+        "default": "off",
+    },
+    ("put", "/api/v1/projects/{project}/environments/{env}/segments/{key}"): {
+        "description": "x",
+        "include": ["u"],
+    },
+    ("put", "/api/v1/projects/{project}/flags/{key}/meta"): {"owner": "x", "type": "release"},
+}
+
+
+@pytest.fixture(scope="module")
+def running() -> Iterator[Server]:
+    with postgres_database() as url:
+        server = start_server(url)
+        try:
+            yield server
+        finally:
+            stop(server)
+
+
+def _audit_count(server: Server) -> int:
+    engine = make_engine(server.database_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(t.audit)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def _schema_of(spec: dict[str, Any], operation: dict[str, Any]) -> dict[str, Any] | None:
+    content = operation.get("requestBody", {}).get("content", {}).get("application/json")
+    if not content:
+        return None
+    schema: dict[str, Any] = content["schema"]
+    if "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def _valid_body(schema: dict[str, Any] | None, open_body: dict[str, Any] | None) -> Any:
+    if open_body is not None:
+        return open_body
+    if schema is None or "properties" not in schema:
+        return None
+    body: dict[str, Any] = {}
+    for name, prop in schema["properties"].items():
+        if prop.get("type") == "string" or "anyOf" in prop:
+            body[name] = "x"
+    return body
+
+
+def _cases(spec: dict[str, Any]) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
+    """(method, path, what is bad, request arguments) for every string input."""
+    for path, operations in spec["paths"].items():
+        if path == "/sdk/v1/stream":
+            continue  # never ends by design; its only input is the key
+        for method, operation in operations.items():
+            params = operation.get("parameters", [])
+            schema = _schema_of(spec, operation)
+            body = _valid_body(schema, OPEN_BODIES.get((method, path)))
+            for bad_name, bad in BAD.items():
+                for param in params:
+                    if param["in"] == "header":
+                        continue  # HTTP clients refuse control characters in headers
+                    values = dict(VALID_PATH)
+                    query: dict[str, str] = {}
+                    if param["in"] == "path":
+                        values[param["name"]] = bad
+                    else:
+                        query[param["name"]] = bad
+                    url = path.format(**{k: quote(v, safe="") for k, v in values.items()})
+                    yield (
+                        method,
+                        path,
+                        f"{bad_name} in {param['name']}",
+                        {
+                            "url": url,
+                            "params": query,
+                            "json": body,
+                        },
+                    )
+                if isinstance(body, dict):
+                    for field in body:
+                        if not isinstance(body[field], str):
+                            continue
+                        url = path.format(**VALID_PATH)
+                        yield (
+                            method,
+                            path,
+                            f"{bad_name} in body.{field}",
+                            {
+                                "url": url,
+                                "params": {},
+                                "json": {**body, field: bad},
+                            },
+                        )
+
+
+def test_no_bad_text_anywhere_gets_a_500_or_changes_anything(running: Server) -> None:
+    spec = httpx.get(f"{running.url}/openapi.json").json()
+    sdk = sdk_key(running.database_url)
+    before = _audit_count(running)
+    tried = 0
+    failures = []
+    with httpx.Client(base_url=running.url, timeout=30) as http:
+        for method, path, what, request in _cases(spec):
+            token = sdk if path.startswith(("/sdk/", "/ofrep/")) else ADMIN_TOKEN
+            answer = http.request(
+                method.upper(),
+                request["url"],
+                params=request["params"],
+                json=request["json"],
+                headers={"Authorization": f"Bearer {token}", "If-Match": '"1"'},
+            )
+            tried += 1
+            if not 400 <= answer.status_code < 500:
+                failures.append(f"{method.upper()} {path} ({what}): {answer.status_code}")
+    assert failures == []
+    assert tried >= 100
+    assert _audit_count(running) == before  # nothing bad was written
