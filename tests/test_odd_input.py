@@ -147,3 +147,30 @@ def test_no_bad_text_anywhere_gets_a_500_or_changes_anything(running: Server) ->
     assert failures == []
     assert tried >= 100
     assert _audit_count(running) == before  # nothing bad was written
+
+
+@pytest.mark.parametrize(
+    "since",
+    ["0001-01-01T00:00:00+00:00", "9999-12-31T23:59:59+00:00", "9999-12-31T23:59:59-23:59"],
+)
+def test_audit_filters_at_the_edges_of_the_calendar_are_answered(
+    running: Server, since: str
+) -> None:
+    with running.client() as api:
+        for name in ("since", "until"):
+            answer = api.get(
+                "/api/v1/projects/shop/environments/production/audit", params={name: since}
+            )
+            assert answer.status_code in {200, 422}, answer.text
+
+
+@pytest.mark.parametrize("etag", ['"\u0661"', '"1\u00b2"', '"99999999999999999999"', "W/"])
+def test_if_match_that_no_server_gave_is_refused_as_such(running: Server, etag: str) -> None:
+    with running.client() as api:
+        answer = api.put(
+            "/api/v1/projects/shop/environments/production/flags/k",
+            json={"default": "off"},
+            headers={"If-Match": etag.encode()},  # the bytes as a client sends them
+        )
+        assert answer.status_code == 400, answer.text
+        assert "If-Match" in answer.json()["error"]
