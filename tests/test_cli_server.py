@@ -41,7 +41,7 @@ def test_flag_commands_change_the_server(server: Server) -> None:
     rolled = _cli(server, "flags", "rollout", "cli-flag", "25", "-e", "staging", "-r", "ramp")
     assert rolled.exit_code == 0, rolled.output
     disabled = _cli(server, "flags", "disable", "cli-flag", "-e", "staging")
-    assert "disabled in staging (version 3)" in disabled.output
+    assert "disabled in staging (flag version 3" in disabled.output
     shown = _cli(server, "flags", "show", "cli-flag", "-e", "staging")
     assert "enabled: false" in shown.output
     assert "on: 25" in shown.output

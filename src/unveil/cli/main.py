@@ -1,13 +1,17 @@
 """The ``unveil`` command.
 
-Exit codes: 0 done; 1 the input was refused (a bad flags file); 2 the
-command was used wrongly (click's own usage errors).
+Exit codes (``unveil.cli.errors`` maps every failure to one, in one place):
+0 done; 1 the input was refused (a bad flags file, or the server said no);
+2 the command was used wrongly; 3 something needed is not there (the server
+is unreachable or failed, the port to serve on is taken); 4 the server's
+answer could not be read; 70 a bug in unveil.
 """
 
 from __future__ import annotations
 
+import errno
 import json
-import sys
+import socket
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -16,13 +20,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from unveil.cli.remote import resolve_remote
+from unveil.cli.errors import CliError, Unavailable, UnveilGroup
+from unveil.cli.remote import DEFAULT_PROJECT, resolve_remote
 from unveil.cli.server_commands import apply, audit, export, flags, push_document
-from unveil.core import InvalidDocument, Ruleset, UnveilError, parse_document
+from unveil.core import Ruleset, UnveilError, parse_document
 from unveil.migrate import import_unleash
 from unveil.sdk.files import dump_document, format_of, load_document, read_data
-
-EXIT_REFUSED = 1
 
 DEMO_CONTEXTS: list[dict[str, Any]] = [
     {"key": "user-1", "country": "US", "plan": "free", "email": "ana@mail.test"},
@@ -56,17 +59,6 @@ def _demo_path() -> Path:
     return Path(str(files("unveil.cli").joinpath("demo-flags.yaml")))
 
 
-def _refuse(console: Console, exc: InvalidDocument) -> None:
-    console.print(f"[bold red]refused:[/] {len(exc.problems)} problem(s)")
-    for problem in exc.problems:
-        console.print(
-            f"  [cyan]{problem.path or '(document)'}[/]: {problem.message}",
-            highlight=False,
-            soft_wrap=True,
-        )
-    sys.exit(EXIT_REFUSED)
-
-
 def _evaluation_table(ruleset: Ruleset, contexts: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
     for column in ("flag", "context", "value", "variant", "reason"):
@@ -90,7 +82,7 @@ def _evaluation_table(ruleset: Ruleset, contexts: list[dict[str, Any]], title: s
     return table
 
 
-@click.group()
+@click.group(cls=UnveilGroup)
 @click.version_option(package_name="unveil")
 def main() -> None:
     """unveil: deploy dark, release on purpose."""
@@ -99,14 +91,9 @@ def main() -> None:
 @main.command()
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def validate(path: Path) -> None:
-    """Check a flags file; print every problem with its path."""
-    console = Console()
-    try:
-        document = load_document(path)
-    except InvalidDocument as exc:
-        _refuse(console, exc)
-        return
-    console.print(f"[green]ok[/]: {len(document.flags)} flags, {len(document.segments)} segments")
+    """Check a flags file; print every problem with its path (exit 1 if any)."""
+    document = load_document(path)
+    Console().print(f"[green]ok[/]: {len(document.flags)} flags, {len(document.segments)} segments")
 
 
 @main.command(name="format")
@@ -120,11 +107,7 @@ def validate(path: Path) -> None:
 )
 def format_(path: Path, fmt: str | None) -> None:
     """Print a flags file in canonical form."""
-    try:
-        document = load_document(path)
-    except InvalidDocument as exc:
-        _refuse(Console(stderr=True), exc)
-        return
+    document = load_document(path)
     click.echo(dump_document(document, fmt or format_of(path)), nl=False)  # type: ignore[arg-type]
 
 
@@ -138,11 +121,7 @@ def evaluate(path: Path, flag: str, context_json: str) -> None:
         context = json.loads(context_json)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not JSON: {exc.msg}", param_hint="--context") from None
-    try:
-        ruleset = Ruleset(load_document(path))
-    except InvalidDocument as exc:
-        _refuse(Console(stderr=True), exc)
-        return
+    ruleset = Ruleset(load_document(path))
     result = ruleset.evaluate(flag, context)
     click.echo(
         json.dumps(
@@ -161,6 +140,8 @@ def evaluate(path: Path, flag: str, context_json: str) -> None:
 
 
 DEMO_ENVIRONMENTS = ("development", "staging", "production")
+#: the CLI's default project, so that the demo answers without --project
+DEMO_PROJECT = DEFAULT_PROJECT
 
 data_dir_option = click.option(
     "--data-dir",
@@ -237,7 +218,11 @@ def serve(
     worker_interval: float,
     log_level: str,
 ) -> None:
-    """Run the server: admin API, SDK API, health and metrics."""
+    """Run the server: admin API, SDK API, health and metrics.
+
+    The port is taken first: if another process holds it, nothing else
+    happens (no migration, no token minted) and the command exits 3.
+    """
     import os
 
     import uvicorn
@@ -249,54 +234,98 @@ def serve(
     from unveil.store.database import default_url, make_engine, upgrade
     from unveil.store.unit import Store
 
-    url = database_url or default_url(data_dir)
-    upgrade(url)
-    engine = make_engine(url)
-    store = Store(engine)
-    access = AccessService(store)
-    given = os.environ.get("UNVEIL_ADMIN_TOKEN")
-    if given and access.authenticate(given) is None:
-        access.create_token("admin (UNVEIL_ADMIN_TOKEN)", "admin", "admin", secret=given)
-    elif not given and not demo and not access.has_admin():  # --demo prints its own
-        secret = access.create_token("first admin", "admin", "admin")
-        click.echo(f"admin token (shown once): {secret}", err=True)
-    if demo:
-        _seed_demo(store, access)
-    click.echo(f"unveil serving on http://{host}:{port}", err=True)
-    app = create_app(
-        engine,
-        heartbeat_seconds=stream_heartbeat,
-        events_capacity=events_capacity,
-        worker_interval=worker_interval,
-    )
-    configure_logging(log_level)
-    tune_garbage_collector()
-    uvicorn.run(app, host=host, port=port, log_config=None, log_level=log_level)
+    listening = _listen(host, port)
+    try:
+        url = database_url or default_url(data_dir)
+        upgrade(url)
+        engine = make_engine(url)
+        store = Store(engine)
+        access = AccessService(store)
+        given = os.environ.get("UNVEIL_ADMIN_TOKEN")
+        if given and access.authenticate(given) is None:
+            access.create_token("admin (UNVEIL_ADMIN_TOKEN)", "admin", "admin", secret=given)
+        elif not given and not demo and not access.has_admin():  # --demo prints its own
+            secret = access.create_token("first admin", "admin", "admin")
+            click.echo(f"admin token (shown once): {secret}", err=True)
+        if demo:
+            _seed_demo(store, access, _reachable_url(host, port))
+        click.echo(f"unveil serving on http://{_url_host(host)}:{port}", err=True)
+        app = create_app(
+            engine,
+            heartbeat_seconds=stream_heartbeat,
+            events_capacity=events_capacity,
+            worker_interval=worker_interval,
+        )
+        configure_logging(log_level)
+        tune_garbage_collector()
+        config = uvicorn.Config(app, host=host, port=port, log_config=None, log_level=log_level)
+        uvicorn.Server(config).run(sockets=[listening])
+    finally:
+        listening.close()
 
 
-def _seed_demo(store: Any, access: Any) -> None:
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port, or Unavailable saying why (taken, not ours).
+
+    Listening at once (not only binding) holds the port: nobody can take it
+    between this check and the server's start, and early clients wait in
+    the queue instead of being refused.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        where = f"{_url_host(host)}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise Unavailable(
+                f"port {port} is taken ({where} is in use by another process): "
+                "stop that process or choose another port with --port; nothing was started"
+            ) from None
+        raise Unavailable(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _reachable_url(host: str, port: int) -> str:
+    """Where a CLI on this machine reaches the server (any-address hosts are loopback)."""
+    local = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    return f"http://{_url_host(local)}:{port}"
+
+
+def _seed_demo(store: Any, access: Any, url: str) -> None:
+    """The demo flags in project 'default' (what the CLI uses when no project is named)."""
     import secrets
 
+    from unveil.core import document_to_data
     from unveil.service.flags import Change, FlagService
 
     service = FlagService(store)
-    document = load_document(_demo_path())
-    from unveil.core import document_to_data
-
-    data = document_to_data(document)
+    data = document_to_data(load_document(_demo_path()))
     for env in DEMO_ENVIRONMENTS:
-        access.ensure_environment("demo", env)
-        if not service.list_items("flags", "demo", env):
-            service.apply_document("demo", env, data, Change("demo seed", "demo data"))
+        access.ensure_environment(DEMO_PROJECT, env)
+        if not service.list_items("flags", DEMO_PROJECT, env):
+            service.apply_document(DEMO_PROJECT, env, data, Change("demo seed", "demo data"))
     run = secrets.token_hex(3)  # token names are unique for ever: one pair per start
     admin = access.create_token(f"demo admin {run}", "admin", "admin")
     sdk = access.create_token(
         f"demo sdk (production) {run}",
         "sdk",
-        environment_id=access.environment_of("demo", "production"),
+        environment_id=access.environment_of(DEMO_PROJECT, "production"),
     )
+    environments = ", ".join(DEMO_ENVIRONMENTS)
+    click.echo(f"demo project '{DEMO_PROJECT}' with environments {environments}", err=True)
     click.echo(f"demo admin token: {admin}", err=True)
     click.echo(f"demo SDK key (production): {sdk}", err=True)
+    click.echo(f"for the CLI: export UNVEIL_URL={url} UNVEIL_TOKEN={admin}", err=True)
 
 
 @main.group(name="import")
@@ -341,17 +370,15 @@ def import_unleash_(
     if env is not None and output is not None:
         raise click.UsageError("give either --output or --env, not both")
     errors = Console(stderr=True)
-    try:
-        source = read_data(path.read_text(encoding="utf-8"), format_of(path), str(path))
-        imported = import_unleash(source)
-    except InvalidDocument as exc:  # a refused import is one too
-        _refuse(errors, exc)
-        return
+    # a refused import is an InvalidDocument too: every problem, exit 1
+    source = read_data(path.read_text(encoding="utf-8"), format_of(path), str(path))
+    imported = import_unleash(source)
     for note in imported.notes:
         errors.print(f"[yellow]note[/] [cyan]{note.path}[/]: {note.message}", highlight=False)
     if env is not None:
         remote = resolve_remote(url, token, project)
-        push_document(remote, env, imported.document, dry_run, f"imported from {path.name}")
+        reason = f"imported from {path.name}"
+        push_document(remote, env, imported.document, dry_run, reason, "the import")
         return
     text = dump_document(parse_document(imported.document), format_of(output) if output else "yaml")
     if output is None:
@@ -370,8 +397,7 @@ def demo() -> None:
     try:
         ruleset = Ruleset(load_document(path))
     except UnveilError as exc:  # the bundled file is ours; this would be our bug
-        console.print(f"[red]{exc}[/]")
-        sys.exit(EXIT_REFUSED)
+        raise CliError(f"the bundled demo flags are refused: {exc}") from None
     console.print(f"[green]valid[/]: {path}")
     console.print(_evaluation_table(ruleset, DEMO_CONTEXTS, "unveil demo: who gets what"))
 

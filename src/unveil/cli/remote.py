@@ -18,9 +18,20 @@ from urllib.parse import quote
 import click
 import httpx
 
-__all__ = ["DEFAULT_URL", "Remote", "RemoteError", "remote_options", "resolve_remote"]
+from unveil.cli.errors import BadAnswer, RemoteError, Unavailable
+
+__all__ = [
+    "DEFAULT_PROJECT",
+    "DEFAULT_URL",
+    "Remote",
+    "RemoteError",
+    "remote_options",
+    "resolve_remote",
+]
 
 DEFAULT_URL = "http://127.0.0.1:8400"
+#: the project used when none is named; ``unveil serve --demo`` seeds this one
+DEFAULT_PROJECT = "default"
 
 
 def _config() -> dict[str, Any]:
@@ -31,22 +42,6 @@ def _config() -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise click.ClickException(f"{path}: {exc}") from None
-
-
-class RemoteError(click.ClickException):
-    """The server said no: its status, message and any problems, for people."""
-
-    exit_code = 1
-
-    def __init__(self, response: httpx.Response) -> None:
-        try:
-            body = response.json()
-        except ValueError:
-            body = {"error": response.text[:500]}
-        lines = [f"{response.status_code}: {body.get('error', 'request failed')}"]
-        lines += [f"  {p.get('path')}: {p.get('message')}" for p in body.get("problems", [])]
-        super().__init__("\n".join(lines))
-        self.status = response.status_code
 
 
 @dataclass
@@ -81,10 +76,21 @@ class Remote:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise click.ClickException(f"cannot reach {self.url}: {exc}") from None
+            raise Unavailable(f"cannot reach {self.url}: {exc}") from None
         if response.status_code not in ok:
             raise RemoteError(response)
         return response
+
+    def json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """The answer's body, which must be a JSON object (BadAnswer if it is not)."""
+        response = self.call(method, path, **kwargs)
+        try:
+            body = response.json()
+        except ValueError:
+            raise BadAnswer(f"the server's answer to {method} {path} is not JSON") from None
+        if not isinstance(body, dict):
+            raise BadAnswer(f"the server's answer to {method} {path} is not a JSON object")
+        return body
 
 
 def resolve_remote(url: str | None, token: str | None, project: str | None) -> Remote:
@@ -98,7 +104,7 @@ def resolve_remote(url: str | None, token: str | None, project: str | None) -> R
     return Remote(
         url or os.environ.get("UNVEIL_URL") or config.get("url") or DEFAULT_URL,
         chosen_token,
-        project or os.environ.get("UNVEIL_PROJECT") or config.get("project") or "default",
+        project or os.environ.get("UNVEIL_PROJECT") or config.get("project") or DEFAULT_PROJECT,
     )
 
 
@@ -111,7 +117,12 @@ def remote_options(command: Any) -> Any:
     wrapper.__name__ = command.__name__
     wrapper.__doc__ = command.__doc__
     for option in (
-        click.option("--project", "-p", default=None, help="The project (default: 'default')."),
+        click.option(
+            "--project",
+            "-p",
+            default=None,
+            help=f"The project (or UNVEIL_PROJECT; default '{DEFAULT_PROJECT}').",
+        ),
         click.option("--token", default=None, help="An admin token (or UNVEIL_TOKEN)."),
         click.option("--url", default=None, help=f"The server (default {DEFAULT_URL})."),
     ):

@@ -1,9 +1,16 @@
-"""Commands that work on a running server: flags, apply, export, audit."""
+"""Commands that work on a running server: flags, apply, export, audit.
+
+Two versions appear in their output, always labelled: a flag's (or
+segment's) own version, which its ETag carries and which counts the writes
+to that one item, and the environment's version, which counts every write
+to the environment and is what the audit log and ``export`` show.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +18,16 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from unveil.cli.remote import Remote, RemoteError, remote_options
+from unveil.cli.diff import (
+    DocumentDiff,
+    diff_documents,
+    diff_values,
+    document_lines,
+    field_lines,
+)
+from unveil.cli.errors import BadAnswer, CliError, Refused, RemoteError, field, refused_message
+from unveil.cli.remote import Remote, remote_options
+from unveil.cli.render import yaml_text
 from unveil.core import InvalidDocument, document_to_data, parse_document
 from unveil.sdk.files import dump_document, format_of, load_document
 
@@ -20,35 +36,46 @@ __all__ = ["apply", "audit", "export", "flags", "push_document"]
 env_option = click.option("--env", "-e", required=True, help="The environment.")
 reason_option = click.option("--reason", "-r", default=None, help="Why, for the audit log.")
 
+#: attempts at a read-change-write before giving up on a busy flag or environment
+ATTEMPTS = 5
 
-def _refused(exc: InvalidDocument) -> click.ClickException:
-    lines = [f"refused: {len(exc.problems)} problem(s)"]
-    lines += [f"  {p.path or '(document)'}: {p.message}" for p in exc.problems]
-    return click.ClickException("\n".join(lines))  # exits 1, as a refused file does
+
+def _versions(written: Mapping[str, Any], noun: str = "flag") -> str:
+    """``flag version 3, environment version 17``: the environment's when the server gave it."""
+    text = f"{noun} version {field(written, 'version', int)}"
+    env_version = written.get("environment_version")
+    if isinstance(env_version, int) and not isinstance(env_version, bool):
+        text += f", environment version {env_version}"
+    return text
 
 
 def _change_flag(
     remote: Remote, env: str, key: str, edit: Callable[[dict[str, Any]], None], reason: str | None
 ) -> dict[str, Any]:
     """Read, edit, write with If-Match; read again and retry if someone else wrote first."""
-    for _ in range(5):
+    for _ in range(ATTEMPTS):
         current = remote.call("GET", remote.flag_path(env, key))
-        flag = current.json()["data"]
+        etag = current.headers.get("etag")
+        if etag is None:
+            raise BadAnswer(f"the server gave flag '{key}' without an ETag")
+        try:
+            flag = dict(field(current.json(), "data", dict, f"flag '{key}'"))
+        except ValueError:
+            raise BadAnswer(f"the server's answer for flag '{key}' is not JSON") from None
         edit(flag)
         try:
-            written = remote.call(
+            return remote.json(
                 "PUT",
                 remote.flag_path(env, key),
                 json=flag,
-                headers={"If-Match": current.headers["etag"]},
+                headers={"If-Match": etag},
                 params={"reason": reason} if reason else None,
             )
         except RemoteError as exc:
             if exc.status == 412:
                 continue
             raise
-        return dict(written.json())
-    raise click.ClickException(f"flag '{key}' kept changing under us; try again")
+    raise CliError(f"flag '{key}' kept changing under us; try again")
 
 
 @click.group()
@@ -60,17 +87,21 @@ def flags() -> None:
 @env_option
 @remote_options
 def list_(remote: Remote, env: str) -> None:
-    """Every flag of an environment."""
-    items = remote.call("GET", remote.env_path(env, "/flags")).json()["flags"]
+    """Every flag of an environment, with each flag's own version."""
+    items = field(remote.json("GET", remote.env_path(env, "/flags")), "flags", list)
     table = Table(title=f"{remote.project} / {env}")
-    for column in ("flag", "kind", "enabled", "default", "version"):
+    for column in ("flag", "kind", "enabled", "default", "flag version"):
         table.add_column(column)
     for item in items:
-        flag = item["data"]
-        default = flag["default"]
+        flag = field(item, "data", dict, "flag list")
+        default = flag.get("default")
         shown = default if isinstance(default, str) else json.dumps(default)
         table.add_row(
-            item["key"], flag["kind"], str(flag["enabled"]).lower(), shown, str(item["version"])
+            str(field(item, "key", str, "flag list")),
+            str(flag.get("kind", "?")),
+            json.dumps(flag.get("enabled")),
+            shown,
+            str(field(item, "version", int, "flag list")),
         )
     Console().print(table)
 
@@ -80,11 +111,11 @@ def list_(remote: Remote, env: str) -> None:
 @env_option
 @remote_options
 def show(remote: Remote, key: str, env: str) -> None:
-    """One flag as YAML, with its version."""
-    response = remote.call("GET", remote.flag_path(env, key))
-    document = parse_document({"flags": {key: response.json()["data"]}})
-    click.echo(f"# version {response.json()['version']}")
-    click.echo(dump_document(document, "yaml"), nl=False)
+    """One flag as YAML, as the server has it, with its version."""
+    answer = remote.json("GET", remote.flag_path(env, key))
+    data = field(answer, "data", dict, f"flag '{key}'")
+    click.echo(f"# {remote.project} / {env}: {_versions(answer)}")
+    click.echo(yaml_text({"flags": {key: data}}), nl=False)
 
 
 @flags.command()
@@ -98,14 +129,14 @@ def create(remote: Remote, key: str, env: str, description: str, reason: str | N
     body: dict[str, Any] = {"kind": "boolean", "default": "off"}
     if description:
         body["description"] = description
-    remote.call(
+    written = remote.json(
         "PUT",
         remote.flag_path(env, key),
         json=body,
         headers={"If-None-Match": "*"},
         params={"reason": reason} if reason else None,
     )
-    click.echo(f"created {key} in {env}")
+    click.echo(f"created {key} in {env} ({_versions(written)})")
 
 
 def _switch(on: bool) -> Callable[..., None]:
@@ -115,7 +146,7 @@ def _switch(on: bool) -> Callable[..., None]:
 
         written = _change_flag(remote, env, key, edit, reason)
         state = "enabled" if on else "disabled"
-        click.echo(f"{key} {state} in {env} (version {written['version']})")
+        click.echo(f"{key} {state} in {env} ({_versions(written)})")
 
     command.__name__ = "enable" if on else "disable"
     return command
@@ -130,6 +161,28 @@ for _on, _help in (
     flags.command(name=_command.__name__)(
         click.argument("key")(env_option(reason_option(remote_options(_command))))
     )
+
+
+def _rollout_target(key: str, flag: Mapping[str, Any], variant: str | None) -> tuple[str, str]:
+    """The variant to roll out and the one the rest get; a usage error naming --variant if none."""
+    variants = field(flag, "variants", dict, f"flag '{key}'")
+    rest = field(flag, "off_variant", str, f"flag '{key}'")
+    names = ", ".join(variants)
+    if variant is None:
+        if "on" not in variants:
+            raise click.UsageError(
+                f"flag '{key}' is a {flag.get('kind', '?')} flag without a variant 'on' "
+                f"(its variants: {names}): name the one to roll out with --variant"
+            )
+        variant = "on"
+    elif variant not in variants:
+        raise click.UsageError(f"flag '{key}' has no variant '{variant}' (its variants: {names})")
+    if variant == rest:
+        raise click.UsageError(
+            f"'{variant}' is the off variant of '{key}', which the rest get; "
+            "choose another with --variant"
+        )
+    return variant, rest
 
 
 @flags.command()
@@ -150,39 +203,102 @@ def rollout(
     reason: str | None,
 ) -> None:
     """Serve a variant to PERCENT of contexts by default, the off variant to the rest."""
+    chosen: list[str] = []
 
     def edit(flag: dict[str, Any]) -> None:
-        target = variant or "on"
-        rest = flag["off_variant"]
-        if target == rest:
-            raise click.UsageError(f"'{target}' is the off variant; choose another")
+        target, rest = _rollout_target(key, flag, variant)
         share = round(percent, 3)
         left = round(100 - share, 3)
         flag["default"] = {"rollout": {target: share, rest: left}, "by": by}
+        chosen[:] = [target]
 
     written = _change_flag(remote, env, key, edit, reason)
-    click.echo(f"{key}: {percent:g}% in {env} (version {written['version']})")
+    click.echo(f"{key}: {chosen[0]} to {percent:g}% in {env} ({_versions(written)})")
 
 
 def push_document(
-    remote: Remote, env: str, data: dict[str, Any], dry_run: bool, reason: str | None
+    remote: Remote,
+    env: str,
+    data: Mapping[str, Any],
+    dry_run: bool,
+    reason: str | None,
+    source: str = "the file",
 ) -> None:
-    """Apply a document and print what changed (or would)."""
+    """Apply a document and print what changed (or would), down to the fields.
+
+    The environment is read first to say what differs inside each changed
+    flag; the write then carries the ETag of that read, so the lines shown
+    are exactly what was applied (if someone wrote in between, it reads
+    again).
+    """
+    try:
+        wanted = document_to_data(parse_document(dict(data)))
+    except InvalidDocument as exc:
+        raise Refused(exc.problems) from None
     params: dict[str, Any] = {"dry_run": "true" if dry_run else "false"}
     if reason:
         params["reason"] = reason
-    answer = remote.call("PUT", remote.env_path(env, "/document"), json=data, params=params).json()
-    diff = answer["diff"]
-    for part in ("segments", "flags"):
-        for sign, bucket in (("+", "added"), ("~", "changed"), ("-", "removed")):
-            for key in diff[bucket][part]:
-                click.echo(f"{sign} {part[:-1]} {key}")
-    if not answer["changed"]:
-        click.echo(f"{env} is up to date (version {answer['version']})")
-    elif dry_run:
-        click.echo("dry run: nothing was changed")
+    for _ in range(ATTEMPTS):
+        current = remote.call("GET", remote.env_path(env, "/document"))
+        try:
+            before = current.json()
+        except ValueError:
+            raise BadAnswer(f"the server's document of {env} is not JSON") from None
+        etag = current.headers.get("etag")
+        try:
+            answer = remote.json(
+                "PUT",
+                remote.env_path(env, "/document"),
+                json=wanted,
+                params=params,
+                headers={"If-Match": etag} if etag else None,
+            )
+        except RemoteError as exc:
+            if exc.status == 412:
+                continue
+            raise
+        break
     else:
-        click.echo(f"applied to {env} (version {answer['version']})")
+        raise CliError(f"{env} kept changing under us; try again")
+    _print_applied(env, diff_documents(before, wanted), answer, dry_run, source)
+
+
+def _server_keys(answer: Mapping[str, Any]) -> dict[str, dict[str, list[str]]]:
+    """The apply answer's ``diff``: per bucket and part, a list of keys (BadAnswer if not)."""
+    given = field(answer, "diff", dict, "apply answer")
+    keys: dict[str, dict[str, list[str]]] = {}
+    for bucket in ("added", "changed", "removed"):
+        parts = field(given, bucket, dict, "apply answer's diff")
+        keys[bucket] = {}
+        for part in ("flags", "segments"):
+            listed = parts.get(part, [])
+            if not isinstance(listed, list) or not all(isinstance(k, str) for k in listed):
+                raise BadAnswer(f"the server's apply answer: diff.{bucket}.{part} is not a list")
+            keys[bucket][part] = listed
+    return keys
+
+
+def _print_applied(
+    env: str, diff: DocumentDiff, answer: Mapping[str, Any], dry_run: bool, source: str
+) -> None:
+    keys = _server_keys(answer)
+    version = field(answer, "version", int, "apply answer")
+    lines = document_lines(diff, keys)
+    if not field(answer, "changed", bool, "apply answer"):
+        click.echo(f"{env} is up to date (environment version {version})")
+        return
+    click.echo(f"{env}: {lines[0]}")
+    for line in lines[1:]:
+        click.echo(line)
+    gone = {p: len(keys["removed"][p]) for p in ("flags", "segments")}
+    if any(gone.values()):
+        what = " and ".join(f"{n} {p if n != 1 else p[:-1]}" for p, n in gone.items() if n)
+        verb = "would be" if dry_run else "were"
+        click.echo(f"{what} not in {source} {verb} removed: apply makes {env} exactly {source}")
+    if dry_run:
+        click.echo(f"dry run: nothing was changed ({env} is at environment version {version})")
+    else:
+        click.echo(f"applied to {env} (environment version {version})")
 
 
 @click.command()
@@ -194,12 +310,13 @@ def push_document(
 @reason_option
 @remote_options
 def apply(remote: Remote, path: Path, env: str, dry_run: bool, reason: str | None) -> None:
-    """Make an environment exactly what a flags file says (idempotent)."""
-    try:
-        document = load_document(path)
-    except InvalidDocument as exc:
-        raise _refused(exc) from None
-    push_document(remote, env, document_to_data(document), dry_run, reason)
+    """Make an environment exactly what a flags file says (idempotent).
+
+    Flags and segments the file does not have are removed; the output says
+    which, and for each changed flag which fields change.
+    """
+    document = load_document(path)  # a refused file: every problem, exit 1
+    push_document(remote, env, document_to_data(document), dry_run, reason, path.name)
 
 
 @click.command()
@@ -209,34 +326,100 @@ def apply(remote: Remote, path: Path, env: str, dry_run: bool, reason: str | Non
 @remote_options
 def export(remote: Remote, env: str, fmt: str, output: Path | None) -> None:
     """An environment's flags file, canonical (what apply takes back)."""
-    data = remote.call("GET", remote.env_path(env, "/document")).json()
-    text = dump_document(parse_document(data), format_of(output) if output else fmt)  # type: ignore[arg-type]
+    data = remote.json("GET", remote.env_path(env, "/document"))
+    try:
+        document = parse_document(data)
+    except InvalidDocument as exc:
+        raise BadAnswer(refused_message(exc.problems, f"the server's document of {env}")) from None
+    text = dump_document(document, format_of(output) if output else fmt)  # type: ignore[arg-type]
     if output is None:
         click.echo(text, nl=False)
     else:
         output.write_text(text, encoding="utf-8")
 
 
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _instant(value: str | None, option: str) -> str | None:
+    """An age (``2h``: that long ago) as RFC 3339; anything else goes to the server as given.
+
+    The server checks timestamps and names the bad one; an age is the
+    CLI's own convenience, so the CLI checks it.
+    """
+    if value is None or not value[:1].isdigit() or value[-1:] not in _AGE_UNITS:
+        return value
+    number = value[:-1]
+    if not number.isascii() or not number.isdigit() or len(number) > 9:
+        raise click.BadParameter(f"{value!r} is not an age like 90m, 2h or 7d", param_hint=option)
+    ago = timedelta(seconds=int(number) * _AGE_UNITS[value[-1]])
+    return (datetime.now(UTC) - ago).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _stored(raw: Any) -> Any:
+    """An audit entry's before or after: JSON text (or already data); None when absent."""
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def audit_lines(entry: Mapping[str, Any]) -> list[str]:
+    """One audit entry for people: who, when, what, why, and what changed inside it."""
+    action = str(entry.get("action", "?"))
+    head = (
+        f"#{entry.get('id', '?')}  {entry.get('at', '?')}  {entry.get('actor', '?')}  "
+        f"{action} {entry.get('target', '?')}"
+    )
+    env_version = entry.get("environment_version")
+    if env_version is not None:
+        head += f"  (environment version {env_version})"
+    lines = [head]
+    if entry.get("reason"):
+        lines.append(f"    reason: {entry['reason']}")
+    before, after = _stored(entry.get("before")), _stored(entry.get("after"))
+    if action.startswith("document."):
+        changes = document_lines(diff_documents(before or {}, after or {}))
+    else:
+        changes = field_lines(diff_values(before or {}, after or {}))
+    lines += [f"    {line}" for line in changes]
+    return lines
+
+
 @click.command()
 @env_option
 @click.option("--flag", default=None, help="Only this flag (or segment).")
 @click.option("--actor", default=None, help="Only this actor.")
-@click.option("--since", default=None, help="RFC 3339: entries at or after.")
+@click.option(
+    "--since",
+    default=None,
+    help="Entries at or after: RFC 3339 with an offset (2026-12-01T09:00:00Z), or an age "
+    "(90m, 2h, 7d ago).",
+)
+@click.option("--until", default=None, help="Entries before: as --since.")
 @remote_options
-def audit(remote: Remote, env: str, flag: str | None, actor: str | None, since: str | None) -> None:
-    """Who changed what, when and why."""
-    params = {k: v for k, v in {"target": flag, "actor": actor, "since": since}.items() if v}
-    entries = remote.call("GET", remote.env_path(env, "/audit"), params=params).json()["entries"]
-    table = Table(title=f"audit of {remote.project} / {env}")
-    for column in ("at", "actor", "action", "target", "reason", "version"):
-        table.add_column(column, overflow="fold")
-    for e in entries:
-        table.add_row(
-            e["at"],
-            e["actor"],
-            e["action"],
-            e["target"],
-            e["reason"] or "",
-            str(e["environment_version"]),
-        )
-    Console(width=160).print(table)
+def audit(
+    remote: Remote,
+    env: str,
+    flag: str | None,
+    actor: str | None,
+    since: str | None,
+    until: str | None,
+) -> None:
+    """Who changed what, when and why, with what changed inside each entry (oldest first)."""
+    wanted = {
+        "target": flag,
+        "actor": actor,
+        "since": _instant(since, "--since"),
+        "until": _instant(until, "--until"),
+    }
+    params = {k: v for k, v in wanted.items() if v}
+    body = remote.json("GET", remote.env_path(env, "/audit"), params=params)
+    entries = field(body, "entries", list)
+    click.echo(f"audit of {remote.project} / {env}: {len(entries)} entries")
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            raise BadAnswer("the server's audit has an entry that is not an object")
+        click.echo("\n".join(audit_lines(entry)))
