@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,8 +50,11 @@ def _fuzz(operation: Any, mode: GenerationMode, base_url: str, token: str) -> bo
     return True
 
 
-def test_no_request_gets_a_server_error(running: Any) -> None:
+def test_no_request_gets_a_server_error(
+    running: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every operation, with bounded examples of valid and of broken input."""
+    monkeypatch.chdir(tmp_path)  # schemathesis keeps its .schemathesis/ under the working directory
     schema = schemathesis.openapi.from_url(f"{running.url}/openapi.json")
     sdk = sdk_key(running.database_url)
     checked, broken_inputs = [], 0
