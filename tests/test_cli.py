@@ -62,3 +62,36 @@ def test_demo_evaluates_the_bundled_flags() -> None:
     assert "valid" in result.output
     assert "new-checkout" in result.output
     assert "PREREQUISITE_FAILED" in result.output
+
+
+def test_a_large_document_diff_gives_counts_first_then_keys() -> None:
+    from unveil.cli.diff import DETAILED_ITEMS, diff_documents, document_lines
+
+    before = {"flags": {f"f{i}": {"default": "off"} for i in range(DETAILED_ITEMS + 5)}}
+    after = {"flags": {f"f{i}": {"default": "on"} for i in range(DETAILED_ITEMS + 5)}}
+    after["flags"]["new"] = {"default": "on"}
+    lines = document_lines(diff_documents(before, after))
+    assert lines[0] == f"flags: 1 added, {DETAILED_ITEMS + 5} changed"
+    assert "~ flag f0" in lines
+    assert "+ flag new" in lines
+    assert not any("default" in line for line in lines)  # too many for per-field lines
+    assert lines[-1] == f"(fields left out: more than {DETAILED_ITEMS} items changed)"
+    small = document_lines(diff_documents(before, {"flags": {**before["flags"], "f0": {}}}))
+    assert small == ["flags: 1 changed", "~ flag f0", '    - default: "off"']
+
+
+def test_field_diffs_tell_types_apart_and_stay_bounded() -> None:
+    from unveil.cli.diff import MAX_DEPTH, diff_values, field_lines
+
+    assert field_lines(diff_values({"values": [1]}, {"values": [True]})) == [
+        "~ values[0]: 1 -> true"
+    ]
+    deep: object = "x"
+    other: object = "y"
+    for _ in range(50):  # deeper than a person reads: shown whole below MAX_DEPTH
+        deep, other = {"a": deep}, {"a": other}
+    changes = diff_values({"v": deep}, {"v": other})
+    assert len(changes) == 1
+    assert changes[0].path == "v" + ".a" * (MAX_DEPTH - 1)
+    many = field_lines(diff_values({}, {f"k{i}": i for i in range(20)}), limit=3)
+    assert many == ["+ k0: 0", "+ k1: 1", "+ k2: 2", "… and 17 more"]

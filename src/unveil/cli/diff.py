@@ -92,8 +92,15 @@ def diff_values(before: Any, after: Any) -> list[FieldChange]:
 
 
 def _same(a: Any, b: Any) -> bool:
-    # 1 == True in Python; in a flags file they are different values
-    return type(a) is type(b) and a == b
+    """Equal as JSON values: ``1 == True`` in Python, but not in a flags file."""
+    if type(a) is not type(b):
+        return False
+    if not isinstance(a, Mapping | list | tuple):
+        return bool(a == b)
+    try:
+        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    except (RecursionError, TypeError, ValueError):
+        return bool(a == b)
 
 
 def _is_list(value: Any) -> bool:
