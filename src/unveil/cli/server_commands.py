@@ -418,7 +418,8 @@ def audit(
     params = {k: v for k, v in wanted.items() if v}
     body = remote.json("GET", remote.env_path(env, "/audit"), params=params)
     entries = field(body, "entries", list)
-    click.echo(f"audit of {remote.project} / {env}: {len(entries)} entries")
+    noun = "entry" if len(entries) == 1 else "entries"
+    click.echo(f"audit of {remote.project} / {env}: {len(entries)} {noun}")
     for entry in entries:
         if not isinstance(entry, Mapping):
             raise BadAnswer("the server's audit has an entry that is not an object")
