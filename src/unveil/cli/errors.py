@@ -172,6 +172,8 @@ class UnveilGroup(click.Group):
             raise Refused(exc.problems) from None
         except UnveilError as exc:
             raise CliError(str(exc)) from None
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): click ends quietly
         except OSError as exc:  # a file that cannot be read or written
             where = f"{exc.filename}: " if exc.filename else ""
             raise CliError(f"{where}{exc.strerror or exc}") from None
