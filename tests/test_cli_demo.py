@@ -65,7 +65,11 @@ def test_every_demo_flag_shows_as_the_server_has_it(demo: Server, key: str) -> N
     assert shown.exit_code == 0, shown.output
     header, _, body = shown.output.partition("\n")
     stored = _flag(demo, "production", key)
-    assert header == f"# default / production: flag version {stored['version']}"
+    assert header.startswith(f"# default / production: flag version {stored['version']}")
+    if "environment_version" in stored:
+        assert header.endswith(
+            f" (last changed at environment version {stored['environment_version']})"
+        )
     assert read_data(body, "yaml") == {"flags": {key: stored["data"]}}
 
 

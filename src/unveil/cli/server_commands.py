@@ -1,9 +1,11 @@
 """Commands that work on a running server: flags, apply, export, audit.
 
 Two versions appear in their output, always labelled: a flag's (or
-segment's) own version, which its ETag carries and which counts the writes
-to that one item, and the environment's version, which counts every write
-to the environment and is what the audit log and ``export`` show.
+segment's) version, which its ETag carries (the environment's version when
+that item last changed), and the environment's version, which counts every
+write to the environment and is what the audit log, ``apply`` and
+``export`` show. Right after a write they are the same number; later writes
+to other flags move the environment on while the flag keeps its version.
 """
 
 from __future__ import annotations
@@ -114,7 +116,12 @@ def show(remote: Remote, key: str, env: str) -> None:
     """One flag as YAML, as the server has it, with its version."""
     answer = remote.json("GET", remote.flag_path(env, key))
     data = field(answer, "data", dict, f"flag '{key}'")
-    click.echo(f"# {remote.project} / {env}: {_versions(answer)}")
+    header = f"# {remote.project} / {env}: flag version {field(answer, 'version', int)}"
+    changed_at = answer.get("environment_version")
+    if isinstance(changed_at, int) and not isinstance(changed_at, bool):
+        # on a read this is the environment's version when the flag last changed
+        header += f" (last changed at environment version {changed_at})"
+    click.echo(header)
     click.echo(yaml_text({"flags": {key: data}}), nl=False)
 
 
