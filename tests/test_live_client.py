@@ -169,9 +169,9 @@ def test_exposures_and_metrics_reach_the_server(running: Server, tmp_path: Path)
             rows = api.get(url, params={"flag": "checkout"}).json()["counts"]
             return {(r["variant"], r["metric"]): (r["count"], r["total"]) for r in rows}
 
-        from tests.test_live import _wait_for
+        from tests.server_process import wait_for
 
-        assert _wait_for(lambda: len(counted()) == 2)
+        assert wait_for(lambda: len(counted()) == 2)
         assert counted() == {("on", "$exposure"): (2, 2.0), ("on", "conversion"): (1, 2.5)}
 
 
