@@ -20,10 +20,10 @@ from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from unveil.core import InvalidDocument, UnveilError
 from unveil.server import admin, ofrep, ops, sdk
+from unveil.server.guard import Guard, Limits
 from unveil.server.hub import Hub
 from unveil.server.params import checked_parameters
 from unveil.server.services import Admission, Metrics, Services
@@ -50,12 +50,10 @@ from unveil.service.scheduled import FLAG_CHANGE, flag_change
 from unveil.store.link import link_for
 from unveil.store.unit import Store
 
-__all__ = ["MAX_BODY_BYTES", "STATUS", "create_app", "error_response"]
+__all__ = ["STATUS", "create_app", "error_response"]
 
 #: How often a node records that it is alive.
 HEARTBEAT_SECONDS = 5.0
-#: The largest request body accepted; bigger ones get 413 before being read.
-MAX_BODY_BYTES = 1 << 20
 #: OFREP evaluations served at once (per application) before answering 429.
 OFREP_IN_FLIGHT = 256
 
@@ -91,47 +89,6 @@ def error_response(exc: Exception) -> JSONResponse:
     if isinstance(exc, Overloaded):
         headers["Retry-After"] = str(exc.retry_after)
     return JSONResponse(body, status_code=status, headers=headers)
-
-
-class GuardAndCount:
-    """Refuse oversized bodies before reading them, and count every answer.
-
-    Plain ASGI (not BaseHTTPMiddleware), so streamed answers pass through
-    untouched and at full speed.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            response = JSONResponse(
-                {"error": f"the body is larger than {MAX_BODY_BYTES} bytes"}, status_code=413
-            )
-            await response(scope, receive, send)
-            self._count(scope, 413)
-            return
-        status = 500
-
-        async def counting_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                self._count(scope, status)
-            await send(message)
-
-        await self.app(scope, receive, counting_send)
-
-    def _count(self, scope: Scope, status: int) -> None:
-        route = scope.get("route")
-        self.metrics.requests.labels(
-            scope["method"], getattr(route, "path", "(none)"), str(status)
-        ).inc()
 
 
 def build_services(
@@ -174,8 +131,11 @@ def build_services(
     return built
 
 
-def create_app(engine: Engine, **options: Any) -> FastAPI:
-    """The application over one database (options: see ``build_services``)."""
+def create_app(engine: Engine, limits: Limits | None = None, **options: Any) -> FastAPI:
+    """The application over one database (options: see ``build_services``).
+
+    ``limits`` bounds request bodies per kind of route (see ``Limits``).
+    """
     svc = build_services(engine, **options)
 
     @contextlib.asynccontextmanager
@@ -212,7 +172,7 @@ def create_app(engine: Engine, **options: Any) -> FastAPI:
     app.state.services = svc
     app.add_middleware(GZipMiddleware, minimum_size=1024)
 
-    app.add_middleware(GuardAndCount, metrics=svc.metrics)
+    app.add_middleware(Guard, services=svc, limits=limits)  # outermost: before any body is read
 
     @app.exception_handler(RequestValidationError)
     async def malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,7 +1,10 @@
 """Who is calling: the Authorization header in, a principal out; roles checked per route.
 
 The rules (what a token is, which role may do what) live in
-``unveil.service.access``; this only connects them to FastAPI.
+``unveil.service.access``; this only connects them to FastAPI. The guard
+(``unveil.server.guard``) authenticates every request to /api, /sdk and
+/ofrep before its body is read and leaves the principal in the request's
+state under ``PRINCIPAL``; ``principal`` takes it from there.
 """
 
 from __future__ import annotations
@@ -15,13 +18,29 @@ from starlette.concurrency import run_in_threadpool
 from unveil.service.access import AccessService, Principal, bearer_secret
 from unveil.service.errors import Unauthenticated
 
-__all__ = ["Admin", "Anyone", "Editor", "Releaser", "SdkKey", "Viewer", "principal", "role"]
+__all__ = [
+    "PRINCIPAL",
+    "Admin",
+    "Anyone",
+    "Editor",
+    "Releaser",
+    "SdkKey",
+    "Viewer",
+    "principal",
+    "role",
+]
+
+#: Where the guard leaves the authenticated principal in the request's state.
+PRINCIPAL = "principal"
 
 
 async def principal(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
     """Whoever the request's token belongs to; 401 without a valid one."""
+    known: Principal | None = getattr(request.state, PRINCIPAL, None)
+    if known is not None:  # the guard authenticated it before the body was read
+        return known
     secret = bearer_secret(authorization)
     access: AccessService = request.app.state.services.access
     found = access.recall(secret) or await run_in_threadpool(access.authenticate, secret)

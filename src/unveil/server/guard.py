@@ -1,0 +1,256 @@
+"""The door of the server: who is calling, and how much they may send.
+
+A plain ASGI layer in front of every route, because FastAPI reads a route's
+body before it runs the route's dependencies: a check made in a dependency
+comes after the bytes are already in memory. Here, in order:
+
+1. Requests to ``/api``, ``/sdk`` and ``/ofrep`` are authenticated from the
+   ``Authorization`` header alone, before a single body byte is read: no
+   valid token, 401, and the body is never received.
+2. The body is read as it arrives, counted chunk by chunk whatever the
+   transfer encoding (a declared ``Content-Length`` is checked first, a
+   chunked body is counted), and the request gets 413 the moment it crosses
+   its route's limit; the rest is never read.
+3. A JSON body is decoded here, once, by the one strict decoder of the
+   server: duplicate keys are refused with 400 naming the key (as the flags
+   file refuses them), and so is malformed or absurdly nested JSON. OFREP
+   routes get these refusals in the protocol's own error shape
+   (``PARSE_ERROR``).
+
+Then the route runs with the body replayed to it. Every answer is counted
+for Prometheus on the way out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from unveil.server.auth import PRINCIPAL
+from unveil.server.services import Services
+from unveil.service.access import bearer_secret
+from unveil.service.errors import Unauthenticated
+
+__all__ = ["BodyRefused", "Guard", "Limits", "decode_json"]
+
+_PROTECTED = ("/api/", "/sdk/", "/ofrep/")
+_DOCUMENT = re.compile(r"^/api/v1/projects/[^/]+/environments/[^/]+/document$")
+_OFREP_ONE = re.compile(r"^/ofrep/v1/evaluate/flags/(?P<key>.+)$")
+_JSON_TYPES = re.compile(r"^application/(?:json|[^;\s]+\+json)\s*(?:;|$)", re.IGNORECASE)
+
+MIB = 1 << 20
+# A refusal leaves the body unread: closing the connection stops the server
+# from receiving (and discarding) whatever the client still sends.
+_CLOSE = {"Connection": "close"}
+_UNKNOWN = {**_CLOSE, "WWW-Authenticate": "Bearer"}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The largest body, in bytes, each kind of request may send.
+
+    ``document`` is for a whole flags document (PUT .../document), which
+    holds many flags; ``events`` for the SDK's event batches; ``default``
+    for everything else (one flag, one segment, a token...). What a single
+    flag or segment may weigh once parsed is the core's limit
+    (``unveil.core.codec.MAX_ITEM_BYTES``), checked whichever route it came by.
+    """
+
+    default: int = MIB
+    document: int = 16 * MIB
+    events: int = MIB
+
+    def for_request(self, method: str, path: str) -> int:
+        """The limit of one request, by its method and path."""
+        if method == "PUT" and _DOCUMENT.match(path):
+            return self.document
+        if method == "POST" and path == "/sdk/v1/events":
+            return self.events
+        return self.default
+
+
+class BodyRefused(Exception):
+    """A body that cannot be decoded as the JSON a route takes: 400, and why."""
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise BodyRefused(f"duplicate key {key!r} in the JSON body")
+            seen.add(key)
+    return out
+
+
+def _refuse_constant(name: str) -> Any:
+    raise BodyRefused(f"{name} is not JSON")
+
+
+def decode_json(body: bytes) -> Any:
+    """The one way the server decodes a JSON body: strict, and never a 500.
+
+    Refused (``BodyRefused``): text that is not UTF-8, malformed JSON,
+    duplicate keys in an object (a silent merge would apply something the
+    sender did not mean), ``NaN`` and ``Infinity``, and nesting deeper than
+    the decoder can follow.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BodyRefused(f"the body is not UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(
+            text, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant
+        )
+    except json.JSONDecodeError as exc:
+        raise BodyRefused(
+            f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise BodyRefused(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise BodyRefused("the JSON body is nested too deeply") from None
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return bool(_JSON_TYPES.match(value.decode("latin-1")))
+    return True  # FastAPI reads a body without a content type as JSON too
+
+
+def _header(scope: Scope, wanted: bytes) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return bytes(value)
+    return None
+
+
+class Guard:
+    """Authenticate, bound and decode before any route runs; count every answer.
+
+    Plain ASGI (not BaseHTTPMiddleware), so streamed answers pass through
+    untouched and at full speed.
+    """
+
+    def __init__(self, app: ASGIApp, services: Services, limits: Limits | None = None) -> None:
+        self.app = app
+        self.services = services
+        self.limits = limits or Limits()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                self._count(scope, status)
+            await send(message)
+
+        path: str = scope["path"]
+        if path.startswith(_PROTECTED):
+            refusal = await self._authenticate(scope)
+            if refusal is not None:
+                await refusal(scope, receive, counting_send)
+                return
+        limit = self.limits.for_request(scope["method"], path)
+        body, refusal = await self._read(scope, receive, limit)
+        if refusal is not None:
+            await refusal(scope, receive, counting_send)
+            return
+        if body and _is_json(scope):
+            try:
+                decode_json(body)
+            except BodyRefused as exc:
+                await _malformed(path, str(exc))(scope, receive, counting_send)
+                return
+        await self.app(scope, _replay(body, receive), counting_send)
+
+    async def _authenticate(self, scope: Scope) -> JSONResponse | None:
+        """None when the caller is known (and noted in the scope), else the 401."""
+        raw = _header(scope, b"authorization")
+        if raw is None and scope["path"].startswith("/ofrep/"):
+            api_key = _header(scope, b"x-api-key")  # OFREP's other way to present a key
+            raw = None if api_key is None else b"Bearer " + api_key
+        try:
+            secret = bearer_secret(None if raw is None else raw.decode("latin-1"))
+        except Unauthenticated as exc:
+            return _refuse(401, str(exc), _UNKNOWN)
+        access = self.services.access
+        found = access.recall(secret) or await run_in_threadpool(access.authenticate, secret)
+        if found is None:
+            return _refuse(401, "the token is not valid", _UNKNOWN)
+        scope.setdefault("state", {})[PRINCIPAL] = found
+        return None
+
+    @staticmethod
+    async def _read(
+        scope: Scope, receive: Receive, limit: int
+    ) -> tuple[bytes, JSONResponse | None]:
+        """The whole body, or the 413 as soon as it is known to be too large."""
+        too_large = _refuse(413, f"the body is larger than {limit} bytes", _CLOSE)
+        declared = _header(scope, b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return b"", too_large
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return b"", _refuse(400, "the client went away while sending")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return b"", too_large
+            if chunk:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks), None
+
+    def _count(self, scope: Scope, status: int) -> None:
+        route = scope.get("route")
+        self.services.metrics.requests.labels(
+            scope["method"], getattr(route, "path", "(none)"), str(status)
+        ).inc()
+
+
+def _refuse(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _malformed(path: str, message: str) -> JSONResponse:
+    """400 for a body that is not acceptable JSON, in the shape the route's clients read."""
+    if path.startswith("/ofrep/"):
+        body: dict[str, Any] = {"errorCode": "PARSE_ERROR", "errorDetails": message}
+        one = _OFREP_ONE.match(path)
+        if one is not None:
+            body = {"key": one["key"], **body}
+        return JSONResponse(body, status_code=400)
+    problems = [{"path": "body", "message": message}]
+    return JSONResponse({"error": "malformed request", "problems": problems}, status_code=400)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app the body once, then listens to the client again."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # from now on only http.disconnect comes
+
+    return replayed

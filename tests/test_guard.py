@@ -1,0 +1,219 @@
+"""The guard in front of the routes, against a real server process over raw sockets.
+
+Authentication comes before any body byte is read, every body limit holds
+on the bytes as they arrive (chunked included), the Authorization scheme is
+read as HTTP reads it, and JSON bodies are decoded strictly (duplicate keys
+refused).
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.server_process import ADMIN_TOKEN, Server, sdk_key, start_server, stop
+
+FLAGS = "/api/v1/projects/shop/environments/production/flags"
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The guard does not depend on the database: one SQLite server for the module."""
+    folder: Path = tmp_path_factory.mktemp("guard")
+    running = start_server(f"sqlite:///{folder / 'unveil.db'}")
+    try:
+        yield running
+    finally:
+        stop(running)
+
+
+def _rss_kib(server: Server) -> int:
+    """The server process's resident memory, from the kernel."""
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    line = next(x for x in status.splitlines() if x.startswith("VmRSS:"))
+    return int(line.split()[1])
+
+
+def _chunked_post(
+    server: Server, method: str, path: str, headers: dict[str, str], total: int
+) -> tuple[int, int]:
+    """Send a chunked body of ``total`` bytes, stopping once the server answers.
+
+    Returns the answer's status and how many body bytes had been sent when
+    it came (the server cannot have read more than that).
+    """
+    head = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{server.port}"]
+    head += ["Content-Type: application/json", "Transfer-Encoding: chunked"]
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    chunk = b" " * MIB  # whitespace: still (the start of) a JSON body
+    frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    sent = 0
+    answer = b""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        while sent < total:
+            readable, writable, _ = select.select([sock], [sock], [], 30)
+            if readable:
+                break
+            if writable:
+                try:
+                    sock.sendall(frame)
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                sent += len(chunk)
+        else:
+            sock.sendall(b"0\r\n\r\n")
+        deadline = time.monotonic() + 60
+        while b"\r\n" not in answer and time.monotonic() < deadline:
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    status_line = answer.split(b"\r\n", 1)[0].decode()
+    return int(status_line.split()[1]), sent
+
+
+def test_a_100_mb_chunked_post_without_a_token_is_refused_before_it_is_read(
+    sqlite_server: Server,
+) -> None:
+    before = _rss_kib(sqlite_server)
+    status, sent = _chunked_post(sqlite_server, "POST", "/sdk/v1/events", {}, 100 * MIB)
+    grown = _rss_kib(sqlite_server) - before
+    assert status == 401
+    # the answer came while the client was still sending, far before the end
+    assert sent < 32 * MIB, sent
+    assert grown < 16 * 1024, f"the server grew by {grown} KiB"
+
+
+def test_a_wrong_token_is_refused_before_the_body_is_read(sqlite_server: Server) -> None:
+    headers = {"Authorization": "Bearer not-a-token"}
+    status, sent = _chunked_post(sqlite_server, "PUT", f"{FLAGS}/f", headers, 100 * MIB)
+    assert status == 401
+    assert sent < 32 * MIB, sent
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "limit"),
+    [
+        ("PUT", f"{FLAGS}/f", MIB),
+        ("POST", "/sdk/v1/events", MIB),
+        ("PUT", "/api/v1/projects/shop/environments/production/document", 16 * MIB),
+    ],
+)
+def test_an_oversize_chunked_body_gets_413_as_it_crosses_the_limit(
+    sqlite_server: Server, method: str, path: str, limit: int
+) -> None:
+    token = sdk_key(sqlite_server.database_url) if path.startswith("/sdk") else ADMIN_TOKEN
+    before = _rss_kib(sqlite_server)
+    status, sent = _chunked_post(
+        sqlite_server, method, path, {"Authorization": f"Bearer {token}"}, 100 * MIB
+    )
+    grown = _rss_kib(sqlite_server) - before
+    assert status == 413
+    assert limit <= sent < limit + 32 * MIB, sent
+    assert grown < (limit >> 10) * 3 + 16 * 1024, f"the server grew by {grown} KiB"
+
+
+def test_a_declared_length_over_the_limit_gets_413_without_reading(sqlite_server: Server) -> None:
+    head = (
+        f"PUT {FLAGS}/f HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {100 * MIB}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", sqlite_server.port), timeout=30) as sock:
+        sock.sendall(head.encode())
+        answer = sock.recv(65536)  # no body byte sent: the answer must come anyway
+    assert answer.startswith(b"HTTP/1.1 413")
+
+
+def test_a_chunked_body_within_the_limit_is_read_whole(sqlite_server: Server) -> None:
+    flag = json.dumps({"description": "x" * 1000, "default": "off"}).encode()
+
+    def pieces() -> Iterator[bytes]:
+        for i in range(0, len(flag), 100):
+            yield flag[i : i + 100]
+
+    with sqlite_server.client() as api:
+        created = api.put(  # httpx sends a generator chunked
+            f"{FLAGS}/chunked", content=pieces(), headers={"Content-Type": "application/json"}
+        )
+        assert created.status_code == 201, created.text
+        assert api.get(f"{FLAGS}/chunked").json()["data"]["description"] == "x" * 1000
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [
+        ("Bearer {t}", 200),
+        ("bearer {t}", 200),
+        ("BEARER  {t}", 200),
+        ("{t}", 401),  # no scheme: refused, not guessed
+        ("Basic {t}", 401),
+        ("Bearer", 401),
+        ("Bearer {t} {t}", 401),
+    ],
+)
+def test_the_authorization_scheme_is_case_insensitive_and_required(
+    sqlite_server: Server, header: str, status: int
+) -> None:
+    answer = httpx.get(
+        f"{sqlite_server.url}{FLAGS}", headers={"Authorization": header.format(t=ADMIN_TOKEN)}
+    )
+    assert answer.status_code == status, answer.text
+    if status == 401:
+        assert "Bearer" in answer.json()["error"] or "token" in answer.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (b'{"default": "off", "default": "on"}', "default"),
+        (b'{"default": "off", "variants": {"on": true, "off": false, "on": false}}', "on"),
+    ],
+)
+def test_duplicate_json_keys_are_refused_naming_the_key(
+    sqlite_server: Server, body: bytes, key: str
+) -> None:
+    with sqlite_server.client() as api:
+        answer = api.put(f"{FLAGS}/dup", content=body, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 400
+        assert f"duplicate key '{key}'" in answer.json()["problems"][0]["message"]
+        assert api.get(f"{FLAGS}/dup").status_code == 404
+
+
+def test_duplicate_keys_are_refused_on_every_route(sqlite_server: Server) -> None:
+    key = sdk_key(sqlite_server.database_url)
+    document = b'{"version": 1, "flags": {"a": {"default": "off"}, "a": {"default": "on"}}}'
+    with sqlite_server.client() as api:
+        applied = api.put(
+            "/api/v1/projects/shop/environments/production/document",
+            content=document,
+            headers={"Content-Type": "application/json"},
+        )
+        assert applied.status_code == 400
+        assert "duplicate key 'a'" in applied.text
+    events = httpx.post(
+        f"{sqlite_server.url}/sdk/v1/events",
+        content=b'{"events": [], "events": []}',
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    assert events.status_code == 400
+    assert "duplicate key 'events'" in events.text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000, b'{"default": NaN}', b'{"n": ' + b"9" * 5000 + b"}", b"\xff\xfe"],
+)
+def test_bodies_the_decoder_cannot_take_get_400_not_500(sqlite_server: Server, body: bytes) -> None:
+    with sqlite_server.client() as api:
+        answer = api.put(f"{FLAGS}/odd", content=body, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"] == "malformed request"
