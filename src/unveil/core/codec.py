@@ -12,6 +12,7 @@ d`` for every document.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -43,17 +44,77 @@ from unveil.core.model import (
 )
 from unveil.core.operators import OPERATORS, TEXT_OPERATORS, Arity, is_number
 
-__all__ = ["FORMAT_VERSION", "document_to_data", "parse_document"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_CONDITIONS",
+    "MAX_DESCRIPTION",
+    "MAX_FLAGS",
+    "MAX_ITEM_BYTES",
+    "MAX_JSON_DEPTH",
+    "MAX_KEYS",
+    "MAX_PREREQUISITES",
+    "MAX_PREREQUISITE_DEPTH",
+    "MAX_RULES",
+    "MAX_SEGMENTS",
+    "MAX_SEGMENT_DEPTH",
+    "MAX_TEXT",
+    "MAX_VALUES",
+    "MAX_VARIANTS",
+    "document_to_data",
+    "parse_document",
+]
 
 FORMAT_VERSION = 1
 
 _T = TypeVar("_T")
 
 # Any printable text without spaces: names from other systems (Unleash allows
-# UTF-8) must survive an import unchanged.
-_KEY = re.compile(r"[^\s\x00-\x1f\x7f]{1,200}")
+# UTF-8) must survive an import unchanged. But a key is also one segment of a
+# URL path (/flags/{key}, /ofrep/v1/evaluate/flags/{key}): characters that
+# URLs give a meaning (/ \ ? # %) and the dot segments "." and ".." would
+# make the flag unreachable through ordinary clients, so they are refused.
+_KEY = re.compile(r"[^\s\x00-\x1f\x7f/\\?#%]{1,200}")
+_DOT_SEGMENTS = frozenset({".", ".."})
 _PLAIN_PATH_PART = re.compile(r"[A-Za-z0-9_-]+")
 _MAX_NAME = 200
+
+# -- limits ----------------------------------------------------------------------
+# Everything a document may hold is bounded, so that no document can make
+# parsing, compiling or evaluating recurse without end, run out of memory or
+# take minutes. Beyond a limit the document is refused with the path and the
+# limit named. docs/flags-file.md ("Limits") lists them; keep the two in step.
+
+#: Flags in one document.
+MAX_FLAGS = 5_000
+#: Segments in one document.
+MAX_SEGMENTS = 5_000
+#: What one flag or one segment may weigh: the characters of its texts (keys in
+#: lists, clause values, variant values, description) plus 8 for each list entry.
+MAX_ITEM_BYTES = 512 * 1024
+#: What each entry of a list adds to the weight, besides its text.
+_ENTRY_WEIGHT = 8
+#: Links in the longest chain of prerequisites (a needs b needs c: 2).
+MAX_PREREQUISITE_DEPTH = 32
+#: Links in the longest chain of segments that use segments.
+MAX_SEGMENT_DEPTH = 32
+#: Prerequisites of one flag.
+MAX_PREREQUISITES = 100
+#: Rules of one flag or one segment.
+MAX_RULES = 1_000
+#: Conditions in one rule's ``when``.
+MAX_CONDITIONS = 100
+#: Values of one clause.
+MAX_VALUES = 10_000
+#: Keys in one list of keys (a variant's targets, a segment's include or exclude).
+MAX_KEYS = 10_000
+#: Variants of one flag.
+MAX_VARIANTS = 100
+#: Characters of one text value in a clause, of a targeting key in a list, of a salt.
+MAX_TEXT = 1_000
+#: Characters of a description.
+MAX_DESCRIPTION = 2_000
+#: Levels of nesting in a JSON variant.
+MAX_JSON_DEPTH = 32
 
 
 def _join(path: str, key: str) -> str:
@@ -83,6 +144,8 @@ class _Reader:
 
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        #: the weight read so far (see MAX_ITEM_BYTES), counted as the reading goes
+        self.weight = 0
         self.segment_refs: list[tuple[str, str, str | None]] = []  # (path, name, owner)
         self.prerequisites: list[
             tuple[str, str, tuple[Prerequisite, ...]]
@@ -104,11 +167,27 @@ class _Reader:
                 self.fail(_join(path, key), f"unknown field '{key}'")
         return value
 
-    def sequence(self, value: object, path: str) -> list[Any] | None:
+    def sequence(
+        self, value: object, path: str, limit: int | None = None, noun: str = "items"
+    ) -> list[Any] | None:
         if not isinstance(value, list | tuple):
             self.fail(path, f"must be a list, not {_type_name(value)}")
             return None
+        if limit is not None and len(value) > limit:
+            self.fail(path, f"has {len(value)} {noun}, more than the limit of {limit}")
+            return None
+        self.weight += _ENTRY_WEIGHT * len(value)
         return list(value)
+
+    def text(self, value: object, path: str, limit: int) -> str | None:
+        """A string of at most ``limit`` characters."""
+        found = self.string(value, path)
+        if found is not None and len(found) > limit:
+            self.fail(path, f"is {len(found)} characters long, more than the limit of {limit}")
+            return None
+        if found is not None:
+            self.weight += len(found)
+        return found
 
     def string(self, value: object, path: str) -> str | None:
         if not isinstance(value, str):
@@ -123,8 +202,18 @@ class _Reader:
         return value
 
     def key(self, value: object, path: str, what: str) -> str | None:
-        if not isinstance(value, str) or not _KEY.fullmatch(value) or not value.isprintable():
-            self.fail(path, f"{what} {value!r} must be 1-200 printable characters without spaces")
+        """The one check of flag and segment keys, wherever they appear."""
+        if (
+            not isinstance(value, str)
+            or not _KEY.fullmatch(value)
+            or not value.isprintable()
+            or value in _DOT_SEGMENTS
+        ):
+            self.fail(
+                path,
+                f"{what} {value!r} must be 1-200 printable characters without spaces "
+                "or any of / \\ ? # %, and not '.' or '..'",
+            )
             return None
         return value
 
@@ -135,7 +224,7 @@ class _Reader:
         return value
 
     def key_list(self, value: object, path: str) -> tuple[str, ...]:
-        items = self.sequence(value, path)
+        items = self.sequence(value, path, MAX_KEYS, "keys")
         if items is None:
             return ()
         out: list[str] = []
@@ -144,7 +233,10 @@ class _Reader:
                 self.fail(f"{path}[{i}]", f"must be a string, not {_type_name(item)}")
             elif not item:
                 self.fail(f"{path}[{i}]", "must not be empty")
+            elif len(item) > MAX_TEXT:
+                self.fail(f"{path}[{i}]", f"is longer than the limit of {MAX_TEXT} characters")
             else:
+                self.weight += len(item)
                 out.append(item)
         return tuple(out)
 
@@ -164,7 +256,7 @@ def _read_sample(
         return None
     percent = _read_weight(r, body["sample"], f"{path}.sample")
     by = r.name(body.get("by", "key"), f"{path}.by", "by")
-    salt = r.string(body["salt"], f"{path}.salt") if "salt" in body else None
+    salt = r.text(body["salt"], f"{path}.salt", MAX_TEXT) if "salt" in body else None
     if percent is None or by is None or ("salt" in body and salt is None):
         return None
     return Sample(percent, by, salt, negate)
@@ -227,7 +319,7 @@ def _read_values(
             return ()
         r.fail(path, f"operator '{op}' needs 'values': {spec.arity.value}")
         return None
-    items = r.sequence(body["values"], vpath)
+    items = r.sequence(body["values"], vpath, MAX_VALUES, "values")
     if items is None:
         return None
     if spec.arity is Arity.NONE and items:
@@ -239,6 +331,10 @@ def _read_values(
     ok = True
     for i, item in enumerate(items):
         problem = spec.check(item)
+        if isinstance(item, str):
+            r.weight += len(item)
+            if problem is None and len(item) > MAX_TEXT:
+                problem = f"is longer than the limit of {MAX_TEXT} characters"
         if problem is not None:
             r.fail(f"{vpath}[{i}]", problem)
             ok = False
@@ -246,7 +342,7 @@ def _read_values(
 
 
 def _read_when(r: _Reader, raw: object, path: str, owner: str | None) -> tuple[Condition, ...]:
-    items = r.sequence(raw, path)
+    items = r.sequence(raw, path, MAX_CONDITIONS, "conditions")
     if items is None:
         return ()
     if not items:
@@ -298,7 +394,7 @@ def _read_serve(r: _Reader, raw: object, path: str, variants: Mapping[str, Any])
         )
         return None
     by = r.name(body.get("by", "key"), f"{path}.by", "by")
-    salt = r.string(body["salt"], f"{path}.salt") if "salt" in body else None
+    salt = r.text(body["salt"], f"{path}.salt", MAX_TEXT) if "salt" in body else None
     in_percent = "rollout" in body
     rpath = f"{path}.rollout" if in_percent else f"{path}.weights"
     shares = r.mapping(body["rollout" if in_percent else "weights"], rpath, frozenset(variants))
@@ -361,8 +457,8 @@ _RULE_FIELDS = frozenset({"when", "serve"})
 
 
 def _check_json(value: object, path: str, r: _Reader, depth: int = 0) -> bool:
-    if depth > 32:
-        r.fail(path, "nested more than 32 levels deep")
+    if depth > MAX_JSON_DEPTH:  # recursion stops here: the depth is bounded
+        r.fail(path, f"nested more than {MAX_JSON_DEPTH} levels deep")
         return False
     if value is None or isinstance(value, str | bool):
         return True
@@ -420,15 +516,22 @@ def _read_variants(
     if not raw:
         r.fail(vpath, "needs at least one variant")
         return None
+    if len(raw) > MAX_VARIANTS:
+        r.fail(vpath, f"has {len(raw)} variants, more than the limit of {MAX_VARIANTS}")
+        return None
     out: dict[str, JsonValue] = {}
     for name, value in raw.items():
         if r.name(name, vpath, "a variant name") is None:
             continue
         vp = _join(vpath, name)
+        r.weight += _ENTRY_WEIGHT + len(name)
         if kind is FlagKind.JSON:
             if _check_json(value, vp, r):
                 out[name] = _thaw(value)
+                r.weight += _weight(out[name]) or 0
             continue
+        if isinstance(value, str):
+            r.weight += len(value)
         test, wanted = _KIND_CHECKS[kind]
         if not test(value):
             r.fail(vp, f"a {kind} flag's variant must be {wanted}, not {_type_name(value)}")
@@ -462,7 +565,7 @@ def _read_targets(
 
 
 def _read_prerequisites(r: _Reader, raw: object, path: str) -> tuple[Prerequisite, ...]:
-    items = r.sequence(raw, path)
+    items = r.sequence(raw, path, MAX_PREREQUISITES, "prerequisites")
     if items is None:
         return ()
     out = []
@@ -486,7 +589,7 @@ def _read_prerequisites(r: _Reader, raw: object, path: str) -> tuple[Prerequisit
 def _read_rules(
     r: _Reader, raw: object, path: str, variants: Mapping[str, Any]
 ) -> tuple[Rule, ...]:
-    items = r.sequence(raw, path)
+    items = r.sequence(raw, path, MAX_RULES, "rules")
     if items is None:
         return ()
     out = []
@@ -524,7 +627,7 @@ def _read_flag(r: _Reader, key: str, raw: object, path: str) -> Flag | None:
         return None
     description = ""
     if "description" in body:
-        description = r.string(body["description"], f"{path}.description") or ""
+        description = r.text(body["description"], f"{path}.description", MAX_DESCRIPTION) or ""
     enabled = True
     if "enabled" in body:
         enabled = r.boolean(body["enabled"], f"{path}.enabled") is not False
@@ -552,7 +655,7 @@ def _read_flag(r: _Reader, key: str, raw: object, path: str) -> Flag | None:
         r.fail(path, "needs 'default': a variant name or {rollout: ...}")
     else:
         default = _read_serve(r, body["default"], f"{path}.default", variants)
-    salt = r.string(body["salt"], f"{path}.salt") if "salt" in body else None
+    salt = r.text(body["salt"], f"{path}.salt", MAX_TEXT) if "salt" in body else None
     bucketing = DEFAULT_SCHEME
     if "bucketing" in body:
         name = body["bucketing"]
@@ -594,12 +697,12 @@ def _read_segment(r: _Reader, key: str, raw: object, path: str) -> Segment | Non
     before = len(r.problems)
     description = ""
     if "description" in body:
-        description = r.string(body["description"], f"{path}.description") or ""
+        description = r.text(body["description"], f"{path}.description", MAX_DESCRIPTION) or ""
     include = r.key_list(body["include"], f"{path}.include") if "include" in body else ()
     exclude = r.key_list(body["exclude"], f"{path}.exclude") if "exclude" in body else ()
     rules: list[SegmentRule] = []
     if "rules" in body:
-        items = r.sequence(body["rules"], f"{path}.rules") or []
+        items = r.sequence(body["rules"], f"{path}.rules", MAX_RULES, "rules") or []
         for i, item in enumerate(items):
             ipath = f"{path}.rules[{i}]"
             rule = r.mapping(item, ipath, _SEGMENT_RULE_FIELDS)
@@ -620,23 +723,86 @@ _DOCUMENT_FIELDS = frozenset({"version", "flags", "segments"})
 
 
 def _find_cycle(graph: Mapping[str, list[str]]) -> Iterator[list[str]]:
-    """Yield each cycle once, as the path that closes it."""
-    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    """Yield each cycle once, as the path that closes it.
 
-    def visit(node: str, stack: list[str]) -> Iterator[list[str]]:
-        state[node] = 1
-        stack.append(node)
-        for nxt in graph.get(node, ()):
-            if state.get(nxt) == 1:
-                yield [*stack[stack.index(nxt) :], nxt]
-            elif nxt not in state:
-                yield from visit(nxt, stack)
-        stack.pop()
-        state[node] = 2
-
+    A depth-first walk with its own stack, not Python's: a chain as long as
+    the document allows cannot exhaust the interpreter's recursion limit.
+    """
+    state: dict[str, int] = {}  # 1 = on the path, 2 = done
     for start in graph:
-        if start not in state:
-            yield from visit(start, [])
+        if start in state:
+            continue
+        path: list[str] = [start]
+        pending: list[Iterator[str]] = [iter(graph.get(start, ()))]
+        state[start] = 1
+        while pending:
+            nxt = next(pending[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                pending.pop()
+            elif state.get(nxt) == 1:
+                yield [*path[path.index(nxt) :], nxt]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                pending.append(iter(graph.get(nxt, ())))
+
+
+def _chain_lengths(graph: Mapping[str, list[str]]) -> dict[str, tuple[int, str | None]]:
+    """For each node of an acyclic graph: the links of its longest chain, and its next node.
+
+    Iterative, in post-order, so that the length of a chain is never the
+    depth of Python's stack.
+    """
+    found: dict[str, tuple[int, str | None]] = {}
+    for start in graph:
+        if start in found:
+            continue
+        stack: list[tuple[str, bool]] = [(start, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if node in found:
+                continue
+            targets = graph.get(node, ())
+            if not expanded:
+                stack.append((node, True))
+                stack.extend((t, False) for t in targets if t not in found)
+                continue
+            best: tuple[int, str | None] = (0, None)
+            for target in targets:
+                length = found[target][0] + 1 if target in found else 1
+                if length > best[0]:
+                    best = (length, target)
+            found[node] = best
+    return found
+
+
+def _check_depth(
+    r: _Reader, graph: Mapping[str, list[str]], section: str, noun: str, limit: int, suffix: str
+) -> None:
+    """Refuse chains longer than ``limit``, once per chain: at the flag (or segment) it starts."""
+    lengths = _chain_lengths(graph)
+    too_deep = {node for node, (length, _) in lengths.items() if length > limit}
+    inner = {lengths[node][1] for node in too_deep}
+    for node in graph:
+        if node not in too_deep or node in inner:
+            continue
+        chain = [node]
+        while len(chain) <= 4 and (after := lengths[chain[-1]][1]) is not None:
+            chain.append(after)
+        shown = " -> ".join(chain) + (" -> ..." if lengths[chain[-1]][1] is not None else "")
+        r.fail(
+            _join(section, node) + suffix,
+            f"a chain of {lengths[node][0]} {noun} ({shown}), more than the limit of {limit}",
+        )
+
+
+def _weight(value: object) -> int | None:
+    """How many bytes the value weighs as compact JSON; None if it cannot be measured."""
+    try:
+        return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str))
+    except (ValueError, TypeError, RecursionError):  # other checks say what is wrong with it
+        return None
 
 
 def _read_section(
@@ -645,17 +811,28 @@ def _read_section(
     noun: str,
     raw: object,
     read: Callable[[_Reader, str, object, str], _T | None],
+    limit: int,
 ) -> dict[str, _T]:
     """Read each entry of ``flags`` or ``segments``, keeping those without problems."""
     out: dict[str, _T] = {}
     if not isinstance(raw, Mapping):
         r.fail(name, f"must be a mapping of {noun} key to {noun}, not {_type_name(raw)}")
         return out
+    if len(raw) > limit:
+        r.fail(name, f"has {len(raw)} {noun}s, more than the limit of {limit}")
+        return out
     for key, body in raw.items():
         path = _join(name, str(key))
         if r.key(key, path, f"{noun} key") is None:
             continue
+        before = r.weight
         item = read(r, key, body, path)
+        weight = r.weight - before
+        if weight > MAX_ITEM_BYTES:
+            r.fail(
+                path, f"the {noun} weighs {weight} bytes, more than the limit of {MAX_ITEM_BYTES}"
+            )
+            continue
         if item is not None:
             out[key] = item
     return out
@@ -676,9 +853,9 @@ def parse_document(data: object) -> Document:
         )
 
     raw_segments = {} if body.get("segments") is None else body["segments"]
-    segments = _read_section(r, "segments", "segment", raw_segments, _read_segment)
+    segments = _read_section(r, "segments", "segment", raw_segments, _read_segment, MAX_SEGMENTS)
     raw_flags = {} if body.get("flags") is None else body["flags"]
-    flags = _read_section(r, "flags", "flag", raw_flags, _read_flag)
+    flags = _read_section(r, "flags", "flag", raw_flags, _read_flag, MAX_FLAGS)
 
     _check_references(r, raw_flags, raw_segments, flags, segments)
     if r.problems:
@@ -705,8 +882,12 @@ def _check_references(
             r.fail(path, f"unknown segment '{name}'")
         if owner is not None:
             segment_graph.setdefault(owner, []).append(name)
+    cyclic = False
     for cycle in _find_cycle(segment_graph):
+        cyclic = True
         r.fail(_join("segments", cycle[0]), f"segment cycle: {' -> '.join(cycle)}")
+    if not cyclic:
+        _check_depth(r, segment_graph, "segments", "segments", MAX_SEGMENT_DEPTH, ".rules")
 
     flag_graph: dict[str, list[str]] = {}
     for path, owner, prerequisites in r.prerequisites:
@@ -728,9 +909,15 @@ def _check_references(
                         f"{ppath}.variants[{j}]",
                         f"flag '{pre.flag}' has no variant '{variant}'",
                     )
+    cyclic = False
     for cycle in _find_cycle(flag_graph):
+        cyclic = True
         r.fail(
             _join("flags", cycle[0]) + ".prerequisites", f"prerequisite cycle: {' -> '.join(cycle)}"
+        )
+    if not cyclic:
+        _check_depth(
+            r, flag_graph, "flags", "prerequisites", MAX_PREREQUISITE_DEPTH, ".prerequisites"
         )
 
 

@@ -182,15 +182,22 @@ def compile_flags(document: Document) -> dict[str, FlagFunction]:
     """One function per flag, prerequisites compiled before the flags that need them."""
     walker = ReferenceEvaluator(document)
     compiled: dict[str, FlagFunction] = {}
-
-    def visit(key: str) -> None:
-        if key in compiled:
-            return
-        flag = document.flags[key]
-        for pre in flag.prerequisites:
-            visit(pre.flag)  # validation refused cycles, so this ends
-        compiled[key] = _compile_flag(flag, walker, compiled)
-
-    for key in document.flags:
-        visit(key)
+    # Post-order with a stack of our own: how long a chain of prerequisites is
+    # never becomes the depth of Python's stack (the codec bounds it as well).
+    entered: set[str] = set()
+    for start in document.flags:
+        stack: list[tuple[str, bool]] = [(start, False)]
+        while stack:
+            key, ready = stack.pop()
+            if key in compiled:
+                continue
+            flag = document.flags[key]
+            if ready:
+                compiled[key] = _compile_flag(flag, walker, compiled)
+                continue
+            if key in entered:  # only a document built around the codec can get here
+                raise ValueError(f"prerequisite cycle through flag '{key}'")
+            entered.add(key)
+            stack.append((key, True))
+            stack.extend((pre.flag, False) for pre in flag.prerequisites)
     return compiled
