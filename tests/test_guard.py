@@ -217,3 +217,19 @@ def test_bodies_the_decoder_cannot_take_get_400_not_500(sqlite_server: Server, b
         answer = api.put(f"{FLAGS}/odd", content=body, headers={"Content-Type": "application/json"})
         assert answer.status_code == 400, answer.text
         assert answer.json()["error"] == "malformed request"
+
+
+@pytest.mark.parametrize(
+    ("part", "key"), [("flags", "a%2Fb"), ("flags", "%2E%2E"), ("segments", "%2E")]
+)
+def test_keys_urls_cannot_carry_are_refused_by_the_api(
+    sqlite_server: Server, part: str, key: str
+) -> None:
+    url = f"/api/v1/projects/shop/environments/production/{part}/{key}"
+    body = {"default": "off"} if part == "flags" else {}
+    with sqlite_server.client() as api:
+        answer = api.put(url, json=body)
+        assert answer.status_code == 422, answer.text
+        assert "must be 1-200 printable characters" in answer.text
+        listed = api.get(f"/api/v1/projects/shop/environments/production/{part}").json()[part]
+        assert not [item for item in listed if "/" in item["key"] or item["key"] in {".", ".."}]

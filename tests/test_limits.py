@@ -18,8 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.server_process import EventStream, Server, sdk_key
-from unveil.core import InvalidDocument, Ruleset, parse_document
-from unveil.core import codec
+from unveil.core import InvalidDocument, Ruleset, codec, parse_document
 from unveil.core.compiler import compile_flags
 from unveil.core.model import Document, Flag, FlagKind, Prerequisite
 
@@ -308,7 +307,7 @@ def test_a_990_chain_is_refused_and_the_environment_keeps_propagating(
 ) -> None:
     stream = EventStream(server, sdk_key(server.database_url))
     try:
-        name, first = stream.next_event()
+        name, _first = stream.next_event()
         assert name == "snapshot"
         with server.client() as api:
             refused = api.put(DOCUMENT, json=_chain(990))

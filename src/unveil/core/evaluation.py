@@ -14,6 +14,12 @@ something unusual, and is tested against it.
 
 Results with an error carry ``value=None``; the ruleset puts the caller's
 default there.
+
+Prerequisites and segments that use segments are followed by calls, one
+level of Python's stack per link: the codec bounds those chains
+(``MAX_PREREQUISITE_DEPTH``, ``MAX_SEGMENT_DEPTH``), so no valid document
+comes near the interpreter's recursion limit, and a document built around
+the codec that does still gets an answer, never an exception.
 """
 
 from __future__ import annotations

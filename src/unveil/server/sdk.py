@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from unveil.server.auth import SdkKey
+from unveil.server.etags import none_match
 from unveil.server.hub import RESYNC, CachedSnapshot
 from unveil.server.services import Services, services
 from unveil.service.errors import Overloaded
@@ -30,7 +31,7 @@ async def snapshot(
     snap = svc.hub.cached(env_id)
     if snap is None:
         snap = await run_in_threadpool(svc.hub.current, env_id)
-    if if_none_match == snap.etag:
+    if none_match(if_none_match, snap.etag):
         return Response(status_code=304, headers={"ETag": snap.etag})
     return Response(snap.body, media_type="application/json", headers={"ETag": snap.etag})
 
