@@ -21,8 +21,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from unveil.core import InvalidDocument, UnveilError
+from unveil.core import UnveilError
 from unveil.server import admin, ofrep, ops, sdk
+from unveil.server.errors import error_response
 from unveil.server.guard import Guard, Limits
 from unveil.server.hub import Hub
 from unveil.server.params import checked_parameters
@@ -30,17 +31,6 @@ from unveil.server.services import Admission, Metrics, Services
 from unveil.service.access import AccessService
 from unveil.service.audit import AuditService
 from unveil.service.cluster import Cluster
-from unveil.service.errors import (
-    BadRequest,
-    Conflict,
-    Forbidden,
-    Invalid,
-    NotFound,
-    Overloaded,
-    PreconditionFailed,
-    PreconditionRequired,
-    Unauthenticated,
-)
 from unveil.service.events import EventIntake
 from unveil.service.flags import FlagService
 from unveil.service.jobs import JobService, Worker
@@ -50,7 +40,7 @@ from unveil.service.scheduled import FLAG_CHANGE, flag_change
 from unveil.store.link import link_for
 from unveil.store.unit import Store
 
-__all__ = ["STATUS", "create_app", "error_response"]
+__all__ = ["create_app"]
 
 #: How often a node records that it is alive.
 HEARTBEAT_SECONDS = 5.0
@@ -58,37 +48,6 @@ HEARTBEAT_SECONDS = 5.0
 OFREP_IN_FLIGHT = 256
 
 log = logging.getLogger("unveil.server")
-
-#: The one table from what a use case refuses to the HTTP status that says so.
-STATUS: dict[type[UnveilError], int] = {
-    BadRequest: 400,
-    Unauthenticated: 401,
-    Forbidden: 403,
-    NotFound: 404,
-    Conflict: 409,
-    PreconditionFailed: 412,
-    Invalid: 422,
-    InvalidDocument: 422,
-    PreconditionRequired: 428,
-    Overloaded: 429,
-}
-
-
-def error_response(exc: Exception) -> JSONResponse:
-    """The answer for any exception: its status from ``STATUS``, or 500 for the unexpected."""
-    status = next((STATUS[k] for k in type(exc).__mro__ if k in STATUS), 500)
-    headers: dict[str, str] = {}
-    if status == 500:
-        log.error("unexpected error", exc_info=exc)
-        return JSONResponse({"error": "internal error; the server log has the details"}, 500)
-    body: dict[str, Any] = {"error": str(exc)}
-    if isinstance(exc, Invalid | InvalidDocument):
-        body["problems"] = [{"path": p.path, "message": p.message} for p in exc.problems]
-    if isinstance(exc, Unauthenticated):
-        headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(exc, Overloaded):
-        headers["Retry-After"] = str(exc.retry_after)
-    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def build_services(

@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from unveil.server.auth import PRINCIPAL
+from unveil.server.errors import error_response
 from unveil.server.services import Services
 from unveil.service.access import bearer_secret
 from unveil.service.errors import Unauthenticated
@@ -189,7 +190,10 @@ class Guard:
         except Unauthenticated as exc:
             return _refuse(401, str(exc), _UNKNOWN)
         access = self.services.access
-        found = access.recall(secret) or await run_in_threadpool(access.authenticate, secret)
+        try:
+            found = access.recall(secret) or await run_in_threadpool(access.authenticate, secret)
+        except Exception as exc:  # the database is away: 503, never a bare 500
+            return error_response(exc)
         if found is None:
             return _refuse(401, "the token is not valid", _UNKNOWN)
         scope.setdefault("state", {})[PRINCIPAL] = found
