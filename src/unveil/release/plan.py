@@ -17,7 +17,6 @@ Whether the flag has the variants is known only with the flag, so
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -181,18 +180,6 @@ def _values(enum: type[StrEnum]) -> tuple[str, ...]:
     return tuple(member.value for member in enum)
 
 
-def _read_share(r: Reader, raw: object, path: str) -> int | None:
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 < raw <= 100:
-        r.fail(path, f"a step's percent must be a number above 0 and at most 100, not {raw!r}")
-        return None
-    scaled = float(raw) * 1000
-    share = round(scaled)
-    if not math.isclose(scaled, share, abs_tol=1e-6) or share == 0:
-        r.fail(path, f"{raw!r} has more than three decimals")
-        return None
-    return share
-
-
 def _read_steps(r: Reader, raw: object, path: str) -> tuple[Step, ...]:
     items = r.sequence(raw, path)
     if isinstance(raw, list | tuple) and not items:
@@ -212,7 +199,7 @@ def _read_steps(r: Reader, raw: object, path: str) -> tuple[Step, ...]:
             continue
         share = None
         if r.require(body, "percent", here):
-            share = _read_share(r, body["percent"], join(here, "percent"))
+            share = r.share(body["percent"], join(here, "percent"), zero=False)
         hold: timedelta | None = timedelta(0)
         if i == last:
             if "hold" in body:

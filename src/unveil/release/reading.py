@@ -7,6 +7,7 @@ Durations have one text form here too (``30m``, ``1h30m``, ``2d``).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -127,6 +128,23 @@ class Reader:
             self.fail(path, f"unknown {what} {value!r} (one of: {', '.join(options)})")
             return None
         return value
+
+    def share(self, value: object, path: str, *, zero: bool) -> int | None:
+        """A percent with up to three decimals, as thousandths of a percent."""
+        low = "0" if zero else "above 0"
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not (0 <= value <= 100 if zero else 0 < value <= 100)
+        ):
+            self.fail(path, f"a percent must be a number {low} and at most 100, not {value!r}")
+            return None
+        scaled = float(value) * 1000
+        share = round(scaled)
+        if not math.isclose(scaled, share, abs_tol=1e-6) or (share == 0 and not zero):
+            self.fail(path, f"{value!r} has more than three decimals")
+            return None
+        return share
 
     def duration(self, value: object, path: str) -> timedelta | None:
         """A duration: text like ``30m`` or ``1h30m``, or a whole number of seconds."""
