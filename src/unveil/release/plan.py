@@ -215,17 +215,18 @@ def _read_steps(r: Reader, raw: object, path: str) -> tuple[Step, ...]:
         elif r.require(body, "hold", here):
             hold = r.duration(body["hold"], join(here, "hold"))
         steps.append(Step(share, hold or timedelta(0)) if share is not None else None)
-    previous: Step | None = None
+    highest: Step | None = None
     for i, step in enumerate(steps):
         if step is None:
             continue
-        if previous is not None and step.share <= previous.share:
+        if highest is not None and step.share <= highest.share:
             r.fail(
                 f"{path}[{i}].percent",
-                f"{step.percent} is not more than the step before ({previous.percent}): "
+                f"{step.percent} is not more than {highest.percent}, an earlier step: "
                 "steps must increase",
             )
-        previous = step
+        else:
+            highest = step
     return tuple(s for s in steps if s is not None)
 
 
