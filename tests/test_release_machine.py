@@ -255,6 +255,29 @@ def test_a_hold_that_ends_outside_the_window_waits_for_it_and_says_so_once() -> 
     assert state.waiting is None
 
 
+def test_a_hold_that_ends_on_the_spring_forward_weekend_waits_for_nine_summer_time() -> None:
+    p = plan(window="Mon-Fri 09:00-16:00 Europe/Amsterdam")
+    friday = datetime(2026, 3, 27, 14, 30, tzinfo=UTC)  # 15:30 winter time
+    state = replace(running(p), step_started_at=friday)
+    state, actions = step(state, friday + timedelta(hours=1), healthy())
+    assert actions[-1].text.endswith("which opens at 2026-03-30T07:00:00+00:00")  # type: ignore[union-attr]
+    assert step(state, datetime(2026, 3, 30, 6, 59, 59, tzinfo=UTC), healthy()) == (state, ())
+    state, actions = step(state, datetime(2026, 3, 30, 7, 0, tzinfo=UTC), healthy())
+    assert actions[0] == SetRollout("off", "on", 10_000)
+    assert actions[0].percent == 10
+
+
+def test_a_hold_that_ends_on_the_fall_back_weekend_waits_for_nine_winter_time() -> None:
+    p = plan(window="Mon-Fri 09:00-16:00 Europe/Amsterdam")
+    friday = datetime(2026, 10, 23, 13, 30, tzinfo=UTC)  # 15:30 summer time
+    state = replace(running(p), step_started_at=friday)
+    state, actions = step(state, friday + timedelta(hours=1), healthy())
+    assert actions[-1].text.endswith("which opens at 2026-10-26T08:00:00+00:00")  # type: ignore[union-attr]
+    assert step(state, datetime(2026, 10, 26, 7, 59, 59, tzinfo=UTC), healthy()) == (state, ())
+    state, actions = step(state, datetime(2026, 10, 26, 8, 0, tzinfo=UTC), healthy())
+    assert shares(actions) == [10_000]
+
+
 def test_a_scheduled_start_waits_for_its_time_and_for_the_window() -> None:
     p = plan(window="Mon-Fri 09:00-16:00 Europe/Amsterdam")
     saturday = datetime(2026, 3, 7, 12, 0, tzinfo=UTC)
