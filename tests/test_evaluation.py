@@ -296,24 +296,16 @@ def test_mapping_contexts_other_than_dict() -> None:
     assert rs.value("f", MappingProxyType({"key": "a"})) is True
 
 
-def test_the_observer_hears_each_key_and_variant_once_until_forgotten() -> None:
+def test_answer_is_the_flags_own_answer_and_the_ruleset_keeps_no_state() -> None:
     from unveil.core import Ruleset, parse_document
 
-    heard: list[tuple[str, str | None, object]] = []
-    rs = Ruleset(
-        parse_document({"flags": {"f": {"targets": {"on": ["a"]}, "default": "off"}}}),
-        lambda key, result, context: heard.append((key, result.variant, context.get("key"))),
-    )
-    for _ in range(3):
-        rs.enabled("f", {"key": "a"})
-        rs.value("f", {"key": "b"})
-        rs.evaluate("f", {"key": "a"})
-    assert heard == [("f", "on", "a"), ("f", "off", "b")]
-    rs.value("f", {"key": 7})
-    rs.value("f", {"key": 7})  # keys that are not text are passed on every time
-    assert heard[2:] == [("f", "off", 7), ("f", "off", 7)]
-    rs.value("missing", {"key": "a"})  # errors are not exposures
-    rs.forget_seen()
-    rs.enabled("f", {"key": "a"})
-    assert heard[-1] == ("f", "on", "a")
-    assert len(heard) == 5
+    rs = Ruleset(parse_document({"flags": {"f": {"targets": {"on": ["a"]}, "default": "off"}}}))
+    assert not hasattr(rs, "forget_seen")
+    first = rs.answer("f", {"key": "a"})
+    assert first is not None
+    assert (first.variant, first.reason) == ("on", Reason.TARGETING_MATCH)
+    assert rs.answer("f", {"key": "a"}) == first  # the same answer every time
+    assert rs.is_on(first) is True
+    assert rs.answer("missing", {"key": "a"}) is None  # where value gives the default
+    assert rs.answer("f", {"key": "a"}, default="text") is None
+    assert rs.answer("f", "not a mapping") is None

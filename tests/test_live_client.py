@@ -176,12 +176,11 @@ def test_exposures_and_metrics_reach_the_server(running: Server, tmp_path: Path)
 
 
 def test_the_event_buffer_is_bounded_and_counts_what_it_drops() -> None:
-    from unveil.core import Evaluation, Reason
     from unveil.sdk.events import EventBuffer
 
     buffer = EventBuffer(capacity=3)
     for i in range(10):
-        buffer.exposure("f", Evaluation("f", True, "on", Reason.DEFAULT), {"key": f"u{i}"})
+        buffer.exposure("f", "on", f"u{i}")
     assert buffer.pending() == 3
     assert buffer.dropped == 7
     batch = buffer.take(2)

@@ -9,9 +9,9 @@ with an OpenFeature error code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from copy import deepcopy
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from unveil.core.codec import parse_document
@@ -20,7 +20,7 @@ from unveil.core.evaluation import Evaluation, as_context
 from unveil.core.model import Document, ErrorCode, FlagKind, Reason
 from unveil.core.operators import is_number
 
-__all__ = ["Observer", "Ruleset", "default_fits"]
+__all__ = ["Ruleset", "default_fits"]
 
 _ACCEPTS: Mapping[FlagKind, frozenset[type]] = {
     FlagKind.BOOLEAN: frozenset({bool}),
@@ -51,33 +51,29 @@ class _Entry:
     copies: bool  # json values are copied out, so callers cannot change the flag
     boolean: bool
     off_variant: str
-    # targeting keys already reported to the observer, per variant (see Ruleset)
-    seen: dict[str | None, set[str]] = field(default_factory=dict)
 
 
-#: How many keys per variant a ruleset remembers as reported before starting over.
-SEEN_LIMIT = 100_000
-
-
-#: Told of each answer a flag gave (flag key, evaluation, context); for exposure events.
-Observer = Callable[[str, Evaluation, Mapping[str, Any]], None]
+def _readable(context: object) -> dict[str, Any] | None:
+    """``as_context``, and None too for a mapping that raises when it is read."""
+    try:
+        return as_context(context)
+    except Exception:  # a caller's mapping may raise anything: evaluation never does
+        return None
 
 
 class Ruleset:
     """Flags ready to evaluate. Immutable: reloading makes a new one.
 
-    ``observer``, if given, hears of evaluations that gave the flag's own
-    answer (not a default after an error); the SDK counts exposures with it.
-    It hears once per targeting key and variant until ``forget_seen``, so that
-    observing costs the hot path one set lookup, not a call: the only state a
-    ruleset keeps.
+    It keeps no state between calls: the same flag and context always give
+    the same answer, and evaluating changes nothing. What an application
+    wants to remember about evaluations (the SDK's exposure events) it keeps
+    itself, from ``answer``.
     """
 
-    __slots__ = ("_entries", "_observer", "document")
+    __slots__ = ("_entries", "document")
 
-    def __init__(self, document: Document, observer: Observer | None = None) -> None:
+    def __init__(self, document: Document) -> None:
         self.document = document
-        self._observer = observer
         functions = compile_flags(document)
         self._entries: dict[str, _Entry] = {
             key: _Entry(
@@ -103,23 +99,37 @@ class Ruleset:
         """The flag keys, in document order."""
         return list(self._entries)
 
-    def _observe(
-        self, entry: _Entry, key: str, result: Evaluation, context: Mapping[str, Any]
-    ) -> None:
-        who = context.get("key")
-        if who.__class__ is str:
-            seen = entry.seen.get(result.variant)
-            if seen is not None and who in seen:
-                return
-            if seen is None or len(seen) >= SEEN_LIMIT:
-                seen = entry.seen[result.variant] = set()
-            seen.add(who)
-        self._observer(key, result, context)  # type: ignore[misc]
+    def answer(self, key: str, context: object = None, default: Any = None) -> Evaluation | None:
+        """The flag's own answer for the context, or None where ``value`` gives ``default``.
 
-    def forget_seen(self) -> None:
-        """Report every key again from now on (the observer's window passed)."""
-        for entry in self._entries.values():
-            entry.seen.clear()
+        The evaluation is shared, not copied (a json value must not be
+        changed by the caller: use ``value`` or ``evaluate`` for a copy). It
+        is what a caller that watches answers needs (the SDK counts exposures
+        with it) at the cost of ``value``, so watching costs no second
+        evaluation.
+        """
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if (
+            default is not None
+            and default.__class__ not in entry.accepts
+            and not default_fits(entry.kind, default)
+        ):
+            return None
+        if context.__class__ is not dict:
+            context = _readable(context)
+            if context is None:
+                return None
+        result = entry.run(context)
+        return None if result.error_code is not None else result
+
+    def is_on(self, result: Evaluation) -> bool:
+        """What ``enabled`` says for an answer of ``answer`` (see ``enabled``)."""
+        entry = self._entries[result.key]
+        if entry.boolean:
+            return result.value  # type: ignore[no-any-return]
+        return result.variant != entry.off_variant
 
     def value(self, key: str, context: object = None, default: Any = None) -> Any:
         """The flag's value for the context, or ``default`` if anything is wrong."""
@@ -133,17 +143,12 @@ class Ruleset:
         ):
             return default
         if context.__class__ is not dict:
-            context = as_context(context)
+            context = _readable(context)
             if context is None:
                 return default
         result = entry.run(context)
         if result.error_code is not None:
             return default
-        if self._observer is not None:  # the seen-before check inline: no call per evaluation
-            who = context.get("key")
-            seen = entry.seen.get(result.variant)
-            if seen is None or who.__class__ is not str or who not in seen:
-                self._observe(entry, key, result, context)
         return deepcopy(result.value) if entry.copies else result.value
 
     def enabled(self, key: str, context: object = None, default: bool = False) -> bool:
@@ -159,17 +164,12 @@ class Ruleset:
         if entry is None:
             return default
         if context.__class__ is not dict:
-            context = as_context(context)
+            context = _readable(context)
             if context is None:
                 return default
         result = entry.run(context)
         if result.error_code is not None:
             return default
-        if self._observer is not None:  # the seen-before check inline: no call per evaluation
-            who = context.get("key")
-            seen = entry.seen.get(result.variant)
-            if seen is None or who.__class__ is not str or who not in seen:
-                self._observe(entry, key, result, context)
         if entry.boolean:
             return result.value  # type: ignore[no-any-return]
         return result.variant != entry.off_variant
@@ -186,7 +186,12 @@ class Ruleset:
                 ErrorCode.TYPE_MISMATCH,
                 f"flag '{key}' is {entry.kind}, the default is {type(default).__name__}",
             )
-        ctx = as_context(context)
+        try:
+            ctx = as_context(context)
+        except Exception as exc:  # a caller's mapping that raises when read
+            return _error(
+                key, default, ErrorCode.INVALID_CONTEXT, f"the context could not be read: {exc!r}"
+            )
         if ctx is None:
             return _error(
                 key,
@@ -197,8 +202,6 @@ class Ruleset:
         result = entry.run(ctx)
         if result.error_code is not None:
             return replace(result, value=default)
-        if self._observer is not None:
-            self._observe(entry, key, result, ctx)
         return replace(result, value=deepcopy(result.value)) if entry.copies else result
 
 

@@ -18,13 +18,19 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping
+from copy import deepcopy
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unveil.core import Evaluation, Ruleset, parse_document
-from unveil.sdk.events import EventBuffer
+from unveil.sdk.events import KEYLESS, EventBuffer, targeting_key
+
+if TYPE_CHECKING:
+    from unveil.sdk.sync import Sync, Transport
 
 __all__ = ["Client"]
+
+log = logging.getLogger("unveil.sdk")
 
 ChangeCallback = Callable[[set[str]], None]
 StatusCallback = Callable[[str, str | None], None]
@@ -35,8 +41,13 @@ class Client:
 
     With a ``url`` and ``sdk_key`` it syncs with a server in the background
     (see ``unveil.sdk.sync``); without, it holds the flags it was given.
+    ``transport`` is the httpx transport it talks through (default: httpx's
+    own, over sockets); an ``httpx.MockTransport`` drives it without a
+    network, and a function that returns a transport is called again in a
+    forked child, so that the child has connections of its own.
+
     Thread-safe, and fork-safe: a client created before a fork restarts its
-    background work in the child.
+    background work in the child, with new locks.
     """
 
     def __init__(
@@ -51,6 +62,7 @@ class Client:
         flush_interval: float = 2.0,
         event_capacity: int = 10_000,
         timeout: float = 10.0,
+        transport: Transport | None = None,
     ) -> None:
         self._ruleset = Ruleset(parse_document({}))
         self._source: str | Path | None = None
@@ -60,8 +72,9 @@ class Client:
         self._status_listeners: list[StatusCallback] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
+        #: exposures and metrics waiting to be sent (None when events are off)
         self.events = EventBuffer(event_capacity) if events and url else None
-        self._sync: Any = None
+        self._sync: Sync | None = None
         if bootstrap is not None:
             self._install(_document_from(bootstrap), origin="bootstrap")
         if url is not None:
@@ -70,13 +83,15 @@ class Client:
             from unveil.sdk.sync import Sync  # the network code, only for live clients
 
             self._sync = Sync(
-                self,
+                _Receiver(self),
+                self.events,
                 url=url,
                 sdk_key=sdk_key,
                 cache_dir=Path(cache_dir) if cache_dir is not None else _default_cache(),
                 poll_interval=poll_interval,
                 flush_interval=flush_interval,
                 timeout=timeout,
+                transport=transport,
             )
             self._sync.load_cache()
             self._sync.start()
@@ -125,12 +140,21 @@ class Client:
 
     @property
     def status(self) -> str:
-        """ready (live), stale (serving cached or last known flags), or not_ready."""
-        if self._sync is None:
+        """ready (live), stale (serving cached or last known flags), not_ready, or
+        refused (the server refuses the SDK key: 401 or 403; see ``problem``)."""
+        sync = self._sync
+        if sync is None:
             return "ready" if self._ready.is_set() else "not_ready"
-        if self._sync.connected and self._origin == "server":
+        if sync.refused is not None:
+            return "refused"
+        if sync.connected and self._origin == "server":
             return "ready"
         return "stale" if self._origin != "none" else "not_ready"
+
+    @property
+    def problem(self) -> str | None:
+        """Why the server refuses this client, while it does (the status is then refused)."""
+        return self._sync.refused if self._sync is not None else None
 
     def wait_until_ready(self, timeout: float | None = None) -> bool:
         """Block until flags came from the server (True), or the timeout passed (False)."""
@@ -150,26 +174,68 @@ class Client:
             try:
                 listener(self.status, problem)
             except Exception:  # a listener's bug must not stop the sync
-                logging.getLogger("unveil.sdk").exception("on_status callback failed")
+                log.exception("on_status callback failed")
 
     # -- evaluation ------------------------------------------------------------------------
 
+    # With events on, each answer is checked against what was already reported
+    # (events.seen) inline, with two dict lookups and a set lookup: only a first
+    # sighting calls into the buffer. The ruleset itself keeps no state.
+
     def value(self, key: str, context: object = None, default: Any = None) -> Any:
         """The flag's value for this context, or ``default`` if it cannot be had."""
-        return self._ruleset.value(key, context, default)
+        events = self.events
+        if events is None:
+            return self._ruleset.value(key, context, default)
+        result = self._ruleset.answer(key, context, default)
+        if result is None:
+            return default
+        who = context.get("key") if context.__class__ is dict else targeting_key(context)
+        if who.__class__ is not str:
+            who = KEYLESS
+        by_variant = events.seen.get(key)
+        if by_variant is None or who not in by_variant.get(result.variant, ()):
+            events.exposure(key, result.variant, who)
+        value = result.value
+        return deepcopy(value) if value.__class__ is dict or value.__class__ is list else value
 
     def enabled(self, key: str, context: object = None, default: bool = False) -> bool:
-        """Whether the flag is on for this context."""
-        return self._ruleset.enabled(key, context, default)
+        """Whether the flag is on for this context (see ``Ruleset.enabled``)."""
+        events = self.events
+        ruleset = self._ruleset
+        if events is None:
+            return ruleset.enabled(key, context, default)
+        result = ruleset.answer(key, context)
+        if result is None:
+            return default
+        who = context.get("key") if context.__class__ is dict else targeting_key(context)
+        if who.__class__ is not str:
+            who = KEYLESS
+        by_variant = events.seen.get(key)
+        if by_variant is None or who not in by_variant.get(result.variant, ()):
+            events.exposure(key, result.variant, who)
+        return ruleset.is_on(result)
 
     def evaluate(self, key: str, context: object = None, default: Any = None) -> Evaluation:
         """Value, variant, reason and error code for this context."""
-        return self._ruleset.evaluate(key, context, default)
+        result = self._ruleset.evaluate(key, context, default)
+        events = self.events
+        if events is not None and result.error_code is None:
+            who = targeting_key(context) if context.__class__ is not str else None
+            by_variant = events.seen.get(key)
+            if by_variant is None or who not in by_variant.get(result.variant, ()):
+                events.exposure(key, result.variant, who)
+        return result
 
-    def track(
-        self, metric: str, context: Mapping[str, Any] | None = None, value: float = 1.0
-    ) -> None:
-        """Record a metric (an error, a latency, a conversion) for a context."""
+    def track(self, metric: str, context: object = None, value: float = 1.0) -> None:
+        """Record a metric (an error, a latency, a conversion) for a context.
+
+        ``context`` is a context mapping or simply its targeting key
+        (``track("checkout_error", user.id)``). Never raises: a metric that
+        cannot be sent (a name that is not 1 to 200 printable characters, a
+        value that is not a finite number) is refused with a logged warning
+        and counted in ``events.refused``.
+        """
         if self.events is not None:
             self.events.track(metric, context, value)
 
@@ -197,8 +263,7 @@ class Client:
         Raises ``InvalidDocument`` (and changes nothing) if they are bad.
         """
         document = parse_document(document_data)
-        observer = self.events.exposure if self.events is not None else None
-        ruleset = Ruleset(document, observer)
+        ruleset = Ruleset(document)
         with self._lock:
             old = self._ruleset.document
             self._ruleset = ruleset  # one reference swap: readers see old or new, whole
@@ -209,6 +274,8 @@ class Client:
             for key in set(old.flags) | set(document.flags)
             if old.flags.get(key) != document.flags.get(key)
         }
+        if changed and self.events is not None:
+            self.events.flags_changed(changed)  # their exposures report again; others keep
         if origin in ("server", "file"):
             self._ready.set()
         if changed and old.flags:
@@ -216,15 +283,35 @@ class Client:
                 try:
                     listener(changed)
                 except Exception:  # a listener's bug must not stop the sync
-                    logging.getLogger("unveil.sdk").exception("on_change callback failed")
+                    log.exception("on_change callback failed")
         return changed
 
     def _after_fork_in_child(self) -> None:
+        """Every lock the child will use is new: a parent thread may have held any at the fork."""
         self._lock = threading.Lock()
+        ready = threading.Event()
+        if self._ready.is_set():
+            ready.set()
+        self._ready = ready
         if self.events is not None:
-            self.events.forget()
+            self.events.after_fork_in_child()
         if self._sync is not None:
             self._sync.restart_after_fork()
+
+
+class _Receiver:
+    """The client as the sync sees it: the narrow interface of ``unveil.sdk.sync.Receiver``."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def install(self, document: Mapping[str, Any], origin: str, revision: int) -> None:
+        self._client._install(document, origin=origin, revision=revision)
+
+    def status_changed(self, problem: str | None) -> None:
+        self._client._status_changed(problem)
 
 
 def _document_from(source: str | Path | Mapping[str, Any]) -> Mapping[str, Any]:

@@ -1,30 +1,103 @@
 """Exposure and metric events, kept cheap on the evaluation path and bounded in memory.
 
 An exposure (this context got this variant of this flag) is recorded once per
-context, flag and variant per window (one window for the ruleset's memory of
-keys and for this buffer's, turned by the sender thread): evaluating the same flag for the same
-user a thousand times a second sends one event. ``track`` records a metric
-for a context together with the variants that context was last exposed to,
-so the server can attribute it. The buffer holds at most ``capacity``
-events; beyond that events are dropped and counted, never grown without
-limit. A sender thread (see ``live``) takes batches out.
+targeting key, flag and variant per window: evaluating the same flag for the
+same user a thousand times a second sends one event. The memory of what was
+reported lives here, in the SDK, keyed by flag (``seen``): the sender thread
+starts a new window every ``window`` seconds, and a change of one flag
+forgets only that flag's keys, so a change of an unrelated flag sends nothing
+again. Contexts without a text key are remembered as one "keyless" key per
+flag and variant.
+
+``track`` records a metric for a context together with the variants that
+context was last exposed to, so the server can attribute it. What a caller
+passes is checked at the call: a metric the server would refuse (a name that
+is not 1 to 200 printable characters, a value that is not a finite number)
+is refused here, quietly, with a logged warning and a count in ``refused``,
+so that one bad call can never spoil a batch or stop the sender.
+
+The buffer holds at most ``capacity`` events; beyond that events are dropped
+and counted, never grown without limit. The sender (see ``sync``) takes
+batches out.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from unveil.core import Evaluation
+__all__ = ["KEYLESS", "EventBuffer", "MAX_NAME", "encode_events", "targeting_key"]
 
-__all__ = ["EventBuffer"]
+log = logging.getLogger("unveil.sdk")
+
+#: The longest metric name the server takes.
+MAX_NAME = 200
+#: How many keys per flag and variant are remembered as reported before starting over.
+SEEN_LIMIT = 100_000
+#: Stands for every context without a text key in ``seen``.
+KEYLESS = None
+
+
+def targeting_key(context: object) -> str | None:
+    """A context's text targeting key, or None: never raises, whatever the context."""
+    if context.__class__ is str:
+        return context
+    try:
+        who = context.get("key") if isinstance(context, Mapping) else None
+    except Exception:  # a caller's mapping may raise anything
+        return None
+    return who if who.__class__ is str else None
+
+
+def _name_problem(metric: object) -> str | None:
+    if not isinstance(metric, str):
+        return f"a metric name must be a string, not {type(metric).__name__}"
+    if not 1 <= len(metric) <= MAX_NAME:
+        return f"a metric name must have 1 to {MAX_NAME} characters, not {len(metric)}"
+    if any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in metric):
+        return f"the metric name {metric!r} contains a control character"
+    return None
+
+
+def _value_of(value: object) -> float | str:
+    """The value as a float, or what is wrong with it."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"a metric value must be a number, not {type(value).__name__}"
+    try:
+        number = float(value)
+    except OverflowError:
+        return "a metric value must be a finite number; this one is too large"
+    if not math.isfinite(number):
+        return f"a metric value must be a finite number, not {number}"
+    return number
+
+
+def encode_events(events: list[dict[str, Any]]) -> tuple[bytes, list[dict[str, Any]]]:
+    """A batch as the body of ``POST /sdk/v1/events``, and the events it carries.
+
+    Each event is encoded alone, so that one that cannot be (it should not
+    happen: ``track`` checks what it takes) is left out instead of failing
+    the whole batch.
+    """
+    parts: list[str] = []
+    kept: list[dict[str, Any]] = []
+    for event in events:
+        try:
+            parts.append(json.dumps(event, allow_nan=False, separators=(",", ":")))
+        except (TypeError, ValueError, RecursionError):
+            continue
+        kept.append(event)
+    return ('{"events":[' + ",".join(parts) + "]}").encode(), kept
 
 
 class EventBuffer:
-    """Events waiting to be sent."""
+    """Events waiting to be sent, and the memory of which exposures were reported."""
 
     def __init__(
         self, capacity: int = 10_000, window: float = 60.0, remembered: int = 50_000
@@ -33,51 +106,80 @@ class EventBuffer:
         #: seconds between ``new_window`` calls (the sender thread makes them)
         self.window = window
         self._remembered = remembered
+        #: flag -> variant -> targeting keys (or KEYLESS) reported in this window.
+        #: Read without the lock on the evaluation path; changed only under it, in place.
+        self.seen: dict[str, dict[str | None, set[str | None]]] = {}
         self._events: deque[dict[str, Any]] = deque()
-        # Contexts with a text key are deduplicated by the ruleset (Ruleset.forget_seen);
-        # those without one are counted once per flag and variant here.
-        self._keyless: set[tuple[str, str | None]] = set()
-        self._exposed: dict[Any, dict[str, str]] = {}
+        self._exposed: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
+        #: events dropped because the buffer was full
         self.dropped = 0
+        #: ``track`` calls refused for bad input (each also logged)
+        self.refused = 0
 
-    def exposure(self, flag: str, result: Evaluation, context: Mapping[str, Any]) -> None:
-        """Record that the context got this variant (the ruleset has filtered repeats)."""
-        who = context.get("key")
-        variant = result.variant
+    def exposure(self, flag: str, variant: str | None, who: str | None) -> None:
+        """Record that a context (its text key, or KEYLESS) got this variant, once per window."""
         with self._lock:
-            if who.__class__ is str:
+            by_variant = self.seen.get(flag)
+            if by_variant is None:
+                by_variant = self.seen[flag] = {}
+            keys = by_variant.get(variant)
+            if keys is None or len(keys) >= SEEN_LIMIT:
+                keys = by_variant[variant] = set()
+            elif who in keys:
+                return  # another thread reported it first
+            keys.add(who)
+            if who is not None and variant is not None:
                 if len(self._exposed) > self._remembered:
                     self._exposed.clear()
-                if variant is not None:
-                    self._exposed.setdefault(who, {})[flag] = variant
-            elif (flag, variant) in self._keyless:
-                return
-            else:
-                self._keyless.add((flag, variant))
+                self._exposed.setdefault(who, {})[flag] = variant
             self._append(
                 {"kind": "exposure", "flag": flag, "variant": variant or "", "at": time.time()}
             )
 
     def new_window(self) -> None:
-        """Keyless contexts report again from now on (the ruleset forgets its keys alike)."""
+        """Every key reports again from now on (the sender calls this every ``window``)."""
         with self._lock:
-            self._keyless.clear()
+            self.seen.clear()
 
-    def track(self, metric: str, context: Mapping[str, Any] | None, value: float = 1.0) -> None:
-        """A metric for a context, with the variants it was exposed to."""
-        who = (context or {}).get("key")
+    def flags_changed(self, flags: set[str]) -> None:
+        """These flags changed: their keys report again; every other flag keeps its window."""
         with self._lock:
-            variants = dict(self._exposed.get(who, {})) if who.__class__ is str else {}
+            for flag in flags:
+                self.seen.pop(flag, None)
+
+    def track(self, metric: object, context: object = None, value: object = 1.0) -> bool:
+        """A metric for a context (a mapping, or its targeting key), with its variants.
+
+        False, with a warning logged and ``refused`` counted, if the metric
+        cannot be sent; never raises.
+        """
+        problem = _name_problem(metric)
+        number = _value_of(value)
+        if problem is None and isinstance(number, str):
+            problem = number
+        if problem is None and not (context is None or isinstance(context, str | Mapping)):
+            problem = (
+                f"a context must be a mapping or a targeting key, not {type(context).__name__}"
+            )
+        if problem is not None:
+            with self._lock:
+                self.refused += 1
+            log.warning("track(%.200r) refused: %s", metric, problem)
+            return False
+        who = targeting_key(context)
+        with self._lock:
+            variants = dict(self._exposed.get(who, {})) if who is not None else {}
             self._append(
                 {
                     "kind": "metric",
                     "metric": metric,
-                    "value": value,
+                    "value": number,
                     "variants": variants,
                     "at": time.time(),
                 }
             )
+        return True
 
     def _append(self, event: dict[str, Any]) -> None:
         if len(self._events) >= self.capacity:
@@ -99,12 +201,22 @@ class EventBuffer:
             self.dropped += len(events) - len(keep)
             self._events.extendleft(reversed(keep))
 
+    def count_dropped(self, count: int) -> None:
+        """Events lost on the way (the sender could not encode them)."""
+        with self._lock:
+            self.dropped += count
+
     def pending(self) -> int:
         return len(self._events)
 
-    def forget(self) -> None:
-        """Empty everything (a forked child starts clean; its parent sends its own)."""
-        with self._lock:
-            self._events.clear()
-            self._keyless.clear()
-            self._exposed.clear()
+    def after_fork_in_child(self) -> None:
+        """In a forked child: a new lock, and none of the parent's waiting events.
+
+        The parent's lock may have been held by one of its threads at the
+        moment of the fork; in the child nobody will ever release it, so it
+        is replaced, not taken. The parent sends its own events; what it
+        reported (``seen``) and who was exposed to what stay, so the child
+        neither reports those exposures again nor loses their attribution.
+        """
+        self._lock = threading.Lock()
+        self._events.clear()

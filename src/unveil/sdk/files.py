@@ -4,6 +4,10 @@ YAML is read as version 1.2, where ``on``, ``off``, ``yes`` and ``no`` are
 plain strings: ``serve: on`` names the variant ``on``. Duplicate keys are
 refused in both formats. Timestamps that YAML reads as dates come back as
 RFC 3339 text, so that a loaded file is plain JSON-shaped data.
+
+JSON needs nothing beyond Python. YAML needs ruamel.yaml, which a plain
+install of unveil does not bring (``pip install 'unveil[yaml]'``); without
+it, reading or writing YAML raises ``MissingExtra``, which says so.
 """
 
 from __future__ import annotations
@@ -13,18 +17,41 @@ import json
 from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from unveil.core import (
+    Document,
+    InvalidDocument,
+    Problem,
+    UnveilError,
+    document_to_data,
+    parse_document,
+)
 
-from unveil.core import Document, InvalidDocument, Problem, document_to_data, parse_document
+if TYPE_CHECKING:
+    from ruamel.yaml import YAML
 
-__all__ = ["Format", "dump_document", "format_of", "load_document", "read_data"]
+__all__ = ["Format", "MissingExtra", "dump_document", "format_of", "load_document", "read_data"]
 
 Format = Literal["yaml", "json"]
 
 _BREAKS = frozenset("\x85\u2028\u2029")
+
+
+class MissingExtra(UnveilError, ImportError):
+    """A feature needs a package that this installation lacks; the message names the extra."""
+
+
+def _yaml() -> YAML:
+    """A YAML 1.2 reader and writer (safe, pure Python), or ``MissingExtra``."""
+    try:
+        from ruamel.yaml import YAML
+    except ImportError:
+        raise MissingExtra(
+            "YAML flags files need the ruamel.yaml package: pip install 'unveil[yaml]' "
+            "(or use a .json flags file)"
+        ) from None
+    return YAML(typ="safe", pure=True)
 
 
 def format_of(path: str | Path) -> Format:
@@ -63,7 +90,9 @@ def read_data(text: str, fmt: Format, source: str = "<text>") -> Any:
             raise InvalidDocument([Problem(where, exc.msg)]) from None
         except ValueError as exc:
             raise InvalidDocument([Problem(source, str(exc))]) from None
-    yaml = YAML(typ="safe", pure=True)
+    yaml = _yaml()
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
     try:
         return _plain(yaml.load(text))
     except MarkedYAMLError as exc:
@@ -93,10 +122,12 @@ def dump_document(document: Document, fmt: Format = "yaml") -> str:
     # Short collections inline reads best. The emitter writes some strings
     # plain in inline collections that its own reader refuses (":a"), so the
     # text is read back, and written all in block style when it differs.
+    from ruamel.yaml.error import YAMLError
+
     for flow in (None, False):
         text = _dump_yaml(data, flow)
         try:
-            if _plain(YAML(typ="safe", pure=True).load(text)) == data:
+            if _plain(_yaml().load(text)) == data:
                 return text
         except YAMLError:
             continue
@@ -104,7 +135,7 @@ def dump_document(document: Document, fmt: Format = "yaml") -> str:
 
 
 def _dump_yaml(data: Any, flow: bool | None) -> str:
-    yaml = YAML(typ="safe", pure=True)
+    yaml = _yaml()
     yaml.default_flow_style = flow
     # The emitter writes some line-break characters raw inside quotes, where a
     # reader folds them to spaces; such documents are written all-escaped.

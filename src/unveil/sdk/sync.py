@@ -10,8 +10,25 @@ a client starts when the server is away. Anything the server sends that is
 not a good snapshot (garbage, another format version, an error) is logged
 and ignored: the flags in use stay.
 
+Revisions only go forward: once this process holds revision N from the
+server, a snapshot or patch of an older revision (a lagging node, a replayed
+answer) is ignored, from the stream as from a poll. A disk cache is only a
+stand-in from an earlier run: the server's first good snapshot replaces it
+even when the cache names a newer revision (the server's database was
+restored from a backup), with a warning, so the client becomes ready.
+
+A server that refuses the SDK key (401 or 403) is not polled: the client's
+status becomes ``refused``, the log says so, and it asks again after a pause
+that starts at 5 s and doubles to 5 minutes.
+
 A second thread sends events in batches and keeps those it could not send,
-within the buffer's bound.
+within the buffer's bound. Nothing in one event or one answer stops either
+thread.
+
+The sync talks to its client through ``Receiver`` (install flags, hear of a
+status change) and to the network through an httpx transport, which the
+application may pass in (``httpx.MockTransport`` drives a client without
+sockets).
 """
 
 from __future__ import annotations
@@ -24,28 +41,60 @@ import random
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httpx
 
 from unveil.core import FORMAT_VERSION, InvalidDocument
 from unveil.core.patch import PatchGap, apply_patch
+from unveil.sdk.events import EventBuffer, encode_events
 
-if TYPE_CHECKING:
-    from unveil.sdk.client import Client
-
-__all__ = ["BadAnswer", "Sync"]
+__all__ = ["BadAnswer", "Receiver", "Refused", "Sync", "Transport"]
 
 log = logging.getLogger("unveil.sdk")
 
 _FIRST_PAUSE = 0.5
 _LONGEST_PAUSE = 30.0
+_FIRST_REFUSED_PAUSE = 5.0
+_LONGEST_REFUSED_PAUSE = 300.0
 _BATCH = 1_000
+
+#: An httpx transport, or a function that makes one (called again in a forked child).
+Transport = httpx.BaseTransport | Callable[[], httpx.BaseTransport]
 
 
 class BadAnswer(Exception):
     """The server answered something that is not a good snapshot or patch."""
+
+
+class Refused(Exception):
+    """The server refused the SDK key (401 or 403)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(
+            f"the server refused the SDK key ({status}"
+            f" {'Unauthorized' if status == 401 else 'Forbidden'}): check sdk_key"
+        )
+        self.status = status
+
+
+class Receiver(Protocol):
+    """What the sync needs of the client it feeds."""
+
+    def install(self, document: Mapping[str, Any], origin: str, revision: int) -> None:
+        """Make these flags the ones in use; raises ``InvalidDocument`` if they are bad."""
+
+    def status_changed(self, problem: str | None) -> None:
+        """The sync's state changed, or the server said something unusable (``problem``)."""
+
+
+def _json(text: str | bytes, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise BadAnswer(f"{what} is not JSON that can be read") from None
 
 
 class Sync:
@@ -53,7 +102,8 @@ class Sync:
 
     def __init__(
         self,
-        client: Client,
+        receiver: Receiver,
+        events: EventBuffer | None,
         *,
         url: str,
         sdk_key: str,
@@ -61,8 +111,10 @@ class Sync:
         poll_interval: float,
         flush_interval: float,
         timeout: float,
+        transport: Transport | None = None,
     ) -> None:
-        self._client = client
+        self._receiver = receiver
+        self._events = events
         self._url = url.rstrip("/")
         self._key = sdk_key
         self._cache = cache_dir / (
@@ -71,34 +123,60 @@ class Sync:
         self._poll_interval = poll_interval
         self._flush_interval = flush_interval
         self._timeout = timeout
+        self._transport = transport
+        #: the document installed last, its revision, and whether it came from the server
+        self._document: dict[str, Any] | None = None
+        self._revision: int | None = None
+        self._from_server = False
+        self._etag: str | None = None
         self._fresh_state()
 
     def _fresh_state(self) -> None:
         self._stop = threading.Event()
-        self._document: dict[str, Any] | None = None
-        self._etag: str | None = None
         self._response: httpx.Response | None = None
         headers = {"Authorization": f"Bearer {self._key}", "User-Agent": "unveil-python"}
-        self._http = httpx.Client(base_url=self._url, headers=headers, timeout=self._timeout)
-        self._events_http = httpx.Client(base_url=self._url, headers=headers, timeout=self._timeout)
+        transport = self._transport
+        if transport is not None and not isinstance(transport, httpx.BaseTransport):
+            transport = transport()
+        self._http = httpx.Client(
+            base_url=self._url, headers=headers, timeout=self._timeout, transport=transport
+        )
+        self._events_http = httpx.Client(
+            base_url=self._url, headers=headers, timeout=self._timeout, transport=transport
+        )
         self._connected = False
+        self._refused: str | None = None
         self._threads = [
             threading.Thread(target=self._follow, name="unveil-sync", daemon=True),
         ]
-        if self._client.events is not None:
+        if self._events is not None:
             self._threads.append(
                 threading.Thread(target=self._send_events, name="unveil-events", daemon=True)
             )
 
     @property
     def connected(self) -> bool:
+        """Whether the stream is open and its snapshot was read."""
         return self._connected
 
-    @connected.setter
-    def connected(self, now: bool) -> None:
+    @property
+    def refused(self) -> str | None:
+        """Why the server refuses this client's SDK key, while it does."""
+        return self._refused
+
+    def _set_connected(self, now: bool) -> None:
         was, self._connected = self._connected, now
+        if now:
+            self._set_refused(None)
         if was != now:
-            self._client._status_changed(None)
+            self._receiver.status_changed(None)
+
+    def _set_refused(self, problem: str | None) -> None:
+        was, self._refused = self._refused, problem
+        if problem is not None:
+            self._connected = False
+        if was != problem:
+            self._receiver.status_changed(problem)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -114,27 +192,36 @@ class Sync:
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(timeout=self._timeout)
-        self._flush_events(until_empty=True)
+        try:
+            self._flush_events(until_empty=True)
+        except Exception:  # closing must not raise over what could not be sent
+            log.exception("could not send the last events")
         self._http.close()
         self._events_http.close()
 
     def restart_after_fork(self) -> None:
-        """In a forked child: the parent's threads and connections are not ours; start anew."""
-        document, etag = self._document, self._etag
-        self._fresh_state()  # new connections; the inherited ones belong to the parent
-        self._document, self._etag = document, etag
+        """In a forked child: the parent's threads, locks and connections are not ours.
+
+        Everything with a lock or a socket is made anew (a parent thread may
+        have held any of them at the fork); the flags held stay.
+        """
+        self._fresh_state()
         self.start()
 
     # -- the disk cache ------------------------------------------------------------------------
 
     def load_cache(self) -> None:
-        """Start from the last good snapshot on disk, if there is one and it is good."""
+        """Start from the last good snapshot on disk, if there is one and it is good.
+
+        Whatever is wrong with the file (unreadable, not JSON, nested past
+        what the reader takes, not a snapshot) it is ignored with a warning.
+        """
         try:
-            data = json.loads(self._cache.read_text(encoding="utf-8"))
+            data = _json(self._cache.read_bytes(), "the disk cache")
             self._install(data, origin="cache")
         except FileNotFoundError:
             return
-        except (OSError, ValueError, BadAnswer, InvalidDocument) as exc:
+        except Exception as exc:
             log.warning("ignoring the disk cache %s: %s", self._cache, exc)
 
     def _write_cache(self, data: dict[str, Any]) -> None:
@@ -157,52 +244,84 @@ class Sync:
         revision = data.get("revision")
         if revision.__class__ is not int or data.get("version") != FORMAT_VERSION:
             raise BadAnswer(f"not a format-{FORMAT_VERSION} snapshot with a revision")
-        current = self._client.revision
-        if origin == "server" and current is not None and revision < current and self.connected:
-            return  # an older answer than what we hold (another node lagging): keep ours
+        held = self._revision
+        if origin == "server" and held is not None:
+            if self._from_server and revision < held:
+                log.info(
+                    "ignoring revision %d from the server: revision %d is in use", revision, held
+                )
+                return
+            if not self._from_server and revision < held:
+                log.warning(
+                    "the server is at revision %d, older than the disk cache's %d "
+                    "(was its database restored?); following the server",
+                    revision,
+                    held,
+                )
         document = {k: v for k, v in data.items() if k != "revision"}
-        self._client._install(document, origin=origin, revision=revision)
-        self._document = document
+        try:
+            self._receiver.install(document, origin=origin, revision=revision)
+        except InvalidDocument as exc:
+            raise BadAnswer(f"the flags are not valid: {exc}") from None
+        self._document, self._revision = document, revision
         if origin == "server":
+            self._from_server = True
             self._write_cache(data)
+
+    def _check(self, response: httpx.Response, what: str) -> None:
+        if response.status_code in (401, 403):
+            raise Refused(response.status_code)
+        if response.status_code != 200:
+            raise BadAnswer(f"{what} answered {response.status_code}")
 
     def _fetch_snapshot(self) -> None:
         headers = {"If-None-Match": self._etag} if self._etag else {}
         response = self._http.get("/sdk/v1/snapshot", headers=headers)
         if response.status_code == 304:
+            self._set_refused(None)
             return
-        if response.status_code != 200:
-            raise BadAnswer(f"the snapshot answered {response.status_code}")
-        try:
-            data = response.json()
-        except ValueError:
-            raise BadAnswer("the snapshot is not JSON") from None
-        self._install(data, origin="server")
+        self._check(response, "the snapshot")
+        self._set_refused(None)
+        self._install(_json(response.content, "the snapshot"), origin="server")
         self._etag = response.headers.get("etag")
 
     # -- following the stream ----------------------------------------------------------------------
 
     def _follow(self) -> None:
         pause = _FIRST_PAUSE
+        refused_pause = _FIRST_REFUSED_PAUSE
         while not self._stop.is_set():
             try:
                 self._read_stream()
                 pause = _FIRST_PAUSE  # it ran and ended: come back soon
+            except Refused as exc:
+                if self._stop.is_set():
+                    return
+                wait = random.uniform(refused_pause / 2, refused_pause)  # noqa: S311
+                log.warning("%s; asking again in %.0f s", exc, wait)
+                self._set_refused(str(exc))
+                refused_pause = min(refused_pause * 2, _LONGEST_REFUSED_PAUSE)
+                self._stop.wait(wait)
+                continue  # no poll: it would be refused as well
             except BadAnswer as exc:  # the server said something we cannot use
                 if self._stop.is_set():
                     return
                 log.warning("bad answer from the server (%s); keeping the flags in use", exc)
-                self._client._status_changed(str(exc))
-            except Exception as exc:  # broken or refused: poll, then retry
+                self._receiver.status_changed(str(exc))
+            except Exception as exc:  # broken: poll, then retry
                 if self._stop.is_set():
                     return
                 log.info("stream unavailable (%s); polling", exc)
-            self.connected = False
+            refused_pause = _FIRST_REFUSED_PAUSE
+            self._set_connected(False)
             try:
                 self._fetch_snapshot()
+            except Refused as exc:
+                log.warning("%s", exc)
+                self._set_refused(str(exc))
             except BadAnswer as exc:
                 log.warning("bad snapshot from the server (%s); keeping the flags in use", exc)
-                self._client._status_changed(str(exc))
+                self._receiver.status_changed(str(exc))
             except Exception as exc:
                 log.info("snapshot unavailable (%s)", exc)
             wait = random.uniform(pause / 2, pause)  # noqa: S311 - jitter, not secrecy
@@ -212,8 +331,7 @@ class Sync:
     def _read_stream(self) -> None:
         timeout = httpx.Timeout(self._timeout, read=60.0)  # heartbeats come every 15 s
         with self._http.stream("GET", "/sdk/v1/stream", timeout=timeout) as response:
-            if response.status_code != 200:
-                raise BadAnswer(f"the stream answered {response.status_code}")
+            self._check(response, "the stream")
             self._response = response
             try:
                 name, data = "message", []
@@ -231,67 +349,80 @@ class Sync:
                 self._response = None
 
     def _on_event(self, name: str, data: str) -> None:
-        try:
-            payload = json.loads(data)
-        except ValueError:
-            raise BadAnswer(f"a {name} event that is not JSON") from None
+        payload = _json(data, f"a {name} event")
         if name == "snapshot":
-            self.connected = True  # before installing, so that "ready" is never seen as "stale"
+            self._set_connected(True)  # before installing: "ready" is never seen as "stale"
             self._install(payload, origin="server")
         elif name == "patch":
             self._apply(payload)
 
     def _apply(self, patch: object) -> None:
-        current = self._client.revision
-        if (
-            not isinstance(patch, dict)
-            or self._document is None
-            or current is None
-            or self._client.origin != "server"
-        ):
+        held = self._revision
+        if not isinstance(patch, dict) or self._document is None or held is None:
             self._fetch_snapshot()
             return
-        if patch.get("version", 0) <= current:
-            return  # already have it
+        version = patch.get("version")
+        if version.__class__ is not int:
+            raise BadAnswer("a patch without a whole-number version")
+        if version <= held and self._from_server:
+            return  # already have it, or older than what we hold
+        if not self._from_server:
+            self._fetch_snapshot()  # a patch does not follow a cached document
+            return
         try:
-            document = apply_patch(self._document, current, patch)
+            document = apply_patch(self._document, held, patch)
         except PatchGap:
             self._etag = None
             self._fetch_snapshot()  # missed something: the whole snapshot, not a guess
             return
-        self._install({**document, "revision": patch["version"]}, origin="server")
+        self._install({**document, "revision": version}, origin="server")
 
     # -- sending events --------------------------------------------------------------------
 
     def _send_events(self) -> None:
+        buffer = self._events
+        if buffer is None:
+            return
         pause = self._flush_interval
         window_started = time.monotonic()
         while not self._stop.wait(pause):
-            pause = self._flush_interval if self._flush_events() else min(pause * 2, 60.0)
-            buffer = self._client.events
-            if buffer is not None and time.monotonic() - window_started > buffer.window:
-                self._client.ruleset.forget_seen()  # a new window: each key reports again
-                buffer.new_window()
+            try:
+                sent = self._flush_events()
+            except Exception:  # nothing in one batch may stop the sender
+                log.exception("sending events failed")
+                sent = False
+            pause = self._flush_interval if sent else min(pause * 2, 60.0)
+            if time.monotonic() - window_started > buffer.window:
+                buffer.new_window()  # each key reports again
                 window_started = time.monotonic()
 
     def _flush_events(self, until_empty: bool = False) -> bool:
         """Send what is waiting; False if the server could not take it (kept for later)."""
-        buffer = self._client.events
+        buffer = self._events
         if buffer is None:
             return True
         while True:
             batch = buffer.take(_BATCH)
             if not batch:
                 return True
+            body, kept = encode_events(batch)
+            if len(kept) < len(batch):
+                buffer.count_dropped(len(batch) - len(kept))
+                log.warning("dropped %d events that could not be encoded", len(batch) - len(kept))
+                batch = kept
             try:
-                response = self._events_http.post("/sdk/v1/events", json={"events": batch})
+                response = self._events_http.post(
+                    "/sdk/v1/events", content=body, headers={"Content-Type": "application/json"}
+                )
             except httpx.HTTPError:
                 buffer.give_back(batch)
                 return False
             if response.status_code == 429 or response.status_code >= 500:
                 buffer.give_back(batch)
                 return False
-            if response.status_code != 202:
+            if response.status_code in (401, 403):
+                log.warning("%s; %d events dropped", Refused(response.status_code), len(batch))
+            elif response.status_code != 202:
                 log.warning("the server refused %d events: %s", len(batch), response.text[:200])
             if not until_empty and buffer.pending() < _BATCH:
                 return True
