@@ -210,13 +210,14 @@ def test_a_bad_metric_is_refused_at_the_call_and_the_sender_keeps_going(
     assert client.wait_until_ready(10)
     with caplog.at_level(logging.WARNING, "unveil.sdk"):
         client.track(metric, {"key": "user-1"}, value)  # never raises
+        client.track("after", {"key": "user-1"}, 2.0)
+        # before: the sender thread died on NaN, and nothing was sent again
+        assert server.wait_for(lambda: any(e.get("metric") == "after" for e in server.events))
+        client.close()  # and closing does not raise either
+    assert all(e.get("metric") != metric for e in server.events)
     assert client.events is not None
     assert client.events.refused == 1
     assert "refused" in caplog.text
-    client.track("after", {"key": "user-1"}, 2.0)
-    assert server.wait_for(lambda: any(e.get("metric") == "after" for e in server.events))
-    client.close()  # and closing does not raise either
-    assert all(e.get("metric") != metric for e in server.events)
 
 
 def test_the_sender_survives_an_event_it_cannot_encode(
