@@ -309,3 +309,10 @@ def test_answer_is_the_flags_own_answer_and_the_ruleset_keeps_no_state() -> None
     assert rs.answer("missing", {"key": "a"}) is None  # where value gives the default
     assert rs.answer("f", {"key": "a"}, default="text") is None
     assert rs.answer("f", "not a mapping") is None
+    js = ruleset(
+        {"j": {"kind": "json", "variants": {"a": {"n": [1]}}, "off_variant": "a", "default": "a"}}
+    )
+    mine = js.answer("j")
+    assert mine is not None
+    mine.value["n"].append(2)  # a copy: the flag is not changed
+    assert js.value("j") == {"n": [1]}

@@ -102,11 +102,9 @@ class Ruleset:
     def answer(self, key: str, context: object = None, default: Any = None) -> Evaluation | None:
         """The flag's own answer for the context, or None where ``value`` gives ``default``.
 
-        The evaluation is shared, not copied (a json value must not be
-        changed by the caller: use ``value`` or ``evaluate`` for a copy). It
-        is what a caller that watches answers needs (the SDK counts exposures
-        with it) at the cost of ``value``, so watching costs no second
-        evaluation.
+        It is what a caller that watches answers needs (the SDK counts
+        exposures with it), at the cost of ``value``: watching costs no second
+        evaluation. A json value is a copy, as from ``value``.
         """
         entry = self._entries.get(key)
         if entry is None:
@@ -122,7 +120,11 @@ class Ruleset:
             if context is None:
                 return None
         result = entry.run(context)
-        return None if result.error_code is not None else result
+        if result.error_code is not None:
+            return None
+        if entry.copies:
+            return replace(result, value=deepcopy(result.value))
+        return result
 
     def is_on(self, result: Evaluation) -> bool:
         """What ``enabled`` says for an answer of ``answer`` (see ``enabled``)."""

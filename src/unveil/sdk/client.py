@@ -18,12 +18,11 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping
-from copy import deepcopy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unveil.core import Evaluation, Ruleset, parse_document
-from unveil.sdk.events import KEYLESS, EventBuffer, targeting_key
+from unveil.sdk.events import EventBuffer, targeting_key
 
 if TYPE_CHECKING:
     from unveil.sdk.sync import Sync, Transport
@@ -74,6 +73,7 @@ class Client:
         self._ready = threading.Event()
         #: exposures and metrics waiting to be sent (None when events are off)
         self.events = EventBuffer(event_capacity) if events and url else None
+        self._seen = self.events.seen if self.events is not None else None
         self._sync: Sync | None = None
         if bootstrap is not None:
             self._install(_document_from(bootstrap), origin="bootstrap")
@@ -179,52 +179,49 @@ class Client:
     # -- evaluation ------------------------------------------------------------------------
 
     # With events on, each answer is checked against what was already reported
-    # (events.seen) inline, with two dict lookups and a set lookup: only a first
-    # sighting calls into the buffer. The ruleset itself keeps no state.
+    # (events.seen: flag -> variant -> keys) inline, in one expression: only a
+    # first sighting calls into the buffer. A missing flag or variant there
+    # (KeyError) or a key that cannot be in a set (TypeError) is a first
+    # sighting too; the buffer sorts it out under its lock.
 
     def value(self, key: str, context: object = None, default: Any = None) -> Any:
         """The flag's value for this context, or ``default`` if it cannot be had."""
-        events = self.events
-        if events is None:
+        seen = self._seen
+        if seen is None:
             return self._ruleset.value(key, context, default)
         result = self._ruleset.answer(key, context, default)
         if result is None:
             return default
-        who = context.get("key") if context.__class__ is dict else targeting_key(context)
-        if who.__class__ is not str:
-            who = KEYLESS
-        by_variant = events.seen.get(key)
-        if by_variant is None or who not in by_variant.get(result.variant, ()):
-            events.exposure(key, result.variant, who)
-        value = result.value
-        return deepcopy(value) if value.__class__ is dict or value.__class__ is list else value
+        try:
+            who = context.get("key") if context.__class__ is dict else targeting_key(context)
+            if who not in seen[key][result.variant]:
+                self.events.exposure(key, result.variant, who)  # type: ignore[union-attr]
+        except (KeyError, TypeError):
+            self.events.exposure(key, result.variant, targeting_key(context))  # type: ignore[union-attr]
+        return result.value
 
     def enabled(self, key: str, context: object = None, default: bool = False) -> bool:
         """Whether the flag is on for this context (see ``Ruleset.enabled``)."""
-        events = self.events
+        seen = self._seen
         ruleset = self._ruleset
-        if events is None:
+        if seen is None:
             return ruleset.enabled(key, context, default)
         result = ruleset.answer(key, context)
         if result is None:
             return default
-        who = context.get("key") if context.__class__ is dict else targeting_key(context)
-        if who.__class__ is not str:
-            who = KEYLESS
-        by_variant = events.seen.get(key)
-        if by_variant is None or who not in by_variant.get(result.variant, ()):
-            events.exposure(key, result.variant, who)
+        try:
+            who = context.get("key") if context.__class__ is dict else targeting_key(context)
+            if who not in seen[key][result.variant]:
+                self.events.exposure(key, result.variant, who)  # type: ignore[union-attr]
+        except (KeyError, TypeError):
+            self.events.exposure(key, result.variant, targeting_key(context))  # type: ignore[union-attr]
         return ruleset.is_on(result)
 
     def evaluate(self, key: str, context: object = None, default: Any = None) -> Evaluation:
         """Value, variant, reason and error code for this context."""
         result = self._ruleset.evaluate(key, context, default)
-        events = self.events
-        if events is not None and result.error_code is None:
-            who = targeting_key(context) if context.__class__ is not str else None
-            by_variant = events.seen.get(key)
-            if by_variant is None or who not in by_variant.get(result.variant, ()):
-                events.exposure(key, result.variant, who)
+        if self.events is not None and result.error_code is None:
+            self.events.exposure(key, result.variant, targeting_key(context))
         return result
 
     def track(self, metric: str, context: object = None, value: float = 1.0) -> None:

@@ -117,8 +117,14 @@ class EventBuffer:
         #: ``track`` calls refused for bad input (each also logged)
         self.refused = 0
 
-    def exposure(self, flag: str, variant: str | None, who: str | None) -> None:
-        """Record that a context (its text key, or KEYLESS) got this variant, once per window."""
+    def exposure(self, flag: str, variant: str | None, who: object) -> None:
+        """Record that a context got this variant, once per window.
+
+        ``who`` is the context's targeting key; any key that is not text
+        counts as KEYLESS.
+        """
+        if who.__class__ is not str:
+            who = KEYLESS
         with self._lock:
             by_variant = self.seen.get(flag)
             if by_variant is None:
