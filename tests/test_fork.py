@@ -22,8 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server_process import Server, database, sdk_key, start_server, stop
-from tests.test_live import _wait_for
+from tests.server_process import Server, database, sdk_key, start_server, stop, wait_for
 from unveil import Client
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -102,8 +101,8 @@ def test_a_child_forked_while_a_parent_thread_holds_the_event_lock(
         os.close(read_end)
         client.close()
     # the child's exposure and metric reached the server (the parent evaluated nothing)
-    assert _wait_for(lambda: _counts(running).get(("on", "$exposure")) == 1)
-    assert _wait_for(lambda: _metric_count(running, "from-the-child") == 1)
+    assert wait_for(lambda: _counts(running).get(("on", "$exposure")) == 1)
+    assert wait_for(lambda: _metric_count(running, "from-the-child") == 1)
 
 
 def _free_port() -> int:
@@ -140,7 +139,7 @@ def test_gunicorn_preload_workers_serve_and_follow_changes(running: Server, tmp_
     )
     url = f"http://127.0.0.1:{port}/"
     try:
-        assert _wait_for(lambda: _answers(url, master), timeout=30), (
+        assert wait_for(lambda: _answers(url, master), timeout=30), (
             tmp_path / "gunicorn.log"
         ).read_text()
         first = _get(url)  # before: the worker hung here, on the lock the master's thread held
@@ -155,7 +154,7 @@ def test_gunicorn_preload_workers_serve_and_follow_changes(running: Server, tmp_
             assert changed.status_code == 200, changed.text
         later = _get(url, until="off")  # a worker follows the change made after the fork
         assert later["checkout"] is False
-        assert _wait_for(lambda: _metric_count(running, "served") >= 2)  # workers send events
+        assert wait_for(lambda: _metric_count(running, "served") >= 2)  # workers send events
     finally:
         master.terminate()
         try:
