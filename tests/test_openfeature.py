@@ -347,11 +347,14 @@ def test_ofrep_answers_type_mismatch_for_a_null_json_variant(demo_server: Server
     base = f"{demo_server.url}/ofrep/v1/evaluate/flags"
     one = httpx.post(f"{base}/nothing", json={"context": {"targetingKey": "u"}}, headers=headers)
     assert one.status_code == 400
-    assert one.json()["errorCode"] == "TYPE_MISMATCH"
+    # the protocol has no TYPE_MISMATCH code: GENERAL, with unveil's code in metadata
+    assert one.json()["errorCode"] == "GENERAL"
+    assert one.json()["metadata"]["unveilErrorCode"] == "TYPE_MISMATCH"
     assert "null" in one.json()["errorDetails"]
     every = httpx.post(base, json={"context": {"targetingKey": "u"}}, headers=headers).json()
     answer = next(f for f in every["flags"] if f["key"] == "nothing")
-    assert answer["errorCode"] == "TYPE_MISMATCH"
+    assert answer["errorCode"] == "GENERAL"
+    assert answer["metadata"]["unveilErrorCode"] == "TYPE_MISMATCH"
     assert "value" not in answer
 
 
