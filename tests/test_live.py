@@ -158,12 +158,15 @@ def test_a_full_intake_answers_429_with_retry_after(tmp_path: Path) -> None:
     engine = make_engine(url)
     access = access_service(engine)
     key = access.create_token("k", "sdk", environment_id=access.ensure_environment("p", "e"))
-    # no lifespan: the intake's thread never drains, so the queue of one fills
-    client = TestClient(create_app(engine, events_capacity=1))
+    # no lifespan: the intake's thread never writes, so counts of one cell fill it
+    client = TestClient(create_app(engine, events_memory=500))
     headers = {"Authorization": f"Bearer {key}"}
     batch = {"events": [{"kind": "exposure", "flag": "f", "variant": "on"}]}
     assert client.post("/sdk/v1/events", json=batch, headers=headers).status_code == 202
-    full = client.post("/sdk/v1/events", json=batch, headers=headers)
+    # more of the same cell costs nothing more; a new cell does not fit
+    assert client.post("/sdk/v1/events", json=batch, headers=headers).status_code == 202
+    other = {"events": [{"kind": "exposure", "flag": "g", "variant": "on"}]}
+    full = client.post("/sdk/v1/events", json=other, headers=headers)
     assert full.status_code == 429
     assert full.headers["retry-after"] == "1"
 
@@ -174,4 +177,4 @@ def test_metrics_are_served_for_prometheus(server: Server) -> None:
     text = httpx.get(f"{server.url}/metrics").text
     assert 'unveil_http_requests_total{method="PUT",route="/api/v1/projects/{project}' in text
     assert "unveil_stream_clients 0.0" in text
-    assert "unveil_events_queue_depth" in text
+    assert "unveil_events_pending_bytes" in text

@@ -188,11 +188,18 @@ def db_upgrade(data_dir: Path, database_url: str | None) -> None:
     help="Seconds between heartbeats on idle SDK streams.",
 )
 @click.option(
-    "--events-capacity",
+    "--events-memory",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Megabytes of event counts held in memory before the intake answers 429.",
+)
+@click.option(
+    "--events-series",
     default=10_000,
     show_default=True,
     type=click.IntRange(1, 10_000_000),
-    help="Event batches held in memory before the intake answers 429.",
+    help="New series (flag, variant, metric, minute) per environment and minute.",
 )
 @click.option(
     "--worker-interval",
@@ -214,7 +221,8 @@ def serve(
     database_url: str | None,
     demo: bool,
     stream_heartbeat: float,
-    events_capacity: int,
+    events_memory: int,
+    events_series: int,
     worker_interval: float,
     log_level: str,
 ) -> None:
@@ -253,7 +261,8 @@ def serve(
         app = create_app(
             engine,
             heartbeat_seconds=stream_heartbeat,
-            events_capacity=events_capacity,
+            events_memory=events_memory << 20,
+            events_series=events_series,
             worker_interval=worker_interval,
         )
         configure_logging(log_level)

@@ -37,6 +37,7 @@ from unveil.service.jobs import JobService, Worker
 from unveil.service.meta import MetaService
 from unveil.service.outbox import prune_outbox
 from unveil.service.scheduled import FLAG_CHANGE, flag_change
+from unveil.store.events import EventCounts
 from unveil.store.link import link_for
 from unveil.store.unit import Store
 
@@ -55,15 +56,23 @@ def build_services(
     node: str | None = None,
     heartbeat_seconds: float = 15.0,
     check_seconds: float = 5.0,
-    events_capacity: int = 10_000,
+    events_memory: int = 64 << 20,
+    events_series: int = 10_000,
     worker_interval: float = 1.0,
 ) -> Services:
     """The services of one server process over one database."""
     store = Store(engine)
     flags = FlagService(store)
+    access = AccessService(store)
     metrics = Metrics.create()
-    hub = Hub(flags, lambda _n, seconds: metrics.propagation.observe(seconds), check_seconds)
+    hub = Hub(
+        flags,
+        lambda _n, seconds: metrics.propagation.observe(seconds),
+        check_seconds,
+        tokens_alive=access.tokens_alive,
+    )
     store.after_commit.append(hub.changed_here)
+    access.revoked.append(hub.revoked)
     cluster = Cluster(store, node)
     jobs = JobService(store, cluster.node)
     jobs.register_recurring("nodes.forget_stale", timedelta(seconds=30), cluster.forget_stale)
@@ -73,12 +82,12 @@ def build_services(
     built = Services(
         store=store,
         flags=flags,
-        access=AccessService(store),
+        access=access,
         audit=AuditService(store),
         meta=MetaService(store),
         jobs=jobs,
         hub=hub,
-        intake=EventIntake(engine, events_capacity),
+        intake=EventIntake(EventCounts(engine), events_memory, events_series),
         cluster=cluster,
         link=link,
         worker=Worker(jobs, link, worker_interval),

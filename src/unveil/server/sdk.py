@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import json
+from collections.abc import Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from unveil.server.auth import SdkKey
 from unveil.server.etags import none_match
-from unveil.server.hub import RESYNC, CachedSnapshot
+from unveil.server.hub import Hub, Subscriber
 from unveil.server.services import Services, services
-from unveil.service.errors import Overloaded
+from unveil.service.errors import BadRequest
 
-__all__ = ["router"]
+__all__ = ["MAX_EVENTS_BODY", "router"]
 
 router = APIRouter(prefix="/sdk/v1", tags=["sdk"])
 Svc = Annotated[Services, Depends(services)]
+
+#: The largest events batch body, counted as its bytes arrive (whatever the encoding).
+MAX_EVENTS_BODY = 1 << 20
+#: A stream message goes out in pieces of this size: each waits for the client to
+#: take the one before (the server's flow control), so no client holds a copy of
+#: a large message in the server's write buffer.
+_PIECE = 16 << 10
 
 
 @router.get("/snapshot")
@@ -36,53 +46,110 @@ async def snapshot(
     return Response(snap.body, media_type="application/json", headers={"ETag": snap.etag})
 
 
-def _snapshot_event(snap: CachedSnapshot) -> str:
-    return f"event: snapshot\nid: {snap.version}\ndata: {snap.body.decode()}\n\n"
+class _EventStream(Response):
+    """Server-sent events from one subscriber, piece by piece, until the stream ends.
+
+    It ends when the client goes away, falls behind (the hub cuts it off) or
+    its key is revoked; a client that reconnects starts from the snapshot.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self, hub: Hub, subscriber: Subscriber, first: Sequence[bytes], heartbeat: float
+    ) -> None:
+        # not Response.__init__: it would announce a body of length 0
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._hub, self._subscriber = hub, subscriber
+        self._first, self._heartbeat = first, heartbeat
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        subscriber = self._subscriber
+
+        async def listen() -> None:  # the client going away ends the stream
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            subscriber.end("gone")
+
+        listener = asyncio.create_task(listen())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            await self._pieces(send, self._first)
+            while (message := await subscriber.next(self._heartbeat)) is not None:
+                await self._pieces(send, (message,))
+                subscriber.sent(message)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+            self._hub.unsubscribe(subscriber)
+
+    async def _pieces(self, send: Send, parts: Sequence[bytes]) -> None:
+        for part in parts:
+            for start in range(0, len(part), _PIECE):
+                if self._subscriber.ended is not None:
+                    return
+                piece = part if len(part) <= _PIECE else part[start : start + _PIECE]
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
 
 
-@router.get("/stream")
-async def stream(who: SdkKey, svc: Svc) -> StreamingResponse:
+@router.get("/stream", response_class=Response)
+async def stream(who: SdkKey, svc: Svc) -> Response:
     """Server-sent events: the snapshot, then version-numbered patches, and heartbeats.
 
     Each patch names the version it follows (``previous``); a client that
     holds another version has missed something and fetches the snapshot.
+    The stream ends when the client falls too far behind or its key is
+    revoked; reconnecting starts again from the snapshot.
     """
     env_id = who.environment_id or 0
     await run_in_threadpool(svc.hub.current, env_id)  # loaded before subscribing
-    subscriber, first = svc.hub.subscribe(env_id)
-    heartbeat = svc.heartbeat_seconds
-
-    async def events() -> AsyncIterator[str]:
-        try:
-            yield _snapshot_event(first)
-            while True:
-                try:
-                    async with asyncio.timeout(heartbeat):  # no task per wait, unlike wait_for
-                        message = await subscriber.queue.get()
-                except TimeoutError:
-                    yield ": heartbeat\n\n"
-                    continue
-                if message == RESYNC:
-                    yield _snapshot_event(svc.hub.current(env_id))
-                else:
-                    yield message
-        finally:
-            svc.hub.unsubscribe(env_id, subscriber)
-
-    return StreamingResponse(
-        events(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    subscriber, first = svc.hub.subscribe(env_id, who.token_id or 0)
+    return _EventStream(svc.hub, subscriber, first.event(), svc.heartbeat_seconds)
 
 
-@router.post("/events", status_code=202)
-async def events_intake(
-    who: SdkKey,
-    svc: Svc,
-    batch: Annotated[dict[str, Any], Body(description='{"events": [...]}')],
-) -> JSONResponse:
-    """Exposures and metrics; 202 at once, 429 when the server is too busy to take them."""
-    if not svc.intake.accept(who.environment_id or 0, batch):
-        raise Overloaded("too many events right now; retry shortly")
-    return JSONResponse({"accepted": len(batch.get("events", []))}, status_code=202)
+async def _bounded_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as more than ``limit`` bytes have arrived."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+_EVENTS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["events"],
+                    "properties": {"events": {"type": "array", "items": {"type": "object"}}},
+                },
+                "example": {"events": [{"kind": "exposure", "flag": "f", "variant": "on"}]},
+            }
+        },
+    }
+}
+
+
+@router.post("/events", status_code=202, openapi_extra=_EVENTS_BODY)
+async def events_intake(who: SdkKey, svc: Svc, request: Request) -> JSONResponse:
+    """Exposures and metrics; 202 at once, 429 when the server is too busy to take them.
+
+    The body is read only after the key is checked, and never beyond its bound.
+    """
+    body = await _bounded_body(request, MAX_EVENTS_BODY)
+    if body is None:
+        return JSONResponse({"error": f"the body is larger than {MAX_EVENTS_BODY} bytes"}, 413)
+    try:
+        batch: Any = json.loads(body)
+    except ValueError as exc:  # not UTF-8, or not JSON
+        raise BadRequest(f"the body is not a JSON document: {exc}") from None
+    taken = await run_in_threadpool(svc.intake.accept, who.environment_id or 0, batch)
+    return JSONResponse({"accepted": taken}, status_code=202)

@@ -52,12 +52,37 @@ class Metrics:
         def gauge(name: str, text: str, read: object) -> None:
             Gauge(name, text, registry=self.registry).set_function(read)  # type: ignore[arg-type]
 
-        gauge("unveil_stream_clients", "Connected stream clients", services.hub.subscriber_count)
-        gauge("unveil_events_queue_depth", "Event batches waiting", services.intake.depth)
+        hub, intake = services.hub, services.intake
+        gauge("unveil_stream_clients", "Connected stream clients", hub.subscriber_count)
+        gauge(
+            "unveil_stream_cut_off",
+            "Streams ended because their client fell behind (it resyncs on reconnect)",
+            lambda: hub.cut_off,
+        )
+        gauge(
+            "unveil_stream_revoked",
+            "Streams ended because their SDK key was revoked",
+            lambda: hub.revoked_streams,
+        )
+        gauge(
+            "unveil_events_pending_bytes",
+            "Bytes of event counts held in memory, not yet written",
+            intake.pending_bytes,
+        )
         gauge(
             "unveil_events_refused",
-            "Event batches refused as overload",
-            lambda: services.intake.dropped,
+            "Event batches refused with 429 (memory bound or too many new series)",
+            lambda: intake.refused,
+        )
+        gauge(
+            "unveil_events_rejected_rows",
+            "Count rows the database refused, dropped",
+            lambda: intake.rejected_rows,
+        )
+        gauge(
+            "unveil_events_lost",
+            "Acknowledged events not written: the database stayed away at stop",
+            lambda: intake.lost_events,
         )
         gauge(
             "unveil_worker_leading",

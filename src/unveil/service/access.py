@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -91,6 +92,8 @@ class AccessService:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._known: dict[str, tuple[float, Principal]] = {}
+        #: called with a token's id after its revocation commits (its streams end)
+        self.revoked: list[Callable[[int], None]] = []
 
     # -- checking tokens --------------------------------------------------------------
 
@@ -248,6 +251,13 @@ class AccessService:
                 before={"id": token_id, "name": row.name, "kind": row.kind},
             )
         self._known.clear()
+        for listener in self.revoked:
+            listener(token_id)
+
+    def tokens_alive(self, token_ids: Collection[int]) -> set[int]:
+        """Which of these tokens are still live (not revoked): one query for all of them."""
+        with self.store.reading() as r:
+            return r.tokens.live_ids(token_ids)
 
     # -- users --------------------------------------------------------------------------
 

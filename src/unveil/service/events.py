@@ -1,11 +1,26 @@
 """SDK events: exposures and metrics, taken in fast and counted per minute.
 
-``EventIntake.accept`` checks a batch and puts it on a bounded queue; it
-answers at once, and says no (the API's 429) when the queue is full rather
-than let memory grow. One thread folds queued batches into counts per
-environment, minute, flag, variant and metric, and writes them every few
-seconds, adding to what is stored. Stopping the intake drains the queue
-and writes everything first.
+``EventIntake.accept`` checks a batch and folds it at once into counts per
+environment, minute, flag, variant and metric, held in memory; a thread
+adds them to the stored counts every few seconds. Nothing waits in a queue
+of raw batches, so what the intake holds is only those counts, and it is
+bounded two ways, answered early with ``Overloaded`` (the API's 429):
+
+- by bytes: the counts held (and being written) may weigh at most
+  ``max_bytes``; a database that is slow or away fills it, and then SDKs
+  are told to come back later instead of memory growing;
+- by series: an environment may start at most ``series_per_minute`` new
+  series (flag, variant, metric and minute) in each minute, so a flood of
+  made-up names can neither fill memory nor the database.
+
+A 202 is a promise: once ``accept`` returned, the events are in the counts
+that ``stop`` writes before it returns, however busy the server was.
+
+Writes go through ``EventCounts`` (store/events.py) in short transactions
+of at most ``_CHUNK`` rows. If the database is away, the counts are kept for
+the next try. If it refuses rows, the failing chunk is split until the
+refused row is alone; that row is dropped and counted (``rejected_rows``)
+and everything else is written: one bad row never stops the counting.
 
 An exposure counts under the metric ``$exposure``. A metric event carries
 the variants its context was exposed to (the SDK knows them), so its value
@@ -17,32 +32,34 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
 import threading
 import time
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
-from sqlalchemy.dialects import postgresql, sqlite
-
 from unveil.core import Problem
 from unveil.core.timestamps import parse_instant
-from unveil.service.errors import Invalid
-from unveil.store import tables as t
+from unveil.service.errors import Invalid, Overloaded
+from unveil.store.events import Cell, EventCounts, Refused, Unavailable
 
 __all__ = ["EXPOSURE", "MAX_BATCH", "EventIntake", "parse_batch"]
 
 EXPOSURE = "$exposure"
 #: The most events one batch may carry.
 MAX_BATCH = 1_000
-_MAX_NAME = 200
+#: The longest flag, variant or metric name (the columns hold 200 characters).
+MAX_NAME = 200
+#: Rows per write transaction: short transactions, whatever the backlog.
+_CHUNK = 500
+#: What one held cell costs in memory, beyond its names (key tuple, sums, dict slot).
+_CELL_OVERHEAD = 400
+#: How often the last write at stop is tried before the counts are given up.
+_FINAL_TRIES = 5
 
 log = logging.getLogger("unveil.service.events")
-
-Cell = tuple[int, datetime, str, str, str]  # environment, minute, flag, variant, metric
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,21 +68,32 @@ class _Count:
     variant: str
     metric: str
     value: float
-    at: datetime
+    at: float  # epoch seconds
 
 
-def _minute(at: datetime) -> datetime:
-    return at.replace(second=0, microsecond=0)
+def _text_problem(raw: str) -> str | None:
+    """Why a name cannot be stored as text, if it cannot."""
+    for char in raw:
+        category = unicodedata.category(char)
+        if category == "Cc":
+            return "must not contain control characters (such as NUL, tab or newline)"
+        if category == "Cs":
+            return "must not contain a lone surrogate (it is not text)"
+    return None
 
 
 def _name(raw: object, path: str, problems: list[Problem]) -> str:
-    if not isinstance(raw, str) or not raw or len(raw) > _MAX_NAME:
-        problems.append(Problem(path, f"must be a string of 1 to {_MAX_NAME} characters"))
+    if not isinstance(raw, str) or not raw or len(raw) > MAX_NAME:
+        problems.append(Problem(path, f"must be a string of 1 to {MAX_NAME} characters"))
+        return ""
+    wrong = _text_problem(raw)
+    if wrong is not None:
+        problems.append(Problem(path, wrong))
         return ""
     return raw
 
 
-def _when(raw: object, path: str, now: datetime, problems: list[Problem]) -> datetime:
+def _when(raw: object, path: str, now: float, problems: list[Problem]) -> float:
     if raw is None:
         return now
     instant = parse_instant(raw)
@@ -73,13 +101,14 @@ def _when(raw: object, path: str, now: datetime, problems: list[Problem]) -> dat
         problems.append(Problem(path, "must be an RFC 3339 timestamp or epoch seconds"))
         return now
     try:
-        return datetime.fromtimestamp(instant, UTC)
+        datetime.fromtimestamp(instant, UTC)  # a time the database can hold
     except (OverflowError, OSError, ValueError):
         problems.append(Problem(path, "is out of range"))
         return now
+    return float(instant)
 
 
-def parse_batch(data: object, now: datetime) -> list[_Count]:
+def parse_batch(data: object, now: float) -> list[_Count]:
     """The counts a batch adds; ``Invalid`` names every bad field, and nothing is taken."""
     problems: list[Problem] = []
     if not isinstance(data, Mapping) or not isinstance(data.get("events"), list):
@@ -102,11 +131,14 @@ def parse_batch(data: object, now: datetime) -> list[_Count]:
         elif kind == "metric":
             metric = _name(event.get("metric"), f"{path}.metric", problems)
             value = event.get("value", 1.0)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-            ):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                problems.append(Problem(f"{path}.value", "must be a finite number"))
+                continue
+            try:
+                number = float(value)  # an integer of 400 digits does not fit
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):
                 problems.append(Problem(f"{path}.value", "must be a finite number"))
                 continue
             variants = event.get("variants", {})
@@ -114,11 +146,11 @@ def parse_batch(data: object, now: datetime) -> list[_Count]:
                 problems.append(Problem(f"{path}.variants", "must map flag keys to variants"))
                 continue
             if not variants:
-                counts.append(_Count("", "", metric, float(value), at))
+                counts.append(_Count("", "", metric, number, at))
             for flag, variant in variants.items():
                 vpath = f"{path}.variants.{flag}"
                 flag_key = _name(flag, vpath, problems)
-                counts.append(_Count(flag_key, _name(variant, vpath, problems), metric, value, at))
+                counts.append(_Count(flag_key, _name(variant, vpath, problems), metric, number, at))
         else:
             problems.append(Problem(f"{path}.kind", "must be 'exposure' or 'metric'"))
     if problems:
@@ -126,128 +158,197 @@ def parse_batch(data: object, now: datetime) -> list[_Count]:
     return counts
 
 
-class EventIntake:
-    """The bounded queue, the folding thread and the periodic write."""
+def _cost(cell: Cell) -> int:
+    return _CELL_OVERHEAD + len(cell[2]) + len(cell[3]) + len(cell[4])
 
-    def __init__(self, engine: Engine, capacity: int = 10_000, flush_every: float = 2.0) -> None:
-        self._engine = engine
-        self._queue: queue.Queue[tuple[int, list[_Count]] | None] = queue.Queue(capacity)
+
+@dataclass(slots=True)
+class _Series:
+    """The series an environment started in one minute of arrival."""
+
+    minute: int
+    seen: set[Cell]
+
+
+class EventIntake:
+    """Counts held in memory (bounded), and the thread that writes them."""
+
+    def __init__(
+        self,
+        store: EventCounts,
+        max_bytes: int = 64 << 20,
+        series_per_minute: int = 10_000,
+        flush_every: float = 2.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._max_bytes = max_bytes
+        self._series_per_minute = series_per_minute
         self._flush_every = flush_every
-        self._cells: dict[Cell, list[float]] = {}
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cells: dict[Cell, list[float]] = {}  # cell -> [count, total]
+        self._bytes = 0  # of the cells held and of those being written
+        self._series: dict[int, _Series] = {}
+        self._stopping = False
+        self._wake = threading.Event()
+        self._writing = threading.Lock()  # one write of counts at a time
         self._thread = threading.Thread(target=self._run, name="unveil-events", daemon=True)
-        self.dropped = 0
+        #: batches answered 429: memory full, or too many new series
+        self.refused = 0
+        #: rows the database refused, dropped (and the events they held)
+        self.rejected_rows = 0
+        self.rejected_events = 0
+        #: events acknowledged but never written (the database was away at stop)
+        self.lost_events = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        """Drain what was accepted, write it, and end."""
-        self._queue.put(None)
-        self._thread.join(timeout=30)
+        """Take nothing more, write everything taken, and end."""
+        with self._lock:
+            self._stopping = True
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        else:  # never started: write what was taken all the same
+            self._final_flush()
+        self._store.close()
 
-    def depth(self) -> int:
-        return self._queue.qsize()
+    def pending_bytes(self) -> int:
+        """What the held counts weigh, about (the bound is ``max_bytes``)."""
+        return self._bytes
 
-    def accept(self, environment_id: int, data: object) -> bool:
-        """Take a batch (checked first; ``Invalid`` if bad); False when too busy."""
-        counts = parse_batch(data, datetime.now(UTC))
-        try:
-            self._queue.put_nowait((environment_id, counts))
-        except queue.Full:
-            self.dropped += 1
-            return False
-        return True
+    # -- taking events ----------------------------------------------------------------------
 
-    def _run(self) -> None:
-        last_flush = time.monotonic()
-        while True:
-            wait = max(0.0, self._flush_every - (time.monotonic() - last_flush))
-            try:
-                item = self._queue.get(timeout=wait)
-            except queue.Empty:
-                pass  # time to write, nothing new
-            else:
-                if item is None:
-                    self._drain()
-                    return
-                self._fold(item[0], item[1])
-            if time.monotonic() - last_flush >= self._flush_every:
-                self._flush()
-                last_flush = time.monotonic()
-
-    def _drain(self) -> None:
-        """Fold whatever was accepted before stopping, and write it all."""
-        while not self._queue.empty():
-            rest = self._queue.get_nowait()
-            if rest is not None:
-                self._fold(rest[0], rest[1])
-        self._flush()
-
-    def _fold(self, environment_id: int, counts: list[_Count]) -> None:
+    def accept(self, environment_id: int, data: object) -> int:
+        """Take a batch: how many events were taken; ``Invalid`` if bad, ``Overloaded`` if busy."""
+        now = self._clock()
+        counts = parse_batch(data, now)
+        folded: dict[Cell, list[float]] = {}
         for c in counts:
-            cell = (environment_id, _minute(c.at), c.flag, c.variant, c.metric)
-            sums = self._cells.setdefault(cell, [0, 0.0])
-            sums[0] += 1
-            sums[1] += c.value
+            cell = (environment_id, int(c.at // 60) * 60, c.flag, c.variant, c.metric)
+            sums = folded.get(cell)
+            if sums is None:
+                folded[cell] = [1, c.value]
+            else:
+                sums[0] += 1
+                sums[1] += c.value
+        arrival = int(now // 60)
+        with self._lock:
+            if self._stopping:
+                self.refused += 1
+                raise Overloaded("the server is stopping; send these events again", 1)
+            series = self._series.get(environment_id)
+            if series is None or series.minute != arrival:
+                series = self._series[environment_id] = _Series(arrival, set())
+            new_series = [cell for cell in folded if cell not in series.seen]
+            if len(series.seen) + len(new_series) > self._series_per_minute:
+                self.refused += 1
+                raise Overloaded(
+                    f"more than {self._series_per_minute} new series (flag, variant, metric, "
+                    "minute) in this environment this minute",
+                    max(1, 60 - int(now) % 60),
+                )
+            added = sum(_cost(cell) for cell in folded if cell not in self._cells)
+            if self._bytes + added > self._max_bytes:
+                self.refused += 1
+                raise Overloaded("too many events waiting to be written; retry shortly", 1)
+            series.seen.update(new_series)
+            self._bytes += added
+            self._merge(folded)
+        return len(data["events"]) if isinstance(data, Mapping) else 0
 
-    def _flush(self) -> None:
-        if not self._cells:
-            return
-        cells, self._cells = self._cells, {}
-        dialect = self._engine.dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        try:
-            with self._engine.begin() as conn:
-                for (env, minute, flag, variant, metric), (count, total) in cells.items():
-                    statement = insert(t.event_counts).values(
-                        environment_id=env,
-                        minute=minute,
-                        flag=flag,
-                        variant=variant,
-                        metric=metric,
-                        count=count,
-                        total=total,
-                    )
-                    conn.execute(
-                        statement.on_conflict_do_update(
-                            index_elements=[
-                                "environment_id",
-                                "minute",
-                                "flag",
-                                "variant",
-                                "metric",
-                            ],
-                            set_={
-                                "count": t.event_counts.c.count + statement.excluded.count,
-                                "total": t.event_counts.c.total + statement.excluded.total,
-                            },
-                        )
-                    )
-        except Exception:  # keep the counts and try again at the next flush
-            log.exception("writing event counts failed; keeping them for the next try")
-            for cell, (count, total) in cells.items():
-                sums = self._cells.setdefault(cell, [0, 0.0])
+    def _merge(self, cells: Mapping[Cell, list[float]]) -> None:
+        """Add counts to the held ones (the lock held)."""
+        for cell, (count, total) in cells.items():
+            sums = self._cells.get(cell)
+            if sums is None:
+                self._cells[cell] = [count, total]
+            else:
                 sums[0] += count
                 sums[1] += total
 
+    # -- writing -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._flush_every)
+            with self._lock:
+                stopping = self._stopping
+            if stopping:
+                self._final_flush()
+                return
+            self.flush()
+
+    def _final_flush(self) -> None:
+        pause = 0.5
+        for attempt in range(_FINAL_TRIES):
+            if self.flush():
+                return
+            if attempt < _FINAL_TRIES - 1:
+                time.sleep(pause)  # the database is away: give it a moment, a few times
+                pause *= 2
+        with self._lock:
+            lost = sum(int(sums[0]) for sums in self._cells.values())
+            self._cells.clear()
+            self._bytes = 0
+        self.lost_events += lost
+        log.error("the database stayed away: %s acknowledged events were not counted", lost)
+
+    def flush(self) -> bool:
+        """Write the held counts; False if the database was away (they are kept)."""
+        with self._writing:
+            with self._lock:
+                cells, self._cells = self._cells, {}
+            rows = sorted((cell, int(s[0]), s[1]) for cell, s in cells.items())
+            for start in range(0, len(rows), _CHUNK):  # sorted: nodes lock rows in one order
+                try:
+                    self._write(rows[start : start + _CHUNK])
+                except Unavailable as exc:
+                    log.warning("writing event counts failed (%s); keeping them for later", exc)
+                    self._keep(rows[start:])
+                    return False
+            return True
+
+    def _write(self, rows: Sequence[tuple[Cell, int, float]]) -> None:
+        """Write rows; split them around any the database refuses, and drop only those."""
+        try:
+            self._store.add(rows)
+        except Refused as exc:
+            if len(rows) > 1:
+                half = len(rows) // 2
+                self._write(rows[:half])
+                self._write(rows[half:])
+                return
+            cell, count, _total = rows[0]
+            self.rejected_rows += 1
+            self.rejected_events += count
+            log.warning("the database refused the event counts of %r: %s", cell, exc)
+        self._release(rows)
+
+    def _release(self, rows: Sequence[tuple[Cell, int, float]]) -> None:
+        freed = sum(_cost(cell) for cell, _count, _total in rows)
+        with self._lock:
+            self._bytes -= freed
+
+    def _keep(self, rows: Sequence[tuple[Cell, int, float]]) -> None:
+        """Put unwritten rows back; a cell held again meanwhile is one cell, not two."""
+        with self._lock:
+            for cell, count, total in rows:
+                sums = self._cells.get(cell)
+                if sums is None:
+                    self._cells[cell] = [count, total]
+                else:
+                    sums[0] += count
+                    sums[1] += total
+                    self._bytes -= _cost(cell)
+
+    # -- reading ------------------------------------------------------------------------------
+
     def counts(self, environment_id: int, flag: str | None = None) -> list[dict[str, Any]]:
         """Stored counts of an environment, oldest minute first."""
-        query = (
-            select(t.event_counts)
-            .where(t.event_counts.c.environment_id == environment_id)
-            .order_by(t.event_counts.c.minute, t.event_counts.c.flag, t.event_counts.c.variant)
-        )
-        if flag is not None:
-            query = query.where(t.event_counts.c.flag == flag)
-        with self._engine.connect() as conn:
-            return [
-                {
-                    "minute": t.utc_text(r.minute),
-                    "flag": r.flag,
-                    "variant": r.variant,
-                    "metric": r.metric,
-                    "count": r.count,
-                    "total": r.total,
-                }
-                for r in conn.execute(query)
-            ]
+        return self._store.read(environment_id, flag)

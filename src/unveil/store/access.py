@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -161,6 +162,15 @@ class TokenRepository:
                 "created_at": at,
             },
         )
+
+    def live_ids(self, token_ids: Collection[int]) -> set[int]:
+        """Which of these tokens are live (not revoked)."""
+        found = self._conn.execute(
+            select(t.tokens.c.id).where(
+                t.tokens.c.id.in_(list(token_ids)), t.tokens.c.revoked_at.is_(None)
+            )
+        )
+        return {int(token_id) for (token_id,) in found}
 
     def revoke(self, token_id: int, at: datetime) -> None:
         self._conn.execute(update(t.tokens).where(t.tokens.c.id == token_id).values(revoked_at=at))
