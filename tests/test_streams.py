@@ -35,15 +35,14 @@ def _big_flag(variant: int, keys: int = 10_000) -> dict[str, Any]:
     return {"kind": "boolean", "default": "off", "targets": {"on": targets}}
 
 
-def _write_big_flag(server: Server, version: int, rounds: int) -> int:
-    """Change big-0 ``rounds`` times, starting from ``version``; the version it ends at."""
+def _write_big_flag(server: Server, first: int, rounds: int) -> None:
+    """Change big-0 ``rounds`` times (contents ``first`` on), each on the version it read."""
     with server.client() as api:
-        for _ in range(rounds):
-            match = {"If-Match": f'"{version}"'}
-            written = api.put(f"{FLAGS}/big-0", json=_big_flag(100 + version), headers=match)
+        etag = api.get(f"{FLAGS}/big-0").headers["etag"]
+        for n in range(first, first + rounds):
+            written = api.put(f"{FLAGS}/big-0", json=_big_flag(100 + n), headers={"If-Match": etag})
             assert written.status_code == 200
-            version += 1
-    return version
+            etag = written.headers["etag"]
 
 
 def _metric(server: Server, name: str) -> float:
@@ -94,7 +93,7 @@ def test_clients_that_never_read_cost_bounded_memory_and_are_cut_off(tmp_path: P
                     assert api.put(f"{FLAGS}/big-{n}", json=_big_flag(n)).status_code == 201
             reader = _Reader(server, key)
             reader.start()
-            version = _write_big_flag(server, 1, rounds=10)  # the write path's own memory, first
+            _write_big_flag(server, 0, rounds=10)  # the write path's own memory, first
             assert wait_for(lambda: len(reader.events) == 11)
             before = rss_bytes(server.process.pid)
             peak = before
@@ -110,7 +109,7 @@ def test_clients_that_never_read_cost_bounded_memory_and_are_cut_off(tmp_path: P
             sampler.start()
             sockets = [_raw_stream(server, key) for _ in range(clients)]
             assert wait_for(lambda: _metric(server, "unveil_stream_clients") == clients + 1)
-            _write_big_flag(server, version, rounds=10)
+            _write_big_flag(server, 10, rounds=10)
             assert wait_for(lambda: len(reader.events) == 21)  # the snapshot and twenty patches
             sampling.set()
             sampler.join()
@@ -134,7 +133,7 @@ def test_clients_that_never_read_cost_bounded_memory_and_are_cut_off(tmp_path: P
             try:
                 name, snapshot = again.next_event()
                 assert name == "snapshot"
-                assert snapshot["flags"]["big-0"]["targets"] == _big_flag(120)["targets"]  # type: ignore[index]
+                assert snapshot["flags"]["big-0"]["targets"] == _big_flag(119)["targets"]  # type: ignore[index]
             finally:
                 again.close()
             reader.stream.close()
