@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,7 +11,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from tests.server_process import Server
+from tests.server_process import Server, wait_for
+
+__all__ = ["EVENTS", "Flood", "flood", "known_batch", "rss_bytes", "unique_batch", "wait_for"]
 
 EVENTS = "/sdk/v1/events"
 
@@ -103,12 +104,3 @@ def rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)  # polling another process's state: there is no event to await
-    return False
