@@ -16,7 +16,6 @@ unveil's own word goes in ``metadata`` (see docs/api.md, "OFREP").
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Mapping
@@ -30,7 +29,7 @@ from unveil.core import ErrorCode, Evaluation, Reason
 from unveil.core.model import Flag
 from unveil.server.auth import SdkKey
 from unveil.server.etags import none_match
-from unveil.server.hub import CachedSnapshot
+from unveil.server.hub import HEARTBEAT, CachedSnapshot
 from unveil.server.services import Services, services
 from unveil.service.errors import Overloaded
 
@@ -243,26 +242,25 @@ async def events(who: SdkKey, svc: Svc) -> StreamingResponse:
     """
     env_id = who.environment_id or 0
     await run_in_threadpool(svc.hub.current, env_id)  # loaded before subscribing
-    subscriber, first = svc.hub.subscribe(env_id)
+    subscriber, first = svc.hub.subscribe(env_id, who.token_id or 0)
     heartbeat = svc.heartbeat_seconds
 
     async def notifications() -> AsyncIterator[str]:
         try:
             seen = first.version
             yield ": listening\n\n"
-            while True:
-                try:
-                    async with asyncio.timeout(heartbeat):
-                        await subscriber.queue.get()
-                except TimeoutError:
+            # ends when the client falls behind or its key is revoked (None)
+            while (patch := await subscriber.next(heartbeat)) is not None:
+                if patch is HEARTBEAT:
                     yield ": heartbeat\n\n"
                     continue
+                subscriber.sent(patch)  # only a notice of it goes out
                 current = svc.hub.cached(env_id) or first
                 if current.version != seen:
                     seen = current.version
                     yield _refetch(current)
         finally:
-            svc.hub.unsubscribe(env_id, subscriber)
+            svc.hub.unsubscribe(subscriber)
 
     return StreamingResponse(
         notifications(),
