@@ -120,3 +120,20 @@ def test_yaml_without_ruamel_says_which_extra_to_install(tmp_path: Path) -> None
 def test_sdk_modules_import_without_the_cli_or_yaml_packages(module: str) -> None:
     loaded = _loaded(f"import {module}", blocked="ruamel click rich")
     assert module in loaded
+
+
+def test_the_command_without_its_extra_says_which_to_install() -> None:
+    hide = (
+        "import sys, importlib.abc\n"
+        "class Hide(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in {'click', 'rich'}:\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Hide())\n"
+        "import unveil.cli.main\n"
+    )
+    ran = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True)
+    assert ran.returncode == 1
+    assert "pip install 'unveil[cli]'" in ran.stderr
+    assert "Traceback" not in ran.stderr
