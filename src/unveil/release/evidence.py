@@ -1,0 +1,480 @@
+"""The three sequential tests of the judge, each an evidence value kept per batch.
+
+Every test keeps a nonnegative "evidence" E_t (an e-process): under its null
+hypothesis E_t stays a supermartingale (it does not grow on average), so by
+Ville's inequality the chance that it EVER reaches 1/alpha is at most alpha,
+however often it is read. That is what lets the judge look after every
+10-second batch without raising its false alarms, and stop as soon as the
+evidence is clear. Each test mixes the likelihood ratios of many possible
+effect sizes (a mixture martingale), so it needs no guess of the effect.
+
+- ``RateEvidence``: events per exposure (errors, or any counted metric).
+  Given a batch's total events k and the arms' exposures, the treatment's
+  number of events is binomial with share theta*n_t / (theta*n_t + n_c),
+  theta the ratio of the arms' rates (events as a Poisson process per
+  exposure). Conditioning on k per batch makes the test blind to anything
+  both arms share (traffic changes, a slow hour), and the shares may change
+  from batch to batch (a release's steps). The null is theta <= 1 + margin.
+- ``CentreEvidence``: a shift of the whole distribution of a tracked value.
+  Inside each segment (one batch, or a few merged until both arms have
+  MIN_SEGMENT values) the treatment's values, scaled down by the margin, are
+  ranked against the control's (a Mann-Whitney count on the histogram
+  buckets, values spread evenly in log inside each bucket); the standardised
+  counts add across segments and a half-normal mixture turns them into
+  evidence. Ranks inside a segment cancel drift both arms share. This test
+  leans on the normal approximation of a rank statistic of at least
+  MIN_SEGMENT values per arm (not on any shape of the data); its
+  false-alarm rate is measured, not only promised (tests/test_judge.py,
+  bench/judge.py).
+- ``TailEvidence``: a regression of the slowest requests only (2% of them
+  three times slower moves no median). Thresholds are the control's p99 and
+  p99.9 from batches BEFORE the current one (so they are fixed in advance);
+  the treatment is compared at the thresholds scaled by its typical ratio to
+  control (from the centre test, never below 1) and a small tail margin, so
+  a change of the whole distribution is left to the centre test. Each
+  request above a threshold scores, and given the batch's scores the
+  treatment's share is tested like the rate test (exact, no approximation,
+  other than values spread evenly inside a bucket).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from unveil.release.histogram import BUCKETS_PER_DOUBLING, EMPTY, Histogram
+
+__all__ = [
+    "MIN_SEGMENT",
+    "RATE_STEP",
+    "RateEvidence",
+    "CentreEvidence",
+    "TailEvidence",
+    "log_mix",
+    "ratio_to_shift",
+    "shift_to_ratio",
+]
+
+MIN_SEGMENT = 20
+RATE_STEP = 2.0**0.25
+_RATE_DOWN = 20  # grid from (1+m)/32 ...
+_RATE_UP = 12  # ... to (1+m) * 8
+SHIFT_STEP = 0.5  # half a bucket: about 4.4% per grid step
+_SHIFT_DOWN = 12
+_SHIFT_UP = 16
+CENTRE_TAU = 0.07  # prior scale of the effect (P(treatment slower) - 1/2)
+TAIL_QUANTILES = (0.99, 0.999)
+TAIL_WEIGHTS = (1.0, 2.0)
+TAIL_MIN_CONTROL = (100, 1000)
+TAIL_LAMBDAS = (0.3, 0.45, 0.65, 1.0)
+
+
+def log_mix(logs: Sequence[float]) -> float:
+    """log(mean(exp(x))) computed without overflow: an equal-weight mixture."""
+    if not logs:
+        return -math.inf
+    top = max(logs)
+    if top == -math.inf:
+        return top
+    return top + math.log(sum(math.exp(x - top) for x in logs) / len(logs))
+
+
+def ratio_to_shift(ratio: float) -> float:
+    """A ratio of values as a shift on the bucket scale (8 buckets per doubling)."""
+    return BUCKETS_PER_DOUBLING * math.log2(ratio)
+
+
+def shift_to_ratio(shift: float) -> float:
+    """The ratio a shift on the bucket scale stands for."""
+    return math.pow(2.0, shift / BUCKETS_PER_DOUBLING)
+
+
+def _crossing(xs: Sequence[float], ys: Sequence[float], level: float) -> float | None:
+    """Where the piecewise-linear curve (xs, ys), ys decreasing, first drops below level."""
+    for k in range(1, len(xs)):
+        if ys[k - 1] >= level > ys[k]:
+            span = ys[k - 1] - ys[k]
+            return xs[k - 1] + (xs[k] - xs[k - 1]) * (ys[k - 1] - level) / span
+    return None
+
+
+# ----------------------------------------------------------------------------- rates
+
+
+@dataclass(frozen=True, slots=True)
+class RateEvidence:
+    """Log-likelihoods of the rate ratio on a fixed grid, and the counts behind them.
+
+    ``ratios`` holds the null boundary (1 + margin) at ``null_at`` and the
+    early-pass bound at ``pass_at``; ``loglik[k]`` is the conditional
+    log-likelihood of ratios[k] summed over batches (binomial coefficients
+    cancel in every ratio, so they are left out).
+    """
+
+    ratios: tuple[float, ...]
+    null_at: int
+    pass_at: int
+    loglik: tuple[float, ...]
+    events_t: int = 0
+    events_c: int = 0
+    exposures_t: int = 0
+    exposures_c: int = 0
+
+    @classmethod
+    def start(cls, margin: float, pass_margin: float) -> RateEvidence:
+        """Empty evidence for the null 'treatment rate <= (1 + margin) * control rate'."""
+        null = 1.0 + margin
+        grid = {null * RATE_STEP**k for k in range(-_RATE_DOWN, _RATE_UP + 1)}
+        pass_ratio = null * (1.0 + pass_margin)
+        grid.add(pass_ratio)
+        ratios = tuple(sorted(grid))
+        return cls(ratios, ratios.index(null), ratios.index(pass_ratio), (0.0,) * len(ratios))
+
+    def add(self, events_t: int, exposures_t: int, events_c: int, exposures_c: int) -> RateEvidence:
+        """The evidence after one more batch (any exposures, zero included)."""
+        loglik = self.loglik
+        if exposures_t > 0 and exposures_c > 0 and events_t + events_c > 0:
+            updated = []
+            for ratio, value in zip(self.ratios, loglik, strict=True):
+                weight = ratio * exposures_t
+                share = weight / (weight + exposures_c)
+                updated.append(value + events_t * math.log(share) + events_c * math.log1p(-share))
+            loglik = tuple(updated)
+        return RateEvidence(
+            self.ratios,
+            self.null_at,
+            self.pass_at,
+            loglik,
+            self.events_t + events_t,
+            self.events_c + events_c,
+            self.exposures_t + exposures_t,
+            self.exposures_c + exposures_c,
+        )
+
+    def log_fail(self) -> float:
+        """Log evidence against 'rate ratio <= 1 + margin' (mixture over larger ratios)."""
+        base = self.loglik[self.null_at]
+        up = [x - base for x in self.loglik[self.null_at + 1 : self.null_at + 1 + _RATE_UP]]
+        return log_mix(up)
+
+    def log_pass(self) -> float:
+        """Log evidence against 'rate ratio >= the pass bound' (mixture over smaller ratios)."""
+        base = self.loglik[self.pass_at]
+        return log_mix([x - base for x in self.loglik[: self.pass_at]])
+
+    def estimate(self) -> float | None:
+        """The ratio of the arms' rates over all data (None when it is undefined)."""
+        if not self.exposures_t or not self.exposures_c or not self.events_c:
+            return None
+        return (self.events_t / self.exposures_t) / (self.events_c / self.exposures_c)
+
+    def interval(self, alpha: float) -> tuple[float | None, float | None]:
+        """An anytime-valid 1-alpha interval for the rate ratio (None: unbounded that side).
+
+        The ratios whose likelihood is within 1/alpha of the mixture over all
+        ratios (the mixture over the likelihood at the true ratio is a
+        martingale, so the true ratio is left out with chance at most alpha).
+        """
+        mixture = log_mix(list(self.loglik))
+        excess = [mixture - x for x in self.loglik]
+        level = math.log(1.0 / alpha)
+        inside = [k for k, e in enumerate(excess) if e < level]
+        if not inside:
+            return (None, None)
+        low_k, high_k = inside[0], inside[-1]
+        logs = [math.log(r) for r in self.ratios]
+        low = None
+        if low_k > 0:
+            at = _crossing(
+                [-logs[low_k], -logs[low_k - 1]],
+                [-excess[low_k], -excess[low_k - 1]],
+                -level,
+            )
+            low = math.exp(-at) if at is not None else self.ratios[low_k]
+        high = None
+        if high_k < len(self.ratios) - 1:
+            at = _crossing(
+                [logs[high_k], logs[high_k + 1]], [-excess[high_k], -excess[high_k + 1]], -level
+            )
+            high = math.exp(at) if at is not None else self.ratios[high_k]
+        return (low, high)
+
+
+# ---------------------------------------------------------------------------- centre
+
+
+def _kernel(y: float) -> float:
+    """P(U2 - U1 < y) for two independent uniforms on [0, 1): the triangular CDF."""
+    if y <= -1.0:
+        return 0.0
+    if y <= 0.0:
+        return 0.5 * (1.0 + y) ** 2
+    if y < 1.0:
+        return 1.0 - 0.5 * (1.0 - y) ** 2
+    return 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class CentreEvidence:
+    """Summed standardised rank counts on a grid of shifts of the treatment.
+
+    ``shifts[k]`` (bucket-scale units, a factor of 2 ** (shift / 8)) is how
+    far the treatment's values are scaled down before they are ranked;
+    ``null_at`` is the margin. ``score[k]`` sums, over segments, 12/(N+1)
+    times (U - n_t*n_c/2) at that shift; ``information`` sums 12*n_t*n_c/(N+1).
+    Without an effect score/information estimates 0; it estimates
+    P(treatment slower) - 1/2 otherwise.
+    """
+
+    shifts: tuple[float, ...]
+    null_at: int
+    score: tuple[float, ...]
+    information: float = 0.0
+    segments: int = 0
+    pending_t: Histogram = EMPTY
+    pending_c: Histogram = EMPTY
+
+    @classmethod
+    def start(cls, margin: float) -> CentreEvidence:
+        """Empty evidence for the null 'treatment <= (1 + margin) * control in distribution'."""
+        null = ratio_to_shift(1.0 + margin)
+        shifts = tuple(null + SHIFT_STEP * k for k in range(-_SHIFT_DOWN, _SHIFT_UP + 1))
+        return cls(shifts, _SHIFT_DOWN, (0.0,) * len(shifts))
+
+    def add(self, treatment: Histogram, control: Histogram) -> CentreEvidence:
+        """The evidence after one more batch; small batches wait to be merged with the next."""
+        pending_t = self.pending_t.merge(treatment) if treatment.count else self.pending_t
+        pending_c = self.pending_c.merge(control) if control.count else self.pending_c
+        if pending_t.count < MIN_SEGMENT or pending_c.count < MIN_SEGMENT:
+            return CentreEvidence(
+                self.shifts,
+                self.null_at,
+                self.score,
+                self.information,
+                self.segments,
+                pending_t,
+                pending_c,
+            )
+        n_t, n_c = pending_t.count, pending_c.count
+        total = n_t + n_c
+        # c[d]: pairs (treatment in bucket i, control in bucket j) with i - j = d.
+        pairs: dict[int, int] = {}
+        for i, a in pending_t.buckets:
+            for j, b in pending_c.buckets:
+                pairs[i - j] = pairs.get(i - j, 0) + a * b
+        differences = sorted(pairs)
+        half = n_t * n_c / 2.0
+        scale = 12.0 / (total + 1)
+        score = []
+        for shift, value in zip(self.shifts, self.score, strict=True):
+            u = 0.0
+            for d in differences:
+                y = d - shift
+                if y >= 1.0:
+                    u += pairs[d]
+                elif y > -1.0:
+                    u += pairs[d] * _kernel(y)
+            score.append(value + scale * (u - half))
+        return CentreEvidence(
+            self.shifts,
+            self.null_at,
+            tuple(score),
+            self.information + scale * n_t * n_c,
+            self.segments + 1,
+            Histogram(),
+            Histogram(),
+        )
+
+    def log_fail(self) -> float:
+        """Log evidence that the treatment is slower than the margin allows."""
+        return _half_normal_mix(self.score[self.null_at], self.information)
+
+    def log_pass(self) -> float:
+        """Log evidence that the treatment is within the margin."""
+        return _half_normal_mix(-self.score[self.null_at], self.information)
+
+    def estimate(self) -> float | None:
+        """The typical ratio treatment/control: the shift that balances the ranks."""
+        if not self.segments:
+            return None
+        at = _crossing(self.shifts, self.score, 0.0)
+        if at is None:
+            edge = self.shifts[0] if self.score[0] < 0.0 else self.shifts[-1]
+            return shift_to_ratio(edge)
+        return shift_to_ratio(at)
+
+    def interval(self, alpha: float) -> tuple[float | None, float | None]:
+        """An anytime-valid 1-alpha interval for the typical ratio (None: past the grid)."""
+        if not self.segments:
+            return (None, None)
+        level = math.log(1.0 / alpha)
+        # Two-sided normal mixture at each shift; it is U-shaped along the grid.
+        evidence = [_normal_mix(s, self.information) for s in self.score]
+        inside = [k for k, e in enumerate(evidence) if e < level]
+        if not inside:
+            return (None, None)
+        low_k, high_k = inside[0], inside[-1]
+        low = high = None
+        if low_k > 0:
+            at = _crossing(
+                [-self.shifts[low_k], -self.shifts[low_k - 1]],
+                [-evidence[low_k], -evidence[low_k - 1]],
+                -level,
+            )
+            low = shift_to_ratio(-at) if at is not None else shift_to_ratio(self.shifts[low_k])
+        if high_k < len(self.shifts) - 1:
+            at = _crossing(
+                [self.shifts[high_k], self.shifts[high_k + 1]],
+                [-evidence[high_k], -evidence[high_k + 1]],
+                -level,
+            )
+            high = shift_to_ratio(at) if at is not None else shift_to_ratio(self.shifts[high_k])
+        return (low, high)
+
+
+def _log_normal_cdf(x: float) -> float:
+    """log Phi(x), accurate far into both tails."""
+    if x > -5.0:
+        return math.log(0.5 * math.erfc(-x / math.sqrt(2.0)))
+    # Mills ratio: Phi(x) ~ phi(x)/|x| * (1 - 1/x^2 + 3/x^4)
+    return (
+        -0.5 * x * x
+        - math.log(-x)
+        - 0.5 * math.log(2.0 * math.pi)
+        + math.log1p(-1.0 / (x * x) + 3.0 / x**4)
+    )
+
+
+def _half_normal_mix(score: float, information: float) -> float:
+    """log of the mixture over effects eta > 0 (half-normal, scale CENTRE_TAU) of
+    exp(eta * score - eta^2 * information / 2)."""
+    if information <= 0.0:
+        return 0.0
+    tau2 = CENTRE_TAU * CENTRE_TAU
+    a = information + 1.0 / tau2
+    return (
+        math.log(2.0)
+        - 0.5 * math.log1p(tau2 * information)
+        + score * score / (2.0 * a)
+        + _log_normal_cdf(score / math.sqrt(a))
+    )
+
+
+def _normal_mix(score: float, information: float) -> float:
+    """log of the two-sided normal mixture (scale CENTRE_TAU), for intervals."""
+    if information <= 0.0:
+        return 0.0
+    tau2 = CENTRE_TAU * CENTRE_TAU
+    return -0.5 * math.log1p(tau2 * information) + tau2 * score * score / (
+        2.0 * (1.0 + tau2 * information)
+    )
+
+
+# ------------------------------------------------------------------------------ tail
+
+
+@dataclass(frozen=True, slots=True)
+class TailEvidence:
+    """Log evidence per mixing weight lambda, and the tail counts behind it.
+
+    ``above_t`` / ``above_c``: requests past the control's p99 threshold (the
+    treatment's scaled as described), counted with values spread evenly in a
+    bucket, so possibly fractional.
+    """
+
+    log_evidence: tuple[float, ...] = (0.0,) * len(TAIL_LAMBDAS)
+    above_t: float = 0.0
+    above_c: float = 0.0
+    counted_t: int = 0
+    counted_c: int = 0
+    last_thresholds: tuple[float, ...] = ()
+    last_scale: float = 1.0
+
+    @staticmethod
+    def thresholds(control_past: Histogram) -> tuple[float, ...]:
+        """The control's tail quantiles (bucket-scale positions) known before a batch."""
+        found = []
+        for q, needed in zip(TAIL_QUANTILES, TAIL_MIN_CONTROL, strict=True):
+            if control_past.count < needed:
+                break
+            found.append(control_past.rank_position(q))
+        return tuple(found)
+
+    def add(
+        self,
+        treatment: Histogram,
+        control: Histogram,
+        thresholds: tuple[float, ...],
+        scale: float,
+    ) -> TailEvidence:
+        """The evidence after one batch, with thresholds and scale fixed before it."""
+        if not thresholds or not treatment.count or not control.count:
+            return TailEvidence(
+                self.log_evidence,
+                self.above_t,
+                self.above_c,
+                self.counted_t,
+                self.counted_c,
+                thresholds or self.last_thresholds,
+                scale,
+            )
+        shift = ratio_to_shift(scale)
+        share = treatment.count / (treatment.count + control.count)
+        scored_t = _scores(treatment, thresholds, shift)
+        scored_c = _scores(control, thresholds, 0.0)
+        total_t = sum(n * a for n, a in scored_t)
+        updated = []
+        for lam, value in zip(TAIL_LAMBDAS, self.log_evidence, strict=True):
+            norm = 0.0
+            for n, a in scored_t:
+                norm += n * math.log1p(share * math.expm1(lam * a))
+            for n, a in scored_c:
+                norm += n * math.log1p(share * math.expm1(lam * a))
+            updated.append(value + lam * total_t - norm)
+        return TailEvidence(
+            tuple(updated),
+            self.above_t + _above(treatment, thresholds[0], shift),
+            self.above_c + _above(control, thresholds[0], 0.0),
+            self.counted_t + treatment.count,
+            self.counted_c + control.count,
+            thresholds,
+            scale,
+        )
+
+    def log_fail(self) -> float:
+        """Log evidence that the treatment's slow tail is heavier than control's."""
+        return log_mix(list(self.log_evidence))
+
+
+def _fraction_above(index: int, shift: float, threshold: float) -> float:
+    """Share of bucket ``index`` (moved down by ``shift``) above a threshold position."""
+    return min(max(index + 1.0 - shift - threshold, 0.0), 1.0)
+
+
+def _scores(
+    hist: Histogram, thresholds: tuple[float, ...], shift: float
+) -> list[tuple[int, float]]:
+    """(count, score) for the buckets that score: weights of thresholds passed."""
+    out = []
+    lowest = thresholds[0]
+    for index, n in reversed(hist.buckets):
+        if index + 1.0 - shift <= lowest:
+            break
+        score = sum(
+            w * _fraction_above(index, shift, t)
+            for w, t in zip(TAIL_WEIGHTS, thresholds, strict=False)
+        )
+        if score > 0.0:
+            out.append((n, score))
+    return out
+
+
+def _above(hist: Histogram, threshold: float, shift: float) -> float:
+    total = 0.0
+    for index, n in reversed(hist.buckets):
+        part = _fraction_above(index, shift, threshold)
+        if part <= 0.0:
+            break
+        total += n * part
+    return total
