@@ -60,6 +60,11 @@ MIN_SEGMENT = 20
 RATE_STEP = 2.0**0.25
 _RATE_DOWN = 20  # grid from (1+m)/32 ...
 _RATE_UP = 12  # ... to (1+m) * 8
+# Prior over the alternatives ratio = (1 + margin) * RATE_STEP**k, k = 1..12:
+# most weight on regressions of 1.4x to 3x (k = 2..6), some on smaller and
+# larger ones. A stated choice of which regressions matter most.
+_RATE_PRIOR_RAW = tuple(math.exp(-((k - 2.5) ** 2) / (2 * 2.0**2)) for k in range(1, _RATE_UP + 1))
+_RATE_PRIOR = tuple(w / sum(_RATE_PRIOR_RAW) for w in _RATE_PRIOR_RAW)
 SHIFT_STEP = 0.5  # half a bucket: about 4.4% per grid step
 _SHIFT_DOWN = 12
 _SHIFT_UP = 16
@@ -78,6 +83,14 @@ def log_mix(logs: Sequence[float]) -> float:
     if top == -math.inf:
         return top
     return top + math.log(sum(math.exp(x - top) for x in logs) / len(logs))
+
+
+def log_mix_weighted(logs: Sequence[float], weights: Sequence[float]) -> float:
+    """log(sum(w * exp(x))) for weights that sum to 1, without overflow."""
+    top = max(logs)
+    if top == -math.inf:
+        return top
+    return top + math.log(sum(w * math.exp(x - top) for x, w in zip(logs, weights, strict=True)))
 
 
 def ratio_to_shift(ratio: float) -> float:
@@ -155,8 +168,8 @@ class RateEvidence:
     def log_fail(self) -> float:
         """Log evidence against 'rate ratio <= 1 + margin' (mixture over larger ratios)."""
         base = self.loglik[self.null_at]
-        up = [x - base for x in self.loglik[self.null_at + 1 : self.null_at + 1 + _RATE_UP]]
-        return log_mix(up)
+        up = self.loglik[self.null_at + 1 : self.null_at + 1 + _RATE_UP]
+        return log_mix_weighted([x - base for x in up], _RATE_PRIOR)
 
     def log_pass(self) -> float:
         """Log evidence against 'rate ratio >= the pass bound' (mixture over smaller ratios)."""
