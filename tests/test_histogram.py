@@ -32,9 +32,9 @@ def test_the_format_constants_are_pinned() -> None:
     # Changing any of these silently would misread every stored window.
     assert LOWEST == 0.01
     assert OVERFLOW == 241
-    assert HIGHEST == pytest.approx(0.01 * 2**30)
-    assert GROWTH == pytest.approx(1.0905077326652577)
-    assert RELATIVE_ERROR == pytest.approx(0.0442737824274138)
+    assert pytest.approx(0.01 * 2**30) == HIGHEST
+    assert pytest.approx(1.0905077326652577) == GROWTH
+    assert pytest.approx(0.0442737824274138) == RELATIVE_ERROR
     assert bucket_of(0.01) == 1
     assert bucket_of(0.0099999) == UNDERFLOW
     assert bucket_of(0.0) == UNDERFLOW

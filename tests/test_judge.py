@@ -32,9 +32,7 @@ LATENCY = ContinuousGuard("latency", "latency_ms")
 BOTH = JudgeConfig((ERRORS, LATENCY), horizon_s=1800)
 
 
-def _arm(
-    rng: random.Random, n: int, p: float, scale: float = 1.0, tail: float = 0.0
-) -> ArmBatch:
+def _arm(rng: random.Random, n: int, p: float, scale: float = 1.0, tail: float = 0.0) -> ArmBatch:
     errors = sum(rng.random() < p for _ in range(n))
     values = []
     for _ in range(n):
@@ -97,7 +95,7 @@ def test_a_bad_configuration_names_every_problem() -> None:
 
 def test_a_bad_batch_is_refused_naming_the_field_and_the_state_is_unchanged() -> None:
     state = start(BOTH)
-    with pytest.raises(JudgeError, match="treatment.exposures"):
+    with pytest.raises(JudgeError, match=r"treatment\.exposures"):
         observe(state, Batch(10.0, ArmBatch(-1), ArmBatch(5)))
     with pytest.raises(JudgeError, match=r"control.counts\['errors'\]"):
         observe(state, Batch(10.0, ArmBatch(5), ArmBatch(5, {"errors": -2})))
@@ -172,6 +170,7 @@ def test_the_judge_decides_the_same_on_the_same_data_cut_differently(
 
 # ---------------------------------------------------------------- false alarms
 
+
 @settings(max_examples=4, deadline=None)
 @given(
     seed=st.integers(0, 2**31),
@@ -227,8 +226,9 @@ def test_tripled_errors_fail_on_the_error_guard_and_say_so() -> None:
     guard = out["guards"][0]  # type: ignore[index]
     assert guard["tests"][0]["fired"] is True
     assert guard["estimate"] > 1.5
-    low, high = guard["interval"]
-    assert low is not None and low > 1.0
+    low, _ = guard["interval"]
+    assert low is not None
+    assert low >= 1.0  # the lower end reached the bound: that is why it failed
     assert guard["counts"]["treatment"]["events"] > guard["counts"]["control"]["events"]
     assert "errors rate is higher" in guard["sentence"]
     assert out["summary"].startswith("Roll back")  # type: ignore[union-attr]
@@ -241,7 +241,9 @@ def test_slower_latency_fails_on_the_centre_test_with_an_interval_around_the_tru
     guard = explain(state)["guards"][1]  # type: ignore[index]
     assert 1.2 < guard["estimate"] < 1.9
     low, high = guard["interval"]
-    assert low is not None and high is not None and low < 1.5 < high
+    assert low is not None
+    assert high is not None
+    assert low < 1.5 < high
     assert "typical latency_ms is higher" in guard["sentence"]
 
 
@@ -250,8 +252,9 @@ def test_a_slower_tail_alone_fails_on_the_tail_test() -> None:
     assert state.decision is Decision.FAIL
     assert state.fired == "latency:tail"
     guard = explain(state)["guards"][0]  # type: ignore[index]
-    assert guard["counts"]["treatment"]["past_tail_threshold"] > (
-        guard["counts"]["control"]["past_tail_threshold"]
+    assert (
+        guard["counts"]["treatment"]["past_tail_threshold"]
+        > (guard["counts"]["control"]["past_tail_threshold"])
     )
 
 

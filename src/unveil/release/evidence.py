@@ -183,35 +183,32 @@ class RateEvidence:
         return (self.events_t / self.exposures_t) / (self.events_c / self.exposures_c)
 
     def interval(self, alpha: float) -> tuple[float | None, float | None]:
-        """An anytime-valid 1-alpha interval for the rate ratio (None: unbounded that side).
+        """Anytime-valid bounds for the rate ratio (None: not bounded on that side yet).
 
-        The ratios whose likelihood is within 1/alpha of the mixture over all
-        ratios (the mixture over the likelihood at the true ratio is a
-        martingale, so the true ratio is left out with chance at most alpha).
+        The lower end is the largest grid ratio that the FAIL test, moved to
+        that ratio, rules out at level alpha; the upper end the smallest that
+        the PASS test rules out. So the guard fails exactly when the lower end
+        reaches 1 + margin, and each end alone is wrong with chance <= alpha.
         """
-        mixture = log_mix(list(self.loglik))
-        excess = [mixture - x for x in self.loglik]
         level = math.log(1.0 / alpha)
-        inside = [k for k, e in enumerate(excess) if e < level]
-        if not inside:
-            return (None, None)
-        low_k, high_k = inside[0], inside[-1]
-        logs = [math.log(r) for r in self.ratios]
-        low = None
-        if low_k > 0:
-            at = _crossing(
-                [-logs[low_k], -logs[low_k - 1]],
-                [-excess[low_k], -excess[low_k - 1]],
-                -level,
-            )
-            low = math.exp(-at) if at is not None else self.ratios[low_k]
-        high = None
-        if high_k < len(self.ratios) - 1:
-            at = _crossing(
-                [logs[high_k], logs[high_k + 1]], [-excess[high_k], -excess[high_k + 1]], -level
-            )
-            high = math.exp(at) if at is not None else self.ratios[high_k]
+        low = high = None
+        for j, base in enumerate(self.loglik):
+            up = self.loglik[j + 1 : j + 1 + _RATE_UP]
+            if up and _log_mix_partial([x - base for x in up], _RATE_PRIOR) >= level:
+                low = self.ratios[j]
+            down = self.loglik[max(0, j - _RATE_UP) : j][::-1]
+            if (
+                high is None
+                and down
+                and _log_mix_partial([x - base for x in down], _RATE_PRIOR) >= level
+            ):
+                high = self.ratios[j]
         return (low, high)
+
+
+def _log_mix_partial(logs: Sequence[float], weights: Sequence[float]) -> float:
+    """A weighted mixture over the first len(logs) weights (the rest counts as 0)."""
+    return log_mix_weighted(logs, weights[: len(logs)])
 
 
 # ---------------------------------------------------------------------------- centre
@@ -318,31 +315,21 @@ class CentreEvidence:
         return shift_to_ratio(at)
 
     def interval(self, alpha: float) -> tuple[float | None, float | None]:
-        """An anytime-valid 1-alpha interval for the typical ratio (None: past the grid)."""
+        """Anytime-valid bounds for the typical ratio (None: not bounded on that side yet).
+
+        As for rates: the lower end is the largest grid shift that the FAIL
+        test moved there rules out at level alpha, the upper end the smallest
+        that the PASS test rules out.
+        """
         if not self.segments:
             return (None, None)
         level = math.log(1.0 / alpha)
-        # Two-sided normal mixture at each shift; it is U-shaped along the grid.
-        evidence = [_normal_mix(s, self.information) for s in self.score]
-        inside = [k for k, e in enumerate(evidence) if e < level]
-        if not inside:
-            return (None, None)
-        low_k, high_k = inside[0], inside[-1]
         low = high = None
-        if low_k > 0:
-            at = _crossing(
-                [-self.shifts[low_k], -self.shifts[low_k - 1]],
-                [-evidence[low_k], -evidence[low_k - 1]],
-                -level,
-            )
-            low = shift_to_ratio(-at) if at is not None else shift_to_ratio(self.shifts[low_k])
-        if high_k < len(self.shifts) - 1:
-            at = _crossing(
-                [self.shifts[high_k], self.shifts[high_k + 1]],
-                [-evidence[high_k], -evidence[high_k + 1]],
-                -level,
-            )
-            high = shift_to_ratio(at) if at is not None else shift_to_ratio(self.shifts[high_k])
+        for shift, score in zip(self.shifts, self.score, strict=True):
+            if _half_normal_mix(score, self.information) >= level:
+                low = shift_to_ratio(shift)
+            if high is None and _half_normal_mix(-score, self.information) >= level:
+                high = shift_to_ratio(shift)
         return (low, high)
 
 
@@ -371,16 +358,6 @@ def _half_normal_mix(score: float, information: float) -> float:
         - 0.5 * math.log1p(tau2 * information)
         + score * score / (2.0 * a)
         + _log_normal_cdf(score / math.sqrt(a))
-    )
-
-
-def _normal_mix(score: float, information: float) -> float:
-    """log of the two-sided normal mixture (scale CENTRE_TAU), for intervals."""
-    if information <= 0.0:
-        return 0.0
-    tau2 = CENTRE_TAU * CENTRE_TAU
-    return -0.5 * math.log1p(tau2 * information) + tau2 * score * score / (
-        2.0 * (1.0 + tau2 * information)
     )
 
 

@@ -422,7 +422,7 @@ def _explain_rate(
         sentence = (
             f"{guard.name}: the treatment's {guard.metric} rate is {worse} than control's "
             f"beyond the allowed {guard.margin:.0%} (estimate {_pct(estimate)}, "
-            f"{1 - alpha:.1%} interval {_pct(low)} to {_pct(high)}, "
+            f"{1 - 2 * alpha:.1%} interval {_pct(low)} to {_pct(high)}, "
             f"{t_events} of {t_exp} against {c_events} of {c_exp})."
         )
     elif not t_exp or not c_exp:
@@ -442,7 +442,7 @@ def _explain_rate(
         "estimate": _num(estimate),
         "estimate_means": "treatment rate / control rate",
         "interval": [_num(low), _num(high)],
-        "interval_level": _num(1.0 - alpha, 6),
+        "interval_level": _num(1.0 - 2.0 * alpha, 6),
         "counts": {
             "treatment": {"events": t_events, "exposures": t_exp, "rate": _num(rate_t, 6)},
             "control": {"events": c_events, "exposures": c_exp, "rate": _num(rate_c, 6)},
@@ -480,7 +480,7 @@ def _explain_continuous(
         sentence = (
             f"{guard.name}: the treatment's typical {guard.metric} is {worse} than control's "
             f"beyond the allowed {guard.margin:.0%} (estimate {_pct(estimate)}, "
-            f"{1 - alpha_c:.1%} interval {_pct(low)} to {_pct(high)})."
+            f"{1 - 2 * alpha_c:.1%} interval {_pct(low)} to {_pct(high)})."
         )
     elif fired == tail_name:
         sentence = (
@@ -508,7 +508,7 @@ def _explain_continuous(
         "estimate": _num(estimate),
         "estimate_means": "typical treatment value / typical control value",
         "interval": [_num(low), _num(high)],
-        "interval_level": _num(1.0 - alpha_c, 6),
+        "interval_level": _num(1.0 - 2.0 * alpha_c, 6),
         "counts": {
             "treatment": {
                 "values": ev.seen_t.count,
