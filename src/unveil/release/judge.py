@@ -91,7 +91,7 @@ class ContinuousGuard:
     """A tracked value's distribution (latency or any value), from the histograms.
 
     ``margin``: how much larger (or smaller, for LOWER_IS_WORSE) the
-    treatment's typical value may be; the default 6% absorbs the few
+    treatment's typical value may be; the default 7.5% absorbs the few
     percent by which healthy server instances differ. ``tail_margin``: how
     much heavier the slowest 1% may be once the typical ratio is accounted for.
     """
@@ -99,7 +99,7 @@ class ContinuousGuard:
     name: str
     metric: str
     direction: Direction = Direction.HIGHER_IS_WORSE
-    margin: float = 0.06
+    margin: float = 0.075
     tail_margin: float = 0.01
     weight: float = 1.0
 
@@ -356,6 +356,11 @@ def _num(x: float | None, digits: int = 4) -> float | None:
     return round(x, digits)
 
 
+def _share(x: float) -> str:
+    """A margin as people write it: 0%, 7.5%, 10%."""
+    return f"{round(x * 100.0, 2):g}%"
+
+
 def _pct(ratio: float | None) -> str:
     if ratio is None:
         return "unknown"
@@ -421,7 +426,7 @@ def _explain_rate(
         worse = "higher" if guard.direction is Direction.HIGHER_IS_WORSE else "lower"
         sentence = (
             f"{guard.name}: the treatment's {guard.metric} rate is {worse} than control's "
-            f"beyond the allowed {guard.margin:.0%} (estimate {_pct(estimate)}, "
+            f"beyond the allowed {_share(guard.margin)} (estimate {_pct(estimate)}, "
             f"{1 - 2 * alpha:.1%} interval {_pct(low)} to {_pct(high)}, "
             f"{t_events} of {t_exp} against {c_events} of {c_exp})."
         )
@@ -479,7 +484,7 @@ def _explain_continuous(
     if fired == centre_name:
         sentence = (
             f"{guard.name}: the treatment's typical {guard.metric} is {worse} than control's "
-            f"beyond the allowed {guard.margin:.0%} (estimate {_pct(estimate)}, "
+            f"beyond the allowed {_share(guard.margin)} (estimate {_pct(estimate)}, "
             f"{1 - 2 * alpha_c:.1%} interval {_pct(low)} to {_pct(high)})."
         )
     elif fired == tail_name:
@@ -494,7 +499,7 @@ def _explain_continuous(
     else:
         sentence = (
             f"{guard.name}: no regression found; typical {guard.metric} {_pct(estimate)} "
-            f"(interval {_pct(low)} to {_pct(high)}, allowed {guard.margin:.0%}), "
+            f"(interval {_pct(low)} to {_pct(high)}, allowed {_share(guard.margin)}), "
             f"tail {tail.above_t:.0f} of {tail.counted_t} against {tail.above_c:.0f} of "
             f"{tail.counted_c} past control's p99."
         )
