@@ -25,7 +25,9 @@ from unveil.release.judge import (
     explain,
     observe,
     start,
+    verdict,
 )
+from unveil.release.verdict import VerdictKind
 
 ERRORS = RateGuard("errors", "errors")
 LATENCY = ContinuousGuard("latency", "latency_ms")
@@ -310,3 +312,18 @@ def test_clearly_healthy_latency_passes_early_within_bounds() -> None:
     assert state.decision is Decision.PASS
     assert state.fired == "within-bounds"
     assert state.exposures_t < 12_000
+
+
+def test_the_state_machine_hears_no_data_continue_pass_or_fail_with_the_explanation() -> None:
+    empty = start(BOTH)
+    assert verdict(empty).kind is VerdictKind.NO_DATA
+    one_arm = observe(empty, Batch(10.0, ArmBatch(50), ArmBatch(0)))
+    assert verdict(one_arm).kind is VerdictKind.NO_DATA
+    both = observe(one_arm, Batch(20.0, ArmBatch(50), ArmBatch(50)))
+    assert verdict(both).kind is VerdictKind.CONTINUE
+    failed = _run(BOTH, 1, 60, p_t=0.03)
+    answer = verdict(failed)
+    assert answer.kind is VerdictKind.FAIL
+    assert answer.explanation["fired"] == "errors:rate"
+    passed = _run(JudgeConfig((ERRORS,), horizon_s=100, min_exposures=100), 2, 12)
+    assert verdict(passed).kind is VerdictKind.PASS

@@ -30,6 +30,7 @@ from enum import StrEnum
 
 from unveil.release.evidence import CentreEvidence, RateEvidence, TailEvidence
 from unveil.release.histogram import EMPTY, OVERFLOW, Histogram, position_value
+from unveil.release.verdict import Verdict, VerdictKind
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -45,6 +46,7 @@ __all__ = [
     "explain",
     "observe",
     "start",
+    "verdict",
 ]
 
 DEFAULT_ALPHA = 0.05
@@ -556,3 +558,16 @@ def _summary(state: JudgeState, guards: list[dict[str, object]]) -> str:
             "that the treatment is within its allowed margin."
         )
     return f"Keep going: {state.reason}."
+
+
+def verdict(state: JudgeState) -> Verdict:
+    """The judge's answer in the state machine's terms (release/verdict.py).
+
+    NO_DATA while one arm has had no exposures at all: the machine then
+    waits, and never fails a release for lack of data.
+    """
+    kinds = {Decision.FAIL: VerdictKind.FAIL, Decision.PASS: VerdictKind.PASS}
+    kind = kinds.get(state.decision, VerdictKind.CONTINUE)
+    if kind is VerdictKind.CONTINUE and (not state.exposures_t or not state.exposures_c):
+        kind = VerdictKind.NO_DATA
+    return Verdict(kind, explain(state))
