@@ -111,6 +111,21 @@ def test_rollout_of_a_non_boolean_flag_points_at_variant(demo: Server) -> None:
     assert "search-ranking: semantic to 10% in development (flag version 2" in rolled.output
     default = _flag(demo, "development", "search-ranking")["data"]["default"]
     assert default["rollout"] == {"classic": 90, "semantic": 10}
+    assert "the default now serves: classic 90%, semantic 10%" in rolled.output  # hybrid is gone
+    precise = _cli(
+        demo,
+        "flags",
+        "rollout",
+        "search-ranking",
+        "10.0001",
+        "--variant",
+        "semantic",
+        "-e",
+        "development",
+    )
+    assert precise.exit_code == 2  # refused, as the API refuses it, not rounded in silence
+    assert "more than three decimals" in precise.output
+    assert _flag(demo, "development", "search-ranking")["data"]["default"] == default
 
 
 def test_writes_and_audit_say_which_version_is_which(demo: Server) -> None:

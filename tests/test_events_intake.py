@@ -225,3 +225,25 @@ def test_counts_an_older_version_kept_in_the_flags_database_move_to_their_own(
     finally:
         store.close()
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("at", "taken"),
+    [
+        ("9999-12-31T23:59:59Z", False),  # a broken clock: a window no judge will ever read
+        ("1970-01-02T00:00:00Z", False),
+        (time.time() + 3600, False),
+        (time.time() - 3600, True),  # held through an hour's outage: still counted
+    ],
+)
+def test_an_event_time_far_from_the_servers_is_refused(
+    server: Server, at: Any, taken: bool
+) -> None:
+    with server.client(sdk_key(server.database_url)) as sdk:
+        event = {"kind": "exposure", "flag": "timed", "variant": "on", "at": at}
+        answer = sdk.post(EVENTS, json={"events": [event]})
+    if taken:
+        assert answer.status_code == 202
+    else:
+        assert answer.status_code == 422
+        assert answer.json()["problems"][0]["path"] == "events[0].at"

@@ -233,3 +233,18 @@ def test_keys_urls_cannot_carry_are_refused_by_the_api(
         assert "must be 1-200 printable characters" in answer.text
         listed = api.get(f"/api/v1/projects/shop/environments/production/{part}").json()[part]
         assert not [item for item in listed if "/" in item["key"] or item["key"] in {".", ".."}]
+
+
+def test_a_body_without_a_type_is_read_as_json_and_another_type_is_named(server: Server) -> None:
+    url = f"{server.url}/api/v1/projects/shop/environments/production/flags/typed"
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    body = b'{"default": "off"}'
+    untyped = httpx.put(url, content=body, headers=headers)  # httpx sends no type for bytes
+    assert untyped.status_code == 201, untyped.text
+    form = httpx.put(
+        url.replace("typed", "form"),
+        content=body,
+        headers={**headers, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert form.status_code == 415
+    assert "Content-Type: application/json" in form.json()["error"]

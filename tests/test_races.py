@@ -91,3 +91,16 @@ def test_token_names_are_unique_for_ever(server: Server) -> None:
         again = api.post("/api/v1/tokens", json=body)
         assert again.status_code == 409  # a revoked name still names the old token in the audit
         assert "never reused" in again.json()["error"]
+
+
+def test_writing_a_flag_as_it_is_changes_nothing(server: Server) -> None:
+    with server.client() as api:
+        made = api.put(f"{FLAGS}/same", json=FLAG)
+        audit = FLAGS.replace("/flags", "/audit")
+        entries = len(api.get(audit).json()["entries"])
+        again = api.put(f"{FLAGS}/same", json=FLAG, headers={"If-Match": made.headers["etag"]})
+        assert again.status_code == 200
+        assert again.headers["etag"] == made.headers["etag"]  # nobody's ETag goes stale
+        assert len(api.get(audit).json()["entries"]) == entries  # and no empty audit entry
+        stale = api.put(f"{FLAGS}/same", json=FLAG, headers={"If-Match": '"999"'})
+        assert stale.status_code == 412  # a stale If-Match is still refused, change or not

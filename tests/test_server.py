@@ -142,7 +142,7 @@ def test_twenty_concurrent_writers_lose_no_update(server: Server) -> None:
                 current = api.get(f"{FLAGS}/contended")
                 version = current.headers["etag"]
                 body = current.json()["data"]
-                body["variants"]["n"] = number * 100 + attempt
+                body["variants"]["n"] = number * 100 + attempt + 1  # never 0: a real change
                 put = api.put(
                     f"{FLAGS}/contended",
                     json=body,
@@ -152,7 +152,7 @@ def test_twenty_concurrent_writers_lose_no_update(server: Server) -> None:
                 assert put.status_code in (200, 412), put.text
                 if put.status_code == 200:
                     with lock:
-                        acknowledged.append(number * 100 + attempt)
+                        acknowledged.append(number * 100 + attempt + 1)
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(20)]
     for thread in threads:

@@ -210,6 +210,10 @@ def rollout(
     reason: str | None,
 ) -> None:
     """Serve a variant to PERCENT of contexts by default, the off variant to the rest."""
+    if round(percent, 3) != percent:
+        raise click.BadParameter(
+            f"{percent:g} has more than three decimals", param_hint="'PERCENT'"
+        )
     chosen: list[str] = []
 
     def edit(flag: dict[str, Any]) -> None:
@@ -220,7 +224,11 @@ def rollout(
         chosen[:] = [target]
 
     written = _change_flag(remote, env, key, edit, reason)
+    served = written.get("data", {}).get("default", {}).get("rollout", {})
+    split = ", ".join(f"{name} {share:g}%" for name, share in served.items())
     click.echo(f"{key}: {chosen[0]} to {percent:g}% in {env} ({_versions(written)})")
+    if split:
+        click.echo(f"  the default now serves: {split}")
 
 
 def push_document(

@@ -125,7 +125,7 @@ def _is_json(scope: Scope) -> bool:
     for name, value in scope["headers"]:
         if name == b"content-type":
             return bool(_JSON_TYPES.match(value.decode("latin-1")))
-    return True  # FastAPI reads a body without a content type as JSON too
+    return True  # the guard has given a body without a type the JSON type
 
 
 def _header(scope: Scope, wanted: bytes) -> bytes | None:
@@ -171,6 +171,14 @@ class Guard:
         if refusal is not None:
             await refusal(scope, receive, counting_send)
             return
+        if body and path.startswith(_PROTECTED):
+            kind = _header(scope, b"content-type")
+            if kind is None:  # a body with no type: ours are all JSON, so read it as JSON
+                scope["headers"] = [*scope["headers"], (b"content-type", b"application/json")]
+            elif not _JSON_TYPES.match(kind.decode("latin-1")):
+                message = "the body must be JSON, sent with Content-Type: application/json"
+                await _refuse(415, message)(scope, receive, counting_send)
+                return
         if body and _is_json(scope):
             try:
                 decode_json(body)

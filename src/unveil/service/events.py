@@ -37,7 +37,6 @@ import time
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from unveil.core import Problem
@@ -93,6 +92,12 @@ def _name(raw: object, path: str, problems: list[Problem]) -> str:
     return raw
 
 
+#: How far in the past an event's time may be (an SDK's buffer held through an outage).
+MAX_EVENT_AGE = 24 * 3600.0
+#: How far ahead of the server's clock an event's time may be (clocks disagree a little).
+MAX_EVENT_AHEAD = 300.0
+
+
 def _when(raw: object, path: str, now: float, problems: list[Problem]) -> float:
     if raw is None:
         return now
@@ -100,10 +105,12 @@ def _when(raw: object, path: str, now: float, problems: list[Problem]) -> float:
     if instant is None:
         problems.append(Problem(path, "must be an RFC 3339 timestamp or epoch seconds"))
         return now
-    try:
-        datetime.fromtimestamp(instant, UTC)  # a time the database can hold
-    except (OverflowError, OSError, ValueError):
-        problems.append(Problem(path, "is out of range"))
+    if not now - MAX_EVENT_AGE <= instant <= now + MAX_EVENT_AHEAD:
+        # an SDK sends within minutes of the event; a time far off is a broken clock,
+        # and counting it would put a judge's data in a window that never comes
+        problems.append(
+            Problem(path, "must be within a day before and five minutes after the server's time")
+        )
         return now
     return float(instant)
 

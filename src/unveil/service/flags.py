@@ -185,6 +185,9 @@ class FlagService:
             document = _document(work, environment_id)
             document[part][key] = dict(data)
             canonical = _validated(document)[part][key]
+            if before is not None and canonical == before.data:
+                # the same flag again: nothing to write, nobody's ETag goes stale
+                return FlagRecord(key, before.data, before.version)
             recorded = work.record(
                 actor=change.actor,
                 action=f"{_SINGULAR[part]}.{'create' if before is None else 'update'}",
