@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from unveil.service.flags import FlagService
 from unveil.service.jobs import JobService
 from unveil.service.scheduled import FLAG_CHANGE, flag_change, flag_change_payload
 from unveil.store import tables as t
-from unveil.store.database import make_engine
+from unveil.store.database import make_engine, upgrade
 from unveil.store.unit import Store
 
 FLAG = {"description": "scheduled", "default": "on"}
@@ -239,3 +240,46 @@ def test_recurring_clean_up_runs_as_a_job_on_the_leader(tmp_path: Path) -> None:
     finally:
         engine.dispose()
         stop(server)
+
+
+def test_a_new_leader_takes_jobs_in_order_even_while_an_old_one_holds_the_first() -> None:
+    """The old leader is still in its last transaction on the earliest job; the new
+    leader must wait for it, not skip it and apply the later jobs first."""
+    from datetime import UTC, datetime
+
+    with postgres_database() as url:
+        upgrade(url)
+        engine = make_engine(url)
+        try:
+            store = Store(engine)
+            access_service(engine).ensure_environment("shop", "production")
+            jobs = _jobs(store, "n")
+            ids = [
+                jobs.enqueue(
+                    FLAG_CHANGE, flag_change_payload("shop", "production", "o", FLAG, f"s{i}")
+                )
+                for i in range(3)
+            ]
+            old = _epoch(store, "old")
+            with store.unit_of_work() as work:
+                work.jobs.claim(datetime.now(UTC), "old", old, limit=1)  # the first job
+            holder = engine.connect()
+            held = holder.begin()
+            holder.execute(select(t.jobs).where(t.jobs.c.id == ids[0]).with_for_update())
+            new = _epoch(store, "new")
+            claimed: list[int] = []
+
+            def claim() -> None:
+                with store.unit_of_work() as work:
+                    claimed.extend(j.id for j in work.jobs.claim(datetime.now(UTC), "new", new))
+
+            thread = threading.Thread(target=claim)
+            thread.start()
+            thread.join(timeout=1.0)
+            assert thread.is_alive()  # it waits for the held row rather than skipping it
+            held.rollback()
+            holder.close()
+            thread.join(timeout=30)
+            assert claimed == ids  # the earliest first, then the rest, in order
+        finally:
+            engine.dispose()

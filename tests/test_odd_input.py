@@ -174,3 +174,58 @@ def test_if_match_that_no_server_gave_is_refused_as_such(running: Server, etag: 
         )
         assert answer.status_code == 400, answer.text
         assert "If-Match" in answer.json()["error"]
+
+
+#: Bodies whose strings hold what no database column or UTF-8 answer can carry.
+UNCARRIABLE_BODIES = [
+    (
+        "put",
+        "/api/v1/projects/shop/environments/production/flags/s1",
+        '{"default":"on","description":"\\ud800"}',
+    ),
+    ("put", "/api/v1/projects/shop/environments/production/segments/g1", '{"include":["\\ud800"]}'),
+    ("put", "/api/v1/projects/shop/flags/m1/meta", '{"type":"release","owner":"a\\u0000b"}'),
+    ("put", "/api/v1/projects/shop/flags/m2/meta", '{"type":"release","tags":["\\ud800"]}'),
+    ("post", "/api/v1/projects", '{"key":"p1","name":"\\ud800"}'),
+    ("post", "/api/v1/users", '{"name":"u","role":"viewer","password":"\\ud800aaaaaaaaaaaa"}'),
+    ("post", "/api/v1/tokens", '{"name":"t","kind":"sdk","project":"\\u0000","environment":"p"}'),
+    (
+        "put",
+        "/api/v1/projects/shop/environments/production/document",
+        '{"version":1,"flags":{"\\ud800":{"default":"on"}}}',
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), UNCARRIABLE_BODIES)
+def test_a_lone_surrogate_or_nul_in_any_body_string_is_refused_and_nothing_written(
+    running: Server, method: str, path: str, body: str
+) -> None:
+    before = _audit_count(running)
+    with running.client() as api:
+        answer = api.request(
+            method.upper(), path, content=body, headers={"Content-Type": "application/json"}
+        )
+        assert answer.status_code == 400, answer.text
+        assert "JSON body" in answer.json()["problems"][0]["message"]
+        flags = api.get("/api/v1/projects/shop/environments/production/flags")
+        assert flags.status_code == 200  # the environment still reads
+    assert _audit_count(running) == before
+
+
+def test_an_empty_prefix_plus_json_type_is_read_strictly(running: Server) -> None:
+    with running.client() as api:
+        answer = api.put(
+            "/api/v1/projects/shop/environments/production/flags/ct1",
+            content=b'{"default":"on","default":"off"}',
+            headers={"Content-Type": "application/+json"},
+        )
+    assert answer.status_code == 400
+    assert "duplicate key" in answer.json()["problems"][0]["message"]
+
+
+@pytest.mark.parametrize("token_id", ["9223372036854775808", "100000000000000000000000", "0"])
+def test_a_token_id_no_row_can_have_is_not_found(running: Server, token_id: str) -> None:
+    with running.client() as api:
+        answer = api.delete(f"/api/v1/tokens/{token_id}")
+    assert answer.status_code in {404, 422}, answer.text

@@ -83,7 +83,9 @@ def test_ensuring_an_environment_from_many_threads_at_once_just_works(engine: En
 def test_token_names_are_unique_for_ever(server: Server) -> None:
     with server.client() as api:
         body = {"name": "deploy bot", "kind": "admin", "role": "viewer"}
-        assert api.post("/api/v1/tokens", json=body).status_code == 201
+        made = api.post("/api/v1/tokens", json=body)
+        assert made.status_code == 201
+        assert set(made.json()) == {"id", "name", "secret"}  # the id DELETE needs, at once
         assert api.post("/api/v1/tokens", json=body).status_code == 409
         tokens = api.get("/api/v1/tokens").json()["tokens"]
         token_id = next(k["id"] for k in tokens if k["name"] == "deploy bot")

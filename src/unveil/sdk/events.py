@@ -62,6 +62,8 @@ def _name_problem(metric: object) -> str | None:
         return f"a metric name must have 1 to {MAX_NAME} characters, not {len(metric)}"
     if any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in metric):
         return f"the metric name {metric!r} contains a control character"
+    if any("\ud800" <= ch <= "\udfff" for ch in metric):  # the server would refuse the batch
+        return f"the metric name {metric!r} contains a lone surrogate"
     return None
 
 

@@ -49,6 +49,11 @@ STATUS: dict[type[UnveilError], int] = {
 }
 
 
+def _sendable(text: str) -> str:
+    """The text with anything UTF-8 cannot carry (a lone surrogate it echoes) escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_response(exc: Exception) -> JSONResponse:
     """The answer for any exception: its status from ``STATUS``, or 500 for the unexpected."""
     status = next((STATUS[k] for k in type(exc).__mro__ if k in STATUS), 500)
@@ -60,9 +65,11 @@ def error_response(exc: Exception) -> JSONResponse:
     if status == 500:
         log.error("unexpected error", exc_info=exc)
         return JSONResponse({"error": "internal error; the server log has the details"}, 500)
-    body: dict[str, Any] = {"error": str(exc)}
+    body: dict[str, Any] = {"error": _sendable(str(exc))}
     if isinstance(exc, Invalid | InvalidDocument):
-        body["problems"] = [{"path": p.path, "message": p.message} for p in exc.problems]
+        body["problems"] = [
+            {"path": _sendable(p.path), "message": _sendable(p.message)} for p in exc.problems
+        ]
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, Overloaded):

@@ -43,7 +43,9 @@ __all__ = ["BodyRefused", "Guard", "Limits", "decode_json"]
 _PROTECTED = ("/api/", "/sdk/", "/ofrep/")
 _DOCUMENT = re.compile(r"^/api/v1/projects/[^/]+/environments/[^/]+/document$")
 _OFREP_ONE = re.compile(r"^/ofrep/v1/evaluate/flags/(?P<key>.+)$")
-_JSON_TYPES = re.compile(r"^application/(?:json|[^;\s]+\+json)\s*(?:;|$)", re.IGNORECASE)
+# application/json and any application/...+json (an empty prefix too: FastAPI reads
+# "application/+json" as JSON, so the strict reading must see it as well)
+_JSON_TYPES = re.compile(r"^application/(?:[^;\s]*\+)?json\s*(?:;|$)", re.IGNORECASE)
 
 MIB = 1 << 20
 # A refusal leaves the body unread: closing the connection stops the server
@@ -91,6 +93,29 @@ def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+#: Characters no body may carry anywhere: NUL (PostgreSQL cannot store it in text)
+#: and lone surrogates (JSON can spell them, UTF-8 cannot carry them, so the
+#: answer that echoed one, or any later read of it, would fail to encode).
+_UNCARRIABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _refuse_uncarriable(value: Any) -> None:
+    """Every string in the body, keys included, free of what cannot be stored or sent."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            found = _UNCARRIABLE.search(item)
+            if found is not None:
+                what = "a NUL character" if found.group() == "\x00" else "a lone surrogate"
+                raise BodyRefused(f"a string in the JSON body holds {what}: {item[:40]!r}")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 def _refuse_constant(name: str) -> Any:
     raise BodyRefused(f"{name} is not JSON")
 
@@ -101,14 +126,15 @@ def decode_json(body: bytes) -> Any:
     Refused (``BodyRefused``): text that is not UTF-8, malformed JSON,
     duplicate keys in an object (a silent merge would apply something the
     sender did not mean), ``NaN`` and ``Infinity``, and nesting deeper than
-    the decoder can follow.
+    the decoder can follow, and NUL characters or lone surrogates in any
+    string (keys included).
     """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BodyRefused(f"the body is not UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(
+        decoded = json.loads(
             text, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant
         )
     except json.JSONDecodeError as exc:
@@ -119,6 +145,8 @@ def decode_json(body: bytes) -> Any:
         raise BodyRefused(f"malformed JSON: {exc}") from None
     except RecursionError:
         raise BodyRefused("the JSON body is nested too deeply") from None
+    _refuse_uncarriable(decoded)
+    return decoded
 
 
 def _is_json(scope: Scope) -> bool:

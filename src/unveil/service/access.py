@@ -221,24 +221,32 @@ class AccessService:
         project: str | None,
         env: str | None,
         actor: str,
-    ) -> str:
-        """A token as the API asks for one: an SDK key names its project and environment."""
+    ) -> dict[str, Any]:
+        """A token as the API asks for one (an SDK key names its project and environment):
+        its id, name and secret (shown this once)."""
         environment_id = None
         if kind == "sdk":
             if project is None or env is None:
                 raise Invalid(
                     (Problem("environment", "an SDK key needs its project and environment"),)
                 )
+            check_key(project, "project")
+            check_key(env, "environment")
             environment_id = self.environment_of(project, env)
         elif project is not None or env is not None:
             raise Invalid((Problem("environment", "an admin token is not for one environment"),))
-        return self.create_token(name, kind, role, environment_id, None, actor)
+        secret = self.create_token(name, kind, role, environment_id, None, actor)
+        with self.store.reading() as r:
+            token_id = r.tokens.id_of_name(name)
+        return {"id": token_id, "name": name, "secret": secret}
 
     def tokens(self) -> list[dict[str, Any]]:
         with self.store.reading() as r:
             return r.tokens.all()
 
     def revoke_token(self, token_id: int, actor: str = "system") -> None:
+        if not 0 < token_id < 2**63:  # no row has such an id, and no column holds it
+            raise NotFound(f"no token {token_id}")
         with self.store.unit_of_work() as work:
             row = work.tokens.by_id(token_id)
             if row is None:

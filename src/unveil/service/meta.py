@@ -16,7 +16,7 @@ from typing import Any
 from unveil.core import Problem
 from unveil.service.errors import Invalid, NotFound, PreconditionFailed, PreconditionRequired
 from unveil.service.scope import require_project
-from unveil.service.text import check_text
+from unveil.service.text import check_text, text_problem
 from unveil.store.tables import utc_text
 from unveil.store.unit import Store
 
@@ -39,15 +39,17 @@ def check_meta(data: Mapping[str, Any]) -> dict[str, Any]:
     ):
         problems.append(Problem("lifetime_days", "must be a whole number of days, 1 to 3650"))
     tags = data.get("tags", [])
-    if (
-        not isinstance(tags, list)
-        or len(tags) > 20
-        or not all(isinstance(tag, str) and 0 < len(tag) <= 50 for tag in tags)
-    ):
-        problems.append(Problem("tags", "must be at most 20 strings of 1 to 50 characters"))
+    if not isinstance(tags, list) or len(tags) > 20:
+        problems.append(Problem("tags", "must be a list of at most 20 tags"))
+    else:
+        problems += [
+            p
+            for i, tag in enumerate(tags)
+            if (p := text_problem(tag, f"tags[{i}]", 50)) is not None
+        ]
     owner = data.get("owner")
-    if owner is not None and (not isinstance(owner, str) or not 0 < len(owner) <= 200):
-        problems.append(Problem("owner", "must be a string of 1 to 200 characters"))
+    if owner is not None and (problem := text_problem(owner, "owner", 200)) is not None:
+        problems.append(problem)
     if problems:
         raise Invalid(tuple(problems))
     return {"type": kind, "lifetime_days": lifetime, "tags": list(tags), "owner": owner}

@@ -19,6 +19,7 @@ __all__ = ["KEY_PATTERN", "check_key", "check_text", "text_problem"]
 KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # tab and newline are allowed in reasons
 _CONTROL_IN_NAMES = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def text_problem(
@@ -33,6 +34,8 @@ def text_problem(
         return Problem(field, f"must be at most {max_length} characters")
     if (_CONTROL if multiline else _CONTROL_IN_NAMES).search(value):
         return Problem(field, "must not contain control characters")
+    if _SURROGATE.search(value):
+        return Problem(field, "must not contain a lone surrogate (it is not text UTF-8 can carry)")
     return None
 
 

@@ -131,6 +131,12 @@ class TokenRepository:
             return None
         return TokenRecord(row.id, row.name, row.kind, row.role, row.environment_id)
 
+    def id_of_name(self, name: str) -> int | None:
+        found = self._conn.execute(
+            select(t.tokens.c.id).where(t.tokens.c.name == name)
+        ).scalar_one_or_none()
+        return None if found is None else int(found)
+
     def by_id(self, token_id: int) -> TokenRecord | None:
         row = self._conn.execute(
             select(t.tokens).where(t.tokens.c.id == token_id, t.tokens.c.revoked_at.is_(None))

@@ -122,7 +122,10 @@ class JobRepository:
             .limit(limit)
         )
         if is_postgresql(self._conn):
-            query = query.with_for_update(skip_locked=True)
+            # wait for a row another transaction holds, never skip it: that row may be
+            # an earlier job the last leader is finishing, and skipping it would apply
+            # the later ones first (an older scheduled change landing last)
+            query = query.with_for_update()
         claimed = []
         for row in self._conn.execute(query).all():
             moved = self._conn.execute(
