@@ -179,7 +179,7 @@ def test_a_row_the_database_refuses_spoils_neither_its_flush_nor_later_ones() ->
                 "later"
             }
             metrics = httpx.get(f"{server.url}/metrics").text
-            assert "unveil_events_rejected_rows 1.0" in metrics
+            assert "unveil_events_rejected_rows_total 1.0" in metrics
         finally:
             stop(server)
 

@@ -180,7 +180,7 @@ def test_two_leaders_at_once_on_postgresql_apply_a_job_once() -> None:
                 versions = conn.execute(select(t.environments.c.version)).scalars().all()
             assert sorted(versions) == [0, 1]  # production moved once; staging not at all
             with first.client() as api:  # the fenced attempt is counted where it happened
-                assert wait_for(lambda: "unveil_jobs_fenced 1.0" in api.get("/metrics").text)
+                assert wait_for(lambda: "unveil_jobs_fenced_total 1.0" in api.get("/metrics").text)
         finally:
             holder.close()
             engine.dispose()
@@ -219,6 +219,9 @@ def test_a_second_process_on_one_sqlite_folder_follows_and_takes_over(tmp_path: 
         assert later is not None
         assert wait_for(lambda: _job_row(engine, later).state == "done")
         assert _job_row(engine, later).owner == follower_node
+        listed = {n["node"]: n["leading"] for n in _cluster(follower)["nodes"]}
+        assert listed[follower_node] is True  # recorded before its first job ran
+        assert listed.get(leader_node) is not True  # and the dead one no longer leads
     finally:
         engine.dispose()
         for node in nodes:

@@ -117,7 +117,7 @@ def test_clients_that_never_read_cost_bounded_memory_and_are_cut_off(tmp_path: P
             assert growth < 100 * 2**20, f"memory grew by {growth / 2**20:.0f} MB"
             assert [name for name, _ in reader.events] == ["snapshot"] + ["patch"] * 20
             # every client that never read fell behind and was cut off; the reader was not
-            assert wait_for(lambda: _metric(server, "unveil_stream_cut_off") == clients)
+            assert wait_for(lambda: _metric(server, "unveil_stream_cut_off_total") == clients)
             assert _metric(server, "unveil_stream_clients") == 1
             assert not reader.ended.is_set()
             # a cut-off client that reads at last finds its stream ended, not hanging

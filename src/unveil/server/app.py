@@ -90,7 +90,7 @@ def build_services(
         intake=EventIntake(EventCounts(engine), events_memory, events_series),
         cluster=cluster,
         link=link,
-        worker=Worker(jobs, link, worker_interval),
+        worker=Worker(jobs, link, worker_interval, lambda: cluster.heartbeat(True)),
         metrics=metrics,
         heartbeat_seconds=heartbeat_seconds,
         ofrep=Admission(OFREP_IN_FLIGHT),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from fastapi import Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from unveil.server.hub import Hub
 from unveil.service.access import AccessService
@@ -49,17 +52,23 @@ class Metrics:
         )
 
     def watch(self, services: Services) -> None:
+        counts = _Counts()
+        self.registry.register(counts)
+
         def gauge(name: str, text: str, read: object) -> None:
             Gauge(name, text, registry=self.registry).set_function(read)  # type: ignore[arg-type]
 
+        def counter(name: str, text: str, read: Callable[[], float]) -> None:
+            counts.add(name, text, read)
+
         hub, intake = services.hub, services.intake
         gauge("unveil_stream_clients", "Connected stream clients", hub.subscriber_count)
-        gauge(
+        counter(
             "unveil_stream_cut_off",
             "Streams ended because their client fell behind (it resyncs on reconnect)",
             lambda: hub.cut_off,
         )
-        gauge(
+        counter(
             "unveil_stream_revoked",
             "Streams ended because their SDK key was revoked",
             lambda: hub.revoked_streams,
@@ -69,17 +78,17 @@ class Metrics:
             "Bytes of event counts held in memory, not yet written",
             intake.pending_bytes,
         )
-        gauge(
+        counter(
             "unveil_events_refused",
             "Event batches refused with 429 (memory bound or too many new series)",
             lambda: intake.refused,
         )
-        gauge(
+        counter(
             "unveil_events_rejected_rows",
             "Count rows the database refused, dropped",
             lambda: intake.rejected_rows,
         )
-        gauge(
+        counter(
             "unveil_events_lost",
             "Acknowledged events not written: the database stayed away at stop",
             lambda: intake.lost_events,
@@ -89,13 +98,32 @@ class Metrics:
             "1 on the node doing background work",
             lambda: float(services.link.leading.is_set()),
         )
-        gauge("unveil_jobs_ran", "Jobs run to their finish here", lambda: services.jobs.ran)
-        gauge("unveil_jobs_failed", "Job attempts that failed here", lambda: services.jobs.failed)
-        gauge(
+        counter("unveil_jobs_ran", "Jobs run to their finish here", lambda: services.jobs.ran)
+        counter("unveil_jobs_failed", "Job attempts that failed here", lambda: services.jobs.failed)
+        counter(
             "unveil_jobs_fenced",
             "Job attempts whose effect was refused: another leader had taken the job over",
             lambda: services.jobs.fenced,
         )
+
+
+class _Counts(Collector):
+    """Counts that only grow, kept by the services, shown as Prometheus counters.
+
+    (A Gauge would make ``rate()`` and resets read wrongly; the client library's
+    Counter cannot read a value kept elsewhere, so this collector does.)
+    Each is exposed with the ``_total`` suffix.
+    """
+
+    def __init__(self) -> None:
+        self._reads: list[tuple[str, str, Callable[[], float]]] = []
+
+    def add(self, name: str, text: str, read: Callable[[], float]) -> None:
+        self._reads.append((name, text, read))
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for name, text, read in self._reads:
+            yield CounterMetricFamily(name, text, value=float(read()))
 
 
 @dataclass

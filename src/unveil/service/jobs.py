@@ -163,8 +163,16 @@ class JobService:
 class Worker:
     """The thread that runs jobs while this node leads."""
 
-    def __init__(self, jobs: JobService, link: _Leading, interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        jobs: JobService,
+        link: _Leading,
+        interval: float = 1.0,
+        on_lead: Callable[[], object] | None = None,
+    ) -> None:
         self._jobs = jobs
+        #: told once per leadership, before any job runs (the node records that it leads)
+        self._on_lead = on_lead
         self._link = link
         self._interval = interval
         self._stop = threading.Event()
@@ -188,6 +196,8 @@ class Worker:
             if self._link.leading.is_set() and epoch is not None:
                 try:
                     if started_epoch != epoch:
+                        if self._on_lead is not None:
+                            self._on_lead()
                         self._jobs.ensure_recurring()
                         started_epoch = epoch
                     while self._jobs.run_due(epoch) and not self._stop.is_set():
