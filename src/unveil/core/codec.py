@@ -84,8 +84,8 @@ _MAX_NAME = 200
 # take minutes. Beyond a limit the document is refused with the path and the
 # limit named. docs/flags-file.md ("Limits") lists them; keep the two in step.
 
-#: Flags in one document.
-MAX_FLAGS = 5_000
+#: Flags in one document (issue 11: environments of ten thousand flags are served).
+MAX_FLAGS = 20_000
 #: Segments in one document.
 MAX_SEGMENTS = 5_000
 #: What one flag or one segment may weigh: the characters of its texts (keys in
@@ -822,20 +822,37 @@ def _read_section(
         r.fail(name, f"has {len(raw)} {noun}s, more than the limit of {limit}")
         return out
     for key, body in raw.items():
-        path = _join(name, str(key))
-        if r.key(key, path, f"{noun} key") is None:
-            continue
-        before = r.weight
-        item = read(r, key, body, path)
-        weight = r.weight - before
-        if weight > MAX_ITEM_BYTES:
-            r.fail(
-                path, f"the {noun} weighs {weight} bytes, more than the limit of {MAX_ITEM_BYTES}"
-            )
-            continue
+        item = read_entry(r, name, noun, key, body, read)
         if item is not None:
             out[key] = item
     return out
+
+
+def read_entry(
+    r: _Reader,
+    name: str,
+    noun: str,
+    key: object,
+    body: object,
+    read: Callable[[_Reader, str, object, str], _T | None],
+) -> _T | None:
+    """One entry of ``flags`` or ``segments``, or None with its problems in ``r``.
+
+    Checks of the entry alone (its key, its body, its weight); what it names
+    elsewhere is left in ``r.segment_refs`` and ``r.prerequisites``. A patch
+    is read with it too (``unveil.core.incremental``), so both ways of reading
+    an entry are one.
+    """
+    path = _join(name, str(key))
+    if r.key(key, path, f"{noun} key") is None:
+        return None
+    before = r.weight
+    item = read(r, str(key), body, path)
+    weight = r.weight - before
+    if weight > MAX_ITEM_BYTES:
+        r.fail(path, f"the {noun} weighs {weight} bytes, more than the limit of {MAX_ITEM_BYTES}")
+        return None
+    return item
 
 
 def parse_document(data: object) -> Document:

@@ -21,6 +21,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from types import MappingProxyType
 from typing import Any
 
 import mmh3
@@ -36,11 +37,13 @@ from unveil.core.model import (
     Operator,
     Reason,
     Sample,
+    Segment,
+    SegmentMatch,
     Serve,
 )
 from unveil.core.operators import build_predicate
 
-__all__ = ["FlagFunction", "compile_flags"]
+__all__ = ["FlagFunction", "closure", "compile_flag", "compile_flags"]
 
 FlagFunction = Callable[[dict[str, Any]], Evaluation]
 
@@ -176,6 +179,53 @@ def _compile_flag(
     function: FlagFunction = namespace["_flag"]  # type: ignore[assignment]
     function.__doc__ = "\n".join(src.lines)
     return function
+
+
+def closure(document: Document, flag: Flag) -> Document:
+    """The part of ``document`` that ``flag``'s answers depend on.
+
+    The flag, its prerequisites however far down, and every segment their
+    rules reach (through other segments too). A flag compiled against its
+    closure holds nothing else of the document: a client that keeps it across
+    a patch keeps no older document alive with it.
+    """
+    flags: dict[str, Flag] = {}
+    segments: dict[str, Segment] = {}
+    pending_flags = [flag]
+    pending_segments: list[str] = []
+    while pending_flags:
+        current = pending_flags.pop()
+        if current.key in flags:
+            continue
+        flags[current.key] = current
+        pending_flags.extend(document.flags[pre.flag] for pre in current.prerequisites)
+        for rule in current.rules:
+            pending_segments.extend(c.segment for c in rule.when if isinstance(c, SegmentMatch))
+    while pending_segments:
+        name = pending_segments.pop()
+        if name in segments:
+            continue
+        segment = segments[name] = document.segments[name]
+        for srule in segment.rules:
+            pending_segments.extend(c.segment for c in srule.when if isinstance(c, SegmentMatch))
+    return Document(
+        flags=MappingProxyType(flags),
+        segments=MappingProxyType(segments),
+        version=document.version,
+    )
+
+
+def compile_flag(
+    flag: Flag, document: Document, prerequisites: Mapping[str, FlagFunction]
+) -> FlagFunction:
+    """One flag's function; ``prerequisites`` holds the functions of the flags it needs.
+
+    Its reference walker (the fallback for unusual contexts, and segment
+    checks) walks only the flag's closure (see ``closure``).
+    """
+    if not flag.enabled:
+        return _compile_flag(flag, ReferenceEvaluator(Document()), prerequisites)
+    return _compile_flag(flag, ReferenceEvaluator(closure(document, flag)), prerequisites)
 
 
 def compile_flags(document: Document) -> dict[str, FlagFunction]:

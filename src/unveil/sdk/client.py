@@ -260,17 +260,44 @@ class Client:
         Raises ``InvalidDocument`` (and changes nothing) if they are bad.
         """
         document = parse_document(document_data)
-        ruleset = Ruleset(document)
+        return self._swap(Ruleset(document), origin, revision, None)
+
+    def _patch(
+        self,
+        document_data: Mapping[str, Any],
+        patch: Mapping[str, Any],
+        origin: str,
+        revision: int,
+    ) -> set[str]:
+        """Apply a patch to the flags in use; ``document_data`` is the document after it.
+
+        Only what the patch touches is validated and compiled again (see
+        ``Ruleset.patched``); where that check finds anything, or the patch
+        does not follow the flags in use, the whole document is read, and
+        refused whole if it is bad (``InvalidDocument``, nothing changes).
+        """
+        ruleset = None
+        if patch.get("previous") == self._revision:
+            ruleset = self._ruleset.patched(patch)
+        if ruleset is None:
+            return self._install(document_data, origin, revision)
+        touched = patch.get("flags")
+        return self._swap(
+            ruleset, origin, revision, touched if isinstance(touched, Mapping) else {}
+        )
+
+    def _swap(
+        self, ruleset: Ruleset, origin: str, revision: int | None, touched: Mapping[str, Any] | None
+    ) -> set[str]:
+        """Put ``ruleset`` in use; ``touched`` (a patch's flags) narrows what may have changed."""
+        document = ruleset.document
         with self._lock:
             old = self._ruleset.document
             self._ruleset = ruleset  # one reference swap: readers see old or new, whole
             self._origin = origin
             self._revision = revision
-        changed = {
-            key
-            for key in set(old.flags) | set(document.flags)
-            if old.flags.get(key) != document.flags.get(key)
-        }
+        keys = set(old.flags) | set(document.flags) if touched is None else set(touched)
+        changed = {key for key in keys if old.flags.get(key) != document.flags.get(key)}
         if changed and self.events is not None:
             self.events.flags_changed(changed)  # their exposures report again; others keep
         if origin in ("server", "file"):
@@ -306,6 +333,11 @@ class _Receiver:
 
     def install(self, document: Mapping[str, Any], origin: str, revision: int) -> None:
         self._client._install(document, origin=origin, revision=revision)
+
+    def patch(
+        self, document: Mapping[str, Any], patch: Mapping[str, Any], origin: str, revision: int
+    ) -> None:
+        self._client._patch(document, patch, origin=origin, revision=revision)
 
     def status_changed(self, problem: str | None) -> None:
         self._client._status_changed(problem)

@@ -60,6 +60,10 @@ _LONGEST_PAUSE = 30.0
 _FIRST_REFUSED_PAUSE = 5.0
 _LONGEST_REFUSED_PAUSE = 300.0
 _BATCH = 1_000
+#: after a patch the disk cache is written within this many seconds, once for
+#: all the patches in between: writing ten thousand flags on every patch would
+#: cost the application more than applying the patch
+_CACHE_PAUSE = 5.0
 
 #: An httpx transport, or a function that makes one (called again in a forked child).
 Transport = httpx.BaseTransport | Callable[[], httpx.BaseTransport]
@@ -85,6 +89,11 @@ class Receiver(Protocol):
 
     def install(self, document: Mapping[str, Any], origin: str, revision: int) -> None:
         """Make these flags the ones in use; raises ``InvalidDocument`` if they are bad."""
+
+    def patch(
+        self, document: Mapping[str, Any], patch: Mapping[str, Any], origin: str, revision: int
+    ) -> None:
+        """Apply ``patch``; ``document`` is the whole document after it. Raises as ``install``."""
 
     def status_changed(self, problem: str | None) -> None:
         """The sync's state changed, or the server said something unusable (``problem``)."""
@@ -129,10 +138,13 @@ class Sync:
         self._revision: int | None = None
         self._from_server = False
         self._etag: str | None = None
+        self._cache_pending: dict[str, Any] | None = None
         self._fresh_state()
 
     def _fresh_state(self) -> None:
         self._stop = threading.Event()
+        self._cache_lock = threading.Lock()
+        self._cache_timer: threading.Timer | None = None
         self._response: httpx.Response | None = None
         headers = {"Authorization": f"Bearer {self._key}", "User-Agent": "unveil-python"}
         transport = self._transport
@@ -192,6 +204,10 @@ class Sync:
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(timeout=self._timeout)
+        timer = self._cache_timer
+        if timer is not None:
+            timer.cancel()
+        self._write_pending_cache()
         try:
             self._flush_events(until_empty=True)
         except Exception:  # closing must not raise over what could not be sent
@@ -224,7 +240,30 @@ class Sync:
         except Exception as exc:
             log.warning("ignoring the disk cache %s: %s", self._cache, exc)
 
+    def _write_cache_soon(self, data: dict[str, Any]) -> None:
+        """Write ``data`` to the cache within ``_CACHE_PAUSE`` seconds (or at stop)."""
+        with self._cache_lock:
+            self._cache_pending = data
+            if self._cache_timer is None:
+                timer = threading.Timer(_CACHE_PAUSE, self._write_pending_cache)
+                timer.daemon = True
+                timer.name = "unveil-cache"
+                self._cache_timer = timer
+                timer.start()
+
+    def _write_pending_cache(self) -> None:
+        with self._cache_lock:
+            data, self._cache_pending, self._cache_timer = self._cache_pending, None, None
+            if data is not None:
+                self._write_file(data)
+
     def _write_cache(self, data: dict[str, Any]) -> None:
+        """Write ``data`` now; a patch's write still waiting is dropped (this one is newer)."""
+        with self._cache_lock:
+            self._cache_pending = None
+            self._write_file(data)
+
+    def _write_file(self, data: dict[str, Any]) -> None:
         try:
             self._cache.parent.mkdir(parents=True, exist_ok=True)
             fd, temporary = tempfile.mkstemp(dir=self._cache.parent, prefix=".unveil-")
@@ -375,7 +414,12 @@ class Sync:
             self._etag = None
             self._fetch_snapshot()  # missed something: the whole snapshot, not a guess
             return
-        self._install({**document, "revision": version}, origin="server")
+        try:
+            self._receiver.patch(document, patch, origin="server", revision=version)
+        except InvalidDocument as exc:
+            raise BadAnswer(f"the flags are not valid: {exc}") from None
+        self._document, self._revision = document, version
+        self._write_cache_soon({**document, "revision": version})
 
     # -- sending events --------------------------------------------------------------------
 
