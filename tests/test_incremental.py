@@ -114,16 +114,15 @@ def test_the_client_takes_and_refuses_patches_as_a_whole_reload_would(
     client._install(base, origin="server", revision=1)
     for key in client.ruleset.flag_keys():
         client.ruleset.evaluate(key, contexts[0])
-    merged = apply_patch(base, 1, patch)
     whole, problems = _whole(base, patch)
     if whole is None:
         with pytest.raises(InvalidDocument) as refused:
-            client._patch(merged, patch, origin="server", revision=2)
+            client._patch(patch, origin="server", revision=2)
         assert refused.value.problems == problems
         assert client.revision == 1
         assert client.ruleset.document == parse_document(base)
         return
-    client._patch(merged, patch, origin="server", revision=2)
+    client._patch(patch, origin="server", revision=2)
     assert client.revision == 2
     assert client.ruleset.document == whole.document
     assert _answers(client.ruleset, contexts) == _answers(whole, contexts)
@@ -198,5 +197,5 @@ def test_refusals_that_hang_on_what_the_patch_did_not_touch(
     client = Client(events=False)
     client._install(BASE, origin="server", revision=1)
     with pytest.raises(InvalidDocument) as refused:
-        client._patch(apply_patch(BASE, 1, patch), patch, origin="server", revision=2)
+        client._patch(patch, origin="server", revision=2)
     assert refused.value.problems == problems

@@ -171,8 +171,9 @@ def parse_patch(document: Document, refs: References, patch: Mapping[str, Any]) 
     ``parse_document``, whose problems are the ones to report.
     """
     r = _Reader()
-    segments = dict(document.segments)
-    flags = dict(document.flags)
+    # copy() of a mappingproxy is its dict's own copy, in C; dict(proxy) walks it item by item
+    segments: dict[str, Segment] = document.segments.copy()  # type: ignore[attr-defined]
+    flags: dict[str, Flag] = document.flags.copy()  # type: ignore[attr-defined]
     read_segments: dict[str, Segment] = {}
     read_flags: dict[str, Flag] = {}
     gone_segments: list[str] = []

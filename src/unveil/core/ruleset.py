@@ -139,7 +139,7 @@ class Ruleset:
         result = parse_patch(self.document, refs, patch)
         if result is None:
             return None
-        entries = dict(self._entries)
+        entries = self._entries.copy()
         for key in result.stale:
             entries.pop(key, None)
         return Ruleset(result.document, _compiled=entries, _references=result.references)

@@ -21,7 +21,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from unveil.core import Evaluation, Ruleset, parse_document
+from unveil.core import Evaluation, Ruleset, document_to_data, parse_document
+from unveil.core.patch import PatchGap, apply_patch
 from unveil.sdk.events import EventBuffer, targeting_key
 
 if TYPE_CHECKING:
@@ -262,29 +263,34 @@ class Client:
         document = parse_document(document_data)
         return self._swap(Ruleset(document), origin, revision, None)
 
-    def _patch(
-        self,
-        document_data: Mapping[str, Any],
-        patch: Mapping[str, Any],
-        origin: str,
-        revision: int,
-    ) -> set[str]:
-        """Apply a patch to the flags in use; ``document_data`` is the document after it.
+    def _patch(self, patch: Mapping[str, Any], origin: str, revision: int) -> set[str]:
+        """Apply a patch to the flags in use; returns the keys that changed.
 
         Only what the patch touches is validated and compiled again (see
-        ``Ruleset.patched``); where that check finds anything, or the patch
-        does not follow the flags in use, the whole document is read, and
-        refused whole if it is bad (``InvalidDocument``, nothing changes).
+        ``Ruleset.patched``). Where that check finds anything, the whole
+        patched document is read, and refused whole if it is bad
+        (``InvalidDocument``, nothing changes). Raises ``PatchGap`` if the
+        patch follows another revision than the one in use.
         """
-        ruleset = None
-        if patch.get("previous") == self._revision:
-            ruleset = self._ruleset.patched(patch)
+        held = self._revision
+        if held is None or patch.get("previous") != held:
+            raise PatchGap(f"the patch follows {patch.get('previous')}, not {held}")
+        ruleset = self._ruleset.patched(patch)
         if ruleset is None:
-            return self._install(document_data, origin, revision)
+            whole = apply_patch(document_to_data(self._ruleset.document), held, patch)
+            return self._install(whole, origin, revision)
         touched = patch.get("flags")
         return self._swap(
             ruleset, origin, revision, touched if isinstance(touched, Mapping) else {}
         )
+
+    def _snapshot(self) -> dict[str, Any] | None:
+        """The flags in use and their revision, in the form the server sends them."""
+        with self._lock:
+            ruleset, revision = self._ruleset, self._revision
+        if revision is None:
+            return None
+        return {**document_to_data(ruleset.document), "revision": revision}
 
     def _swap(
         self, ruleset: Ruleset, origin: str, revision: int | None, touched: Mapping[str, Any] | None
@@ -334,10 +340,11 @@ class _Receiver:
     def install(self, document: Mapping[str, Any], origin: str, revision: int) -> None:
         self._client._install(document, origin=origin, revision=revision)
 
-    def patch(
-        self, document: Mapping[str, Any], patch: Mapping[str, Any], origin: str, revision: int
-    ) -> None:
-        self._client._patch(document, patch, origin=origin, revision=revision)
+    def patch(self, patch: Mapping[str, Any], origin: str, revision: int) -> None:
+        self._client._patch(patch, origin=origin, revision=revision)
+
+    def snapshot(self) -> dict[str, Any] | None:
+        return self._client._snapshot()
 
     def status_changed(self, problem: str | None) -> None:
         self._client._status_changed(problem)
@@ -347,7 +354,6 @@ def _document_from(source: str | Path | Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(source, Mapping):
         return source
     # the YAML reader is imported only by applications that read files
-    from unveil.core import document_to_data
     from unveil.sdk.files import load_document
 
     return document_to_data(load_document(source))

@@ -48,7 +48,7 @@ from typing import Any, Protocol
 import httpx
 
 from unveil.core import FORMAT_VERSION, InvalidDocument
-from unveil.core.patch import PatchGap, apply_patch
+from unveil.core.patch import PatchGap
 from unveil.sdk.events import EventBuffer, encode_events
 
 __all__ = ["BadAnswer", "Receiver", "Refused", "Sync", "Transport"]
@@ -90,10 +90,12 @@ class Receiver(Protocol):
     def install(self, document: Mapping[str, Any], origin: str, revision: int) -> None:
         """Make these flags the ones in use; raises ``InvalidDocument`` if they are bad."""
 
-    def patch(
-        self, document: Mapping[str, Any], patch: Mapping[str, Any], origin: str, revision: int
-    ) -> None:
-        """Apply ``patch``; ``document`` is the whole document after it. Raises as ``install``."""
+    def patch(self, patch: Mapping[str, Any], origin: str, revision: int) -> None:
+        """Apply ``patch`` to the flags in use; raises ``PatchGap`` if it follows
+        another revision, ``InvalidDocument`` (changing nothing) if it makes them bad."""
+
+    def snapshot(self) -> dict[str, Any] | None:
+        """The flags in use with their revision, as the disk cache holds them."""
 
     def status_changed(self, problem: str | None) -> None:
         """The sync's state changed, or the server said something unusable (``problem``)."""
@@ -133,12 +135,12 @@ class Sync:
         self._flush_interval = flush_interval
         self._timeout = timeout
         self._transport = transport
-        #: the document installed last, its revision, and whether it came from the server
-        self._document: dict[str, Any] | None = None
+        #: the revision installed last, and whether it came from the server (the
+        #: flags themselves the client holds, parsed: the raw document is not kept)
         self._revision: int | None = None
         self._from_server = False
         self._etag: str | None = None
-        self._cache_pending: dict[str, Any] | None = None
+        self._cache_pending = False
         self._fresh_state()
 
     def _fresh_state(self) -> None:
@@ -240,10 +242,10 @@ class Sync:
         except Exception as exc:
             log.warning("ignoring the disk cache %s: %s", self._cache, exc)
 
-    def _write_cache_soon(self, data: dict[str, Any]) -> None:
-        """Write ``data`` to the cache within ``_CACHE_PAUSE`` seconds (or at stop)."""
+    def _write_cache_soon(self) -> None:
+        """Write the flags in use to the cache within ``_CACHE_PAUSE`` seconds (or at stop)."""
         with self._cache_lock:
-            self._cache_pending = data
+            self._cache_pending = True
             if self._cache_timer is None:
                 timer = threading.Timer(_CACHE_PAUSE, self._write_pending_cache)
                 timer.daemon = True
@@ -253,14 +255,15 @@ class Sync:
 
     def _write_pending_cache(self) -> None:
         with self._cache_lock:
-            data, self._cache_pending, self._cache_timer = self._cache_pending, None, None
+            pending, self._cache_pending, self._cache_timer = self._cache_pending, False, None
+            data = self._receiver.snapshot() if pending else None
             if data is not None:
                 self._write_file(data)
 
     def _write_cache(self, data: dict[str, Any]) -> None:
         """Write ``data`` now; a patch's write still waiting is dropped (this one is newer)."""
         with self._cache_lock:
-            self._cache_pending = None
+            self._cache_pending = False
             self._write_file(data)
 
     def _write_file(self, data: dict[str, Any]) -> None:
@@ -302,7 +305,7 @@ class Sync:
             self._receiver.install(document, origin=origin, revision=revision)
         except InvalidDocument as exc:
             raise BadAnswer(f"the flags are not valid: {exc}") from None
-        self._document, self._revision = document, revision
+        self._revision = revision
         if origin == "server":
             self._from_server = True
             self._write_cache(data)
@@ -397,7 +400,7 @@ class Sync:
 
     def _apply(self, patch: object) -> None:
         held = self._revision
-        if not isinstance(patch, dict) or self._document is None or held is None:
+        if not isinstance(patch, dict) or held is None:
             self._fetch_snapshot()
             return
         version = patch.get("version")
@@ -409,17 +412,15 @@ class Sync:
             self._fetch_snapshot()  # a patch does not follow a cached document
             return
         try:
-            document = apply_patch(self._document, held, patch)
+            self._receiver.patch(patch, origin="server", revision=version)
         except PatchGap:
             self._etag = None
             self._fetch_snapshot()  # missed something: the whole snapshot, not a guess
             return
-        try:
-            self._receiver.patch(document, patch, origin="server", revision=version)
         except InvalidDocument as exc:
             raise BadAnswer(f"the flags are not valid: {exc}") from None
-        self._document, self._revision = document, version
-        self._write_cache_soon({**document, "revision": version})
+        self._revision = version
+        self._write_cache_soon()
 
     # -- sending events --------------------------------------------------------------------
 
