@@ -20,9 +20,10 @@ percentage rollouts, some prerequisites, some multi-variant) and measures:
   against the real server (a fresh cache folder, so the snapshot comes over
   the network);
 - memory: tracemalloc's count of the bytes the application process holds for
-  the flags, after start (``mem``) and after every flag was evaluated once
-  (``mem all``): the client's document, ruleset and compiled code, measured
-  with the in-memory transport so that no server shares the process's heap;
+  the flags (the traced heap after minus before the client), after start and
+  the first disk-cache write (``mem``) and after every flag was evaluated once
+  (``mem all``): the client's flags and compiled code, measured with the
+  in-memory transport so that no server shares the process's heap;
 - eval: evaluations per second of one thread, alone and while another thread
   applies a one-flag patch ten times a second (``eval+p``, and its ratio).
 """
@@ -30,6 +31,7 @@ percentage rollouts, some prerequisites, some multi-variant) and measures:
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import statistics
 import sys
@@ -282,14 +284,20 @@ def sdk_figures(document: dict[str, Any], patches: int, seconds: float) -> dict[
         )
         if not client.wait_until_ready(120):
             raise RuntimeError("the client did not become ready")
+        sync = client._sync
+        assert sync is not None
+        # the sync thread writes the disk cache after installing: until it is done the
+        # snapshot it read is still alive (there is no event for it: polled)
+        while not sync._cache.exists():
+            time.sleep(0.01)
+        time.sleep(0.2)
+        gc.collect()
         client.value(keys[0], people[0])
         out["mem"] = tracemalloc.get_traced_memory()[0] - base
         for key in keys:
             client.value(key, people[0])
         out["mem_all"] = tracemalloc.get_traced_memory()[0] - base
         tracemalloc.stop()
-        sync = client._sync
-        assert sync is not None
         rng = random.Random(9)
         timings = []
         for n in range(patches):
