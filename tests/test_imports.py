@@ -27,6 +27,7 @@ CORE = {
     "unveil.core.compiler",
     "unveil.core.errors",
     "unveil.core.evaluation",
+    "unveil.core.incremental",
     "unveil.core.model",
     "unveil.core.operators",
     "unveil.core.ruleset",
@@ -37,7 +38,7 @@ CORE = {
     "re2._re2",
 }
 # The client class: the offline client and its events; the network code waits for a live client.
-CLIENT = CORE | {"unveil.sdk", "unveil.sdk.client", "unveil.sdk.events"}
+CLIENT = CORE | {"unveil.sdk", "unveil.sdk.client", "unveil.sdk.events", "unveil.core.patch"}
 
 
 def _loaded(statement: str, blocked: str = "") -> set[str]:
