@@ -156,7 +156,7 @@ def test_json_variants_nested_beyond_the_limit_are_refused(depth: int, kind: str
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.integers(min_value=1, max_value=5000), st.sampled_from(["when", "values", "rules"]))
+@given(st.integers(min_value=2, max_value=5000), st.sampled_from(["when", "values", "rules"]))
 def test_deep_nesting_anywhere_in_a_flag_is_refused_not_crashed(depth: int, where: str) -> None:
     flag: dict[str, Any] = {"default": "off"}
     deep = _nested(depth, "list")
