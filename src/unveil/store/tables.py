@@ -183,6 +183,24 @@ jobs = Table(
 )
 Index("jobs_due", jobs.c.state, jobs.c.run_at)
 
+releases = Table(
+    "releases",
+    metadata,
+    Column("id", Integer, primary_key=True),  # the release's id is "r<id>"
+    Column("environment_id", Integer, ForeignKey("environments.id"), nullable=False),
+    Column("flag", String(200), nullable=False),
+    Column("phase", String(40), nullable=False),  # the state's phase, for listing
+    Column("active", Boolean, nullable=False),  # not over: the worker still ticks it
+    Column("state", Text, nullable=False),  # release/state.py's plain data, as JSON
+    Column("version", BigInteger, nullable=False),  # compare-and-set on every move
+    # the flag's version the release last wrote or accepted: another one is a hand edit
+    Column("flag_version", BigInteger, nullable=True),
+    Column("judged_until", DateTime(timezone=True), nullable=True),  # end of the last window seen
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+Index("releases_by_flag", releases.c.environment_id, releases.c.flag, releases.c.active)
+
 leadership = Table(
     "leadership",
     metadata,

@@ -1,0 +1,38 @@
+"""Guarded releases: one row per release, its state as plain data.
+
+Revision ID: 0005
+Revises: 0004
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+
+
+def upgrade() -> None:
+    op.create_table(
+        "releases",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column(
+            "environment_id", sa.Integer, sa.ForeignKey("environments.id"), nullable=False
+        ),
+        sa.Column("flag", sa.String(200), nullable=False),
+        sa.Column("phase", sa.String(40), nullable=False),
+        sa.Column("active", sa.Boolean, nullable=False),
+        sa.Column("state", sa.Text, nullable=False),
+        sa.Column("version", sa.BigInteger, nullable=False),
+        sa.Column("flag_version", sa.BigInteger, nullable=True),
+        sa.Column("judged_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index("releases_by_flag", "releases", ["environment_id", "flag", "active"])
+
+
+def downgrade() -> None:
+    op.drop_index("releases_by_flag", "releases")
+    op.drop_table("releases")
