@@ -209,6 +209,13 @@ def db_upgrade(data_dir: Path, database_url: str | None) -> None:
     help="Seconds between looks for due background work (and at the leadership).",
 )
 @click.option(
+    "--release-tick",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 300),
+    help="Seconds between the worker's looks at each running release.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -224,6 +231,7 @@ def serve(
     events_memory: int,
     events_series: int,
     worker_interval: float,
+    release_tick: float,
     log_level: str,
 ) -> None:
     """Run the server: admin API, SDK API, health and metrics.
@@ -264,6 +272,7 @@ def serve(
             events_memory=events_memory << 20,
             events_series=events_series,
             worker_interval=worker_interval,
+            release_tick=release_tick,
         )
         configure_logging(log_level)
         tune_garbage_collector()

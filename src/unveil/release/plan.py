@@ -29,6 +29,7 @@ from unveil.release.reading import Reader, duration_text, join, type_name
 from unveil.release.window import Window, parse_window
 
 __all__ = [
+    "CONTINUOUS_MARGIN",
     "FULL_SHARE",
     "VARIANT_PLACEHOLDER",
     "Direction",
@@ -50,6 +51,9 @@ __all__ = [
 FULL_SHARE = 100_000
 #: the text a Prometheus guard's query holds where the variant's name goes
 VARIANT_PLACEHOLDER = "{variant}"
+#: a continuous guard's margin when the plan gives none: healthy instances of one
+#: service differ by a few percent in latency, which must not count as a regression
+CONTINUOUS_MARGIN = 0.075
 MAX_STEPS = 100
 MAX_GUARDS = 50
 MAX_EXPOSURES = 10**12
@@ -261,7 +265,8 @@ def _read_guard(r: Reader, raw: object, path: str) -> Guard | None:
         "direction",
         _values(Direction),
     )
-    margin = _read_margin(r, body.get("margin", 0.0), join(path, "margin"))
+    default_margin = CONTINUOUS_MARGIN if kind == GuardKind.CONTINUOUS.value else 0.0
+    margin = _read_margin(r, body.get("margin", default_margin), join(path, "margin"))
     query: str | None = None
     if source == Source.PROMETHEUS:
         if r.require(body, "query", path):

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -22,7 +22,8 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from unveil.core import UnveilError
-from unveil.server import admin, ofrep, ops, sdk
+from unveil.release.judge import ArmBatch, Batch
+from unveil.server import admin, ofrep, ops, releases, sdk
 from unveil.server.errors import error_response
 from unveil.server.guard import Guard, Limits
 from unveil.server.hub import Hub
@@ -36,6 +37,7 @@ from unveil.service.flags import FlagService
 from unveil.service.jobs import JobService, Worker
 from unveil.service.meta import MetaService
 from unveil.service.outbox import prune_outbox
+from unveil.service.releases import RELEASE_TICK, ReleaseService
 from unveil.service.scheduled import FLAG_CHANGE, flag_change
 from unveil.store.events import EventCounts
 from unveil.store.link import link_for
@@ -51,6 +53,16 @@ OFREP_IN_FLIGHT = 256
 log = logging.getLogger("unveil.server")
 
 
+class _NoMetricsYet:
+    """Interim: windows of nothing, until the server's metric windows are wired in."""
+
+    def closed_until(self, now: datetime) -> datetime:
+        return now
+
+    def batch(self, *_args: object) -> Batch:
+        return Batch(0.0, ArmBatch(0), ArmBatch(0))
+
+
 def build_services(
     engine: Engine,
     node: str | None = None,
@@ -59,6 +71,7 @@ def build_services(
     events_memory: int = 64 << 20,
     events_series: int = 10_000,
     worker_interval: float = 1.0,
+    release_tick: float = 5.0,
 ) -> Services:
     """The services of one server process over one database."""
     store = Store(engine)
@@ -78,6 +91,8 @@ def build_services(
     jobs.register_recurring("nodes.forget_stale", timedelta(seconds=30), cluster.forget_stale)
     jobs.register_recurring("outbox.prune", timedelta(hours=1), prune_outbox)
     jobs.register(FLAG_CHANGE, flag_change(flags))
+    releases = ReleaseService(store, flags, jobs, _NoMetricsYet(), timedelta(seconds=release_tick))
+    jobs.register(RELEASE_TICK, releases.handler())
     link = link_for(store, cluster.node, hub.changed, worker_interval)
     built = Services(
         store=store,
@@ -94,6 +109,7 @@ def build_services(
         metrics=metrics,
         heartbeat_seconds=heartbeat_seconds,
         ofrep=Admission(OFREP_IN_FLIGHT),
+        releases=releases,
     )
     metrics.watch(built)
     return built
@@ -157,6 +173,6 @@ def create_app(engine: Engine, limits: Limits | None = None, **options: Any) -> 
     app.add_exception_handler(Exception, refused)  # the unexpected: 500, logged, no details
 
     checked = [Depends(checked_parameters)]  # every parameter of every route, as text
-    for router in (ops.router, admin.router, sdk.router, ofrep.router):
+    for router in (ops.router, admin.router, releases.router, sdk.router, ofrep.router):
         app.include_router(router, dependencies=checked)
     return app

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
 from unveil.core import InvalidDocument, UnveilError
+from unveil.release.errors import CommandRefused
 from unveil.service.errors import (
     BadRequest,
     Conflict,
@@ -46,6 +47,7 @@ STATUS: dict[type[UnveilError], int] = {
     InvalidDocument: 422,
     PreconditionRequired: 428,
     Overloaded: 429,
+    CommandRefused: 409,
 }
 
 

@@ -18,6 +18,7 @@ from unveil.service.events import EventIntake
 from unveil.service.flags import FlagService
 from unveil.service.jobs import JobService, Worker
 from unveil.service.meta import MetaService
+from unveil.service.releases import ReleaseService
 from unveil.store.link import FileLink, PostgresLink
 from unveil.store.unit import Store
 
@@ -152,6 +153,7 @@ class Services:
     metrics: Metrics
     heartbeat_seconds: float
     ofrep: Admission
+    releases: ReleaseService
 
 
 def services(request: Request) -> Services:

@@ -70,6 +70,15 @@ class EnvironmentRepository:
         found = self._conn.execute(query).scalar_one_or_none()
         return None if found is None else int(found)
 
+    def keys_of(self, environment_id: int) -> tuple[str, str] | None:
+        """The project's and the environment's keys of an environment id."""
+        row = self._conn.execute(
+            select(t.projects.c.key.label("project"), t.environments.c.key.label("env"))
+            .join(t.projects, t.projects.c.id == t.environments.c.project_id)
+            .where(t.environments.c.id == environment_id)
+        ).one_or_none()
+        return None if row is None else (row.project, row.env)
+
     def lock(self, environment_id: int) -> None:
         """Hold the environment's row: writers of one environment go one at a time."""
         self._conn.execute(

@@ -57,6 +57,20 @@ class AuditRepository:
             ).scalar_one()
         )
 
+    def last_change_of(self, environment_id: int, flag: str) -> tuple[str, str | None] | None:
+        """Who last changed a flag of an environment, and why (a release's hand-edit check)."""
+        row = self._conn.execute(
+            select(t.audit.c.actor, t.audit.c.reason)
+            .where(
+                t.audit.c.environment_id == environment_id,
+                t.audit.c.target == flag,
+                t.audit.c.action.like("flag.%"),
+            )
+            .order_by(t.audit.c.id.desc())
+            .limit(1)
+        ).one_or_none()
+        return None if row is None else (row.actor, row.reason)
+
     def read(
         self,
         environment_id: int | None,

@@ -37,6 +37,7 @@ from unveil.store.jobs import JobRepository, LeadershipRepository
 from unveil.store.meta import MetaRepository
 from unveil.store.nodes import NodeRepository
 from unveil.store.outbox import OutboxRepository
+from unveil.store.releases import ReleaseRepository
 
 __all__ = ["CHANNEL", "Reading", "Recorded", "Store", "UnitOfWork"]
 
@@ -62,6 +63,7 @@ class Reading:
         self.jobs = JobRepository(conn)
         self.leadership = LeadershipRepository(conn)
         self.nodes = NodeRepository(conn)
+        self.releases = ReleaseRepository(conn)
 
     def items(self, part: Part) -> ItemRepository:
         return self.flags if part == "flags" else self.segments
@@ -93,11 +95,17 @@ class UnitOfWork(Reading):
         before: Any = None,
         after: Any = None,
         environment_id: int | None = None,
+        versioned: bool = True,
     ) -> Recorded:
-        """Version, audit, outbox and notice of one change, in this transaction."""
+        """Version, audit, outbox and notice of one change, in this transaction.
+
+        ``versioned=False`` is for a change that belongs to an environment but
+        leaves what its SDKs are served alone (a release's own decisions): it
+        is audited and announced, and the environment's version stays.
+        """
         now = datetime.now(UTC)
         version = None
-        if environment_id is not None:
+        if environment_id is not None and versioned:
             version = self.environments.bump(environment_id)
             self.changed_environments.add(environment_id)
             if self.conn.dialect.name == "postgresql":

@@ -17,9 +17,7 @@ def upgrade() -> None:
     op.create_table(
         "releases",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column(
-            "environment_id", sa.Integer, sa.ForeignKey("environments.id"), nullable=False
-        ),
+        sa.Column("environment_id", sa.Integer, sa.ForeignKey("environments.id"), nullable=False),
         sa.Column("flag", sa.String(200), nullable=False),
         sa.Column("phase", sa.String(40), nullable=False),
         sa.Column("active", sa.Boolean, nullable=False),

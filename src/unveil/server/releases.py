@@ -1,0 +1,183 @@
+"""The releases API under /api/v1/projects/{project}/environments/{env}/releases.
+
+Start a release from a plan, list and show releases (with their decisions
+and the judge's explanations), and command them. Starting, advancing,
+resuming, approving and restarting need the releaser role (or admin);
+pausing and aborting need only what editing the flag needs: stopping is
+never harder than starting. The rules live in ``unveil.service.releases``.
+"""
+
+# No "from __future__ import annotations": FastAPI must see the annotations evaluated.
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from unveil.core import Problem
+from unveil.release.machine import Abort, Advance, Approve, Command, Pause, Resume, Start
+from unveil.server.auth import Editor, Releaser, Viewer
+from unveil.server.services import Services, services
+from unveil.service.errors import Invalid
+from unveil.service.releases import Release
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/projects/{project}/environments/{env}/releases")
+Svc = Annotated[Services, Depends(services)]
+ONE = "/{release_id}"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewRelease(_Strict):
+    plan: dict[str, Any] = Field(description="A release plan (docs/release-plans.md)")
+    start_at: datetime | None = Field(
+        None, description="RFC 3339 time with its offset; the release waits for it"
+    )
+
+
+class Reasoned(_Strict):
+    reason: str = Field("", max_length=1000, description="Why, for the audit log")
+
+
+class Stop(Reasoned):
+    keep_share: bool = Field(False, description="Leave the flag at its current share")
+
+
+class Again(_Strict):
+    start_at: datetime | None = None
+
+
+def _aware(value: datetime | None, path: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise Invalid((Problem(path, "needs its offset from UTC, e.g. 2026-12-01T09:00:00Z"),))
+    return value
+
+
+def _answer(release: Release, status: int = 200) -> JSONResponse:
+    return JSONResponse(release.as_data(), status_code=status)
+
+
+@router.get("", tags=["releases"])
+async def list_releases(
+    project: str,
+    env: str,
+    _who: Viewer,
+    svc: Svc,
+    flag: str | None = None,
+    active: bool | None = None,
+) -> dict[str, Any]:
+    """The environment's releases, newest first (without their history)."""
+    found = await run_in_threadpool(svc.releases.list, project, env, flag, active)
+    return {"releases": [r.as_data(history=False) for r in found]}
+
+
+@router.post("", tags=["releases"], status_code=201)
+async def start_release(
+    project: str, env: str, who: Releaser, svc: Svc, body: NewRelease
+) -> JSONResponse:
+    """Start a release of a plan; refused whole, naming every problem, if the plan is bad."""
+    start_at = _aware(body.start_at, "start_at")
+    release = await run_in_threadpool(
+        svc.releases.start, project, env, body.plan, who.name, start_at
+    )
+    return _answer(release, 201)
+
+
+@router.get(ONE, tags=["releases"])
+async def show_release(
+    project: str, env: str, release_id: str, _who: Viewer, svc: Svc
+) -> JSONResponse:
+    """One release with its history: every decision and why."""
+    return _answer(await run_in_threadpool(svc.releases.get, project, env, release_id))
+
+
+async def _command(
+    svc: Services, project: str, env: str, release_id: str, command: Command
+) -> JSONResponse:
+    release = await run_in_threadpool(svc.releases.command, project, env, release_id, command)
+    return _answer(release)
+
+
+@router.post(ONE + "/pause", tags=["releases"])
+async def pause_release(
+    project: str,
+    env: str,
+    release_id: str,
+    who: Editor,
+    svc: Svc,
+    body: Annotated[Reasoned | None, Body()] = None,
+) -> JSONResponse:
+    """Stop taking decisions; the flag stays at its share."""
+    reason = body.reason if body else ""
+    return await _command(svc, project, env, release_id, Pause(who.name, reason))
+
+
+@router.post(ONE + "/abort", tags=["releases"])
+async def abort_release(
+    project: str,
+    env: str,
+    release_id: str,
+    who: Editor,
+    svc: Svc,
+    body: Annotated[Stop | None, Body()] = None,
+) -> JSONResponse:
+    """Stop for good: control for everyone, unless keep_share."""
+    stop = body or Stop(reason="", keep_share=False)
+    return await _command(
+        svc, project, env, release_id, Abort(who.name, stop.reason, stop.keep_share)
+    )
+
+
+@router.post(ONE + "/resume", tags=["releases"])
+async def resume_release(
+    project: str, env: str, release_id: str, who: Releaser, svc: Svc
+) -> JSONResponse:
+    """Take decisions again; the step's hold starts anew and the share is set again."""
+    return await _command(svc, project, env, release_id, Resume(who.name))
+
+
+@router.post(ONE + "/advance", tags=["releases"])
+async def advance_release(
+    project: str, env: str, release_id: str, who: Releaser, svc: Svc
+) -> JSONResponse:
+    """Go to the next step now, whatever the hold, the data or the window."""
+    return await _command(svc, project, env, release_id, Advance(who.name))
+
+
+@router.post(ONE + "/approve", tags=["releases"])
+async def approve_release(
+    project: str, env: str, release_id: str, who: Releaser, svc: Svc
+) -> JSONResponse:
+    """Approve a release that waits for approval."""
+    return await _command(svc, project, env, release_id, Approve(who.name))
+
+
+@router.post(ONE + "/start", tags=["releases"])
+async def start_now(
+    project: str, env: str, release_id: str, who: Releaser, svc: Svc
+) -> JSONResponse:
+    """Start a scheduled release now, without waiting for its time or window."""
+    return await _command(svc, project, env, release_id, Start(who.name))
+
+
+@router.post(ONE + "/restart", tags=["releases"], status_code=201)
+async def restart_release(
+    project: str,
+    env: str,
+    release_id: str,
+    who: Releaser,
+    svc: Svc,
+    body: Annotated[Again | None, Body()] = None,
+) -> JSONResponse:
+    """A new release of a rolled-back or aborted one's plan, keeping its history."""
+    start_at = _aware(body.start_at if body else None, "start_at")
+    release = await run_in_threadpool(
+        svc.releases.restart, project, env, release_id, who.name, start_at
+    )
+    return _answer(release, 201)

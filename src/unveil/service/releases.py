@@ -1,0 +1,607 @@
+"""Guarded releases: plans started, commanded and ticked, each move one unit of work.
+
+The decisions are the pure state machine's (``unveil.release.machine``) and
+the judge's (``unveil.release.judge``); this module only carries them out.
+Every move of a release, whether a person's command or the worker's tick,
+is one transaction that:
+
+1. holds the environment's row (so flag writes and release moves to one
+   environment go one at a time) and reads the release and its flag;
+2. notices a hand edit: the flag is at another version than the one the
+   release last wrote or accepted, so the release pauses instead of
+   fighting the person who edited it;
+3. asks the machine for the next state and the actions, and carries them
+   out: a new share is an ordinary flag change through ``FlagService``
+   (validated, versioned, audited with actor ``release:<id>`` and the
+   decision as its reason, announced to SDKs); each decision is an audit
+   entry of its own with the judge's explanation (and so an outbox row);
+4. stores the new state by compare-and-set on the release's version.
+
+The worker's ticks are jobs (kind ``release.tick``, one per release, keyed
+by it): their finish is fenced with the leadership epoch in the same
+transaction, so no decision is taken twice even by two leaders at once, and
+a restarted server or a new leader continues from the stored state (holds
+are measured from the stored start of the step).
+
+The judge's state is kept in memory between ticks, keyed by the end of the
+last window it saw; the stored ``judged_until`` says which that is. When
+they differ (a restart, a new leader, a tick whose transaction did not
+commit) the judge is rebuilt by feeding it the same windows again, which
+gives the same state: its decisions do not depend on when it is asked.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from unveil.core.errors import Problem
+from unveil.release import judge
+from unveil.release.judge import Batch, JudgeState
+from unveil.release.judging import WINDOW, ceil_window, floor_window, judge_config, windows
+from unveil.release.machine import (
+    Abort,
+    Action,
+    Command,
+    Event,
+    FlagEdited,
+    RecordDecision,
+    SetRollout,
+    Tick,
+    new_release,
+    restart,
+    step,
+)
+from unveil.release.plan import FULL_SHARE, Guard, Plan, parse_plan, percent, plan_to_data
+from unveil.release.state import Decision, Phase, ReleaseState, state_from_data, state_to_data
+from unveil.release.verdict import Observation, Verdict, VerdictKind
+from unveil.service.errors import Conflict, Invalid, NotFound
+from unveil.service.flags import Change, FlagService
+from unveil.service.jobs import Again, Handler, JobService
+from unveil.service.scope import require_environment
+from unveil.store.jobs import Job
+from unveil.store.releases import ReleaseRow
+from unveil.store.unit import Store, UnitOfWork
+
+__all__ = [
+    "RELEASE_TICK",
+    "MetricsReader",
+    "Release",
+    "ReleaseService",
+    "release_actor",
+]
+
+log = logging.getLogger("unveil.service.releases")
+
+RELEASE_TICK = "release.tick"
+#: windows fed to the judge in one tick at most (an hour): a long outage is caught up in steps
+_MAX_WINDOWS_PER_TICK = 360
+_Clock = Callable[[], datetime]
+
+
+def release_actor(release_id: str) -> str:
+    """Who the audit log says made a release's changes."""
+    return f"release:{release_id}"
+
+
+class MetricsReader(Protocol):
+    """Where the judge's aggregates come from (the server's windows, Prometheus)."""
+
+    def closed_until(self, now: datetime) -> datetime:
+        """The end of the last window no SDK can still report into."""
+        ...
+
+    def batch(
+        self,
+        environment_id: int,
+        flag: str,
+        treatment: str,
+        control: str,
+        guards: Sequence[Guard],
+        start: datetime,
+        end: datetime,
+    ) -> Batch:
+        """Both arms' aggregates over the windows in [start, end); ``end_s`` is unset (0)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """A release as the API shows it."""
+
+    id: str
+    project: str
+    env: str
+    flag: str
+    state: ReleaseState
+    version: int
+    active: bool
+    judged_until: datetime | None
+    updated_at: datetime
+
+    def as_data(self, history: bool = True) -> dict[str, Any]:
+        data = state_to_data(self.state)
+        if not history:
+            data.pop("history", None)
+        state = self.state
+        hold_ends = state.hold_ends_at
+        verification_ends = state.verification_ends_at
+        return {
+            "id": self.id,
+            "project": self.project,
+            "environment": self.env,
+            "flag": self.flag,
+            "phase": state.phase.value,
+            "active": self.active,
+            "step": state.step,
+            "steps": len(state.plan.steps),
+            "percent": percent(state.share),
+            "hold_ends_at": None if hold_ends is None else hold_ends.isoformat(),
+            "verification_ends_at": (
+                None if verification_ends is None else verification_ends.isoformat()
+            ),
+            "judged_until": None if self.judged_until is None else _utc(self.judged_until),
+            "version": self.version,
+            "updated_at": _utc(self.updated_at),
+            "state": data,
+        }
+
+
+def _utc(value: datetime) -> str:
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _drives_flag(state: ReleaseState) -> bool:
+    """Whether the release sets the flag now (a hand edit then pauses it)."""
+    return state.phase is Phase.RUNNING or (state.phase is Phase.COMPLETED and not state.verified)
+
+
+def _judge_start(state: ReleaseState) -> datetime | None:
+    """When this release (not one it was restarted from) first set a share."""
+    for entry in state.history:
+        if entry.release == state.id and entry.decision is Decision.STARTED:
+            return floor_window(entry.at)
+    return None
+
+
+def _served(data: Mapping[str, Any], action: SetRollout) -> dict[str, Any]:
+    """The flag with its default serve at the release's share; rules and targets untouched.
+
+    Variants own consecutive ranges of buckets in the flag's own order, so a
+    growing share keeps everyone it had: stickiness needs nothing here.
+    """
+    flag = dict(data)
+    if action.share <= 0:
+        flag["default"] = action.control
+    elif action.share >= FULL_SHARE:
+        flag["default"] = action.treatment
+    else:
+        before = data.get("default")
+        serve: dict[str, Any] = {
+            "rollout": {
+                action.control: percent(FULL_SHARE - action.share),
+                action.treatment: percent(action.share),
+            }
+        }
+        if isinstance(before, Mapping):  # keep who is bucketed by what
+            serve.update({k: before[k] for k in ("by", "salt") if k in before})
+        flag["default"] = serve
+    return flag
+
+
+class ReleaseService:
+    """Start, read, command and tick guarded releases."""
+
+    def __init__(
+        self,
+        store: Store,
+        flags: FlagService,
+        jobs: JobService,
+        metrics: MetricsReader,
+        tick_every: timedelta = timedelta(seconds=5),
+        clock: _Clock = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.flags = flags
+        self.jobs = jobs
+        self.metrics = metrics
+        self.tick_every = tick_every
+        self._clock = clock
+        self._judges: dict[str, tuple[datetime, JudgeState]] = {}
+        self._judges_lock = threading.Lock()
+
+    def handler(self) -> Handler:
+        """The job handler of ``release.tick``."""
+
+        def handle(job: Job, work: UnitOfWork) -> Again | None:
+            more = self._tick(work, str(job.payload["release"]))
+            return Again(self._clock() + self.tick_every) if more else None
+
+        return handle
+
+    # -- reading -----------------------------------------------------------------------
+
+    def list(
+        self, project: str, env: str, flag: str | None = None, active: bool | None = None
+    ) -> list[Release]:
+        with self.store.reading() as r:
+            environment_id = require_environment(r, project, env)
+            rows = r.releases.in_environment(environment_id, flag, active)
+        return [self._view(project, env, row) for row in rows]
+
+    def get(self, project: str, env: str, release_id: str) -> Release:
+        with self.store.reading() as r:
+            environment_id = require_environment(r, project, env)
+            row = self._row(r.releases.get(release_id), environment_id, release_id)
+        return self._view(project, env, row)
+
+    # -- starting ----------------------------------------------------------------------
+
+    def start(
+        self,
+        project: str,
+        env: str,
+        plan_data: object,
+        actor: str,
+        start_at: datetime | None = None,
+    ) -> Release:
+        """A new release of a plan for this environment; started at once if it is due."""
+        if isinstance(plan_data, Mapping) and "environment" not in plan_data:
+            plan_data = {**plan_data, "environment": env}
+        with self.store.unit_of_work() as work:
+            environment_id = require_environment(work, project, env, lock=True)
+            plan = self._checked_plan(work, environment_id, env, plan_data)
+            now = self._clock()
+            release_id = work.releases.next_id()
+            state = new_release(plan, release_id, now, start_at=start_at)
+            return self._create(work, project, env, environment_id, state, actor, now)
+
+    def restart(
+        self,
+        project: str,
+        env: str,
+        release_id: str,
+        actor: str,
+        start_at: datetime | None = None,
+    ) -> Release:
+        """A new release of a rolled-back or aborted one's plan, with its history."""
+        with self.store.unit_of_work() as work:
+            environment_id = require_environment(work, project, env, lock=True)
+            old_row = self._row(work.releases.get(release_id), environment_id, release_id)
+            old = state_from_data(old_row.state)
+            self._checked_plan(work, environment_id, env, plan_to_data(old.plan))
+            now = self._clock()
+            state = restart(old, work.releases.next_id(), now, start_at=start_at)
+            return self._create(work, project, env, environment_id, state, actor, now)
+
+    def _checked_plan(
+        self, work: UnitOfWork, environment_id: int, env: str, plan_data: object
+    ) -> Plan:
+        """The plan, refused whole when it or the flag it names is not fit to release."""
+        plan = parse_plan(plan_data)  # every problem of the plan itself, or InvalidPlan
+        if plan.environment != env:
+            message = f"the plan is for environment '{plan.environment}', not '{env}'"
+            raise Invalid((Problem("environment", message),))
+        flag = work.flags.get(environment_id, plan.flag)
+        if flag is None:
+            raise Invalid((Problem("flag", f"no flag '{plan.flag}' in this environment"),))
+        variants = flag.data.get("variants")
+        names = list(variants) if isinstance(variants, Mapping) else ["on", "off"]
+        plan = parse_plan(plan_data, variants=names)  # now the variants too
+        active = work.releases.active_of(environment_id, plan.flag)
+        if active is not None:
+            raise Conflict(
+                f"flag '{plan.flag}' is already being released by {active.id}; "
+                "abort it first or wait for it to end"
+            )
+        return plan
+
+    def _create(
+        self,
+        work: UnitOfWork,
+        project: str,
+        env: str,
+        environment_id: int,
+        state: ReleaseState,
+        actor: str,
+        now: datetime,
+    ) -> Release:
+        flag = work.flags.get(environment_id, state.plan.flag)
+        row = work.releases.add(
+            state.id,
+            environment_id,
+            state.plan.flag,
+            state.phase.value,
+            not state.over,
+            state_to_data(state),
+            None if flag is None else flag.version,
+            now,
+        )
+        work.record(
+            actor=actor,
+            action="release.create",
+            target=f"{state.plan.flag}",
+            reason=state.history[-1].text,
+            after={"release": state.id, "plan": plan_to_data(state.plan)},
+            environment_id=environment_id,
+            versioned=False,
+        )
+        row = self._advance(work, project, env, environment_id, row, state, Tick(), now)
+        self.jobs.enqueue(
+            RELEASE_TICK,
+            {"release": state.id, "project": project, "env": env},
+            now + self.tick_every,
+            key=f"release:{state.id}",
+            within=work,
+        )
+        return self._view(project, env, row)
+
+    # -- commands ----------------------------------------------------------------------
+
+    def command(self, project: str, env: str, release_id: str, command: Command) -> Release:
+        """A person's command; ``CommandRefused`` (nothing changes) when the phase forbids it."""
+        with self.store.unit_of_work() as work:
+            environment_id = require_environment(work, project, env, lock=True)
+            row = self._row(work.releases.get(release_id, lock=True), environment_id, release_id)
+            now = self._clock()
+            state = state_from_data(row.state)
+            row, state = self._notice_hand_edit(work, project, env, environment_id, row, state, now)
+            row = self._advance(work, project, env, environment_id, row, state, command, now)
+            return self._view(project, env, row)
+
+    # -- the worker's tick -------------------------------------------------------------
+
+    def _tick(self, work: UnitOfWork, release_id: str) -> bool:
+        """One look at one release; whether it should be looked at again."""
+        row = work.releases.get(release_id)
+        if row is None or not row.active:
+            return False
+        work.environments.lock(row.environment_id)
+        row = work.releases.get(release_id, lock=True)
+        if row is None or not row.active:
+            return False
+        project, env = self._keys(work, row.environment_id)
+        now = self._clock()
+        state = state_from_data(row.state)
+        row, state = self._notice_hand_edit(work, project, env, row.environment_id, row, state, now)
+        event: Event = Tick()
+        judged_until = row.judged_until
+        if _drives_flag(state):
+            event, judged_until = self._observe(row, state, now)
+        row = self._advance(
+            work, project, env, row.environment_id, row, state, event, now, judged_until
+        )
+        return row.active
+
+    @staticmethod
+    def _keys(work: UnitOfWork, environment_id: int) -> tuple[str, str]:
+        keys = work.environments.keys_of(environment_id)
+        if keys is None:
+            raise NotFound(f"no environment {environment_id}")
+        return keys
+
+    def _observe(
+        self, row: ReleaseRow, state: ReleaseState, now: datetime
+    ) -> tuple[Observation, datetime | None]:
+        """The judge's look at the windows closed since the last one, and the step's exposures."""
+        plan = state.plan
+        begin = _judge_start(state)
+        if begin is None:
+            return Observation(Verdict(VerdictKind.NO_DATA), 0), _aware(row.judged_until)
+        closed = floor_window(self.metrics.closed_until(now))
+        until = _aware(row.judged_until) or begin
+        config = judge_config(plan)
+        judged = self._judged(row, state, begin, until, config)
+        guards = plan.guards
+        for at in windows(until, closed, _MAX_WINDOWS_PER_TICK):
+            if judged is not None:
+                batch = self._window(row, state, guards, at)
+                judged = judge.observe(judged, _at_end(batch, begin, at))
+            until = at + WINDOW
+        if judged is not None:
+            with self._judges_lock:
+                self._judges[row.id] = (until, judged)
+        started = state.step_started_at or begin
+        since_step = self.metrics.batch(
+            row.environment_id,
+            plan.flag,
+            plan.treatment,
+            plan.control,
+            (),
+            ceil_window(started),
+            max(until, ceil_window(started)),
+        )
+        if judged is not None:
+            verdict = judge.verdict(judged)
+        else:
+            total = self.metrics.batch(
+                row.environment_id, plan.flag, plan.treatment, plan.control, (), begin, until
+            )
+            some = total.treatment.exposures > 0 and total.control.exposures > 0
+            verdict = Verdict(VerdictKind.CONTINUE if some else VerdictKind.NO_DATA)
+        return Observation(verdict, since_step.treatment.exposures), until
+
+    def _judged(
+        self,
+        row: ReleaseRow,
+        state: ReleaseState,
+        begin: datetime,
+        until: datetime,
+        config: judge.JudgeConfig | None,
+    ) -> JudgeState | None:
+        """The judge as it was after the windows up to ``until``, rebuilt when not at hand."""
+        if config is None:
+            return None
+        with self._judges_lock:
+            kept = self._judges.get(row.id)
+        if kept is not None and kept[0] == until:
+            return kept[1]
+        judged = judge.start(config)
+        for at in windows(begin, until):
+            batch = self._window(row, state, state.plan.guards, at)
+            judged = judge.observe(judged, _at_end(batch, begin, at))
+        return judged
+
+    def _window(
+        self, row: ReleaseRow, state: ReleaseState, guards: Sequence[Guard], at: datetime
+    ) -> Batch:
+        plan = state.plan
+        return self.metrics.batch(
+            row.environment_id, plan.flag, plan.treatment, plan.control, guards, at, at + WINDOW
+        )
+
+    # -- carrying out ------------------------------------------------------------------
+
+    def _notice_hand_edit(
+        self,
+        work: UnitOfWork,
+        project: str,
+        env: str,
+        environment_id: int,
+        row: ReleaseRow,
+        state: ReleaseState,
+        now: datetime,
+    ) -> tuple[ReleaseRow, ReleaseState]:
+        """Pause a release whose flag someone else changed; accept the change otherwise."""
+        flag = work.flags.get(environment_id, state.plan.flag)
+        version = None if flag is None else flag.version
+        if version == row.flag_version:
+            return row, state
+        event: Event
+        if flag is None and not state.over:
+            event = Abort(release_actor(state.id), "the flag was deleted", keep_share=True)
+        elif _drives_flag(state):
+            last = work.audit.last_change_of(environment_id, state.plan.flag)
+            actor, why = last if last is not None else ("", None)
+            event = FlagEdited(actor, why or "")
+        else:  # not driving the flag now: the edit is the flag's new starting point
+            moved = work.releases.move(
+                row,
+                phase=row.phase,
+                active=row.active,
+                state=row.state,
+                flag_version=version,
+                judged_until=row.judged_until,
+                now=now,
+            )
+            if not moved:
+                raise Conflict(f"release {row.id} changed meanwhile; try again")
+            return self._reread(work, row.id), state
+        row = self._advance(work, project, env, environment_id, row, state, event, now)
+        return row, state_from_data(row.state)
+
+    def _advance(
+        self,
+        work: UnitOfWork,
+        project: str,
+        env: str,
+        environment_id: int,
+        row: ReleaseRow,
+        state: ReleaseState,
+        event: Event,
+        now: datetime,
+        judged_until: datetime | None = None,
+    ) -> ReleaseRow:
+        """Run the machine on ``event``, carry out its actions, store the new state."""
+        new, actions = step(state, now, event)
+        flag_version = self._carry_out(work, project, env, environment_id, row, new, actions)
+        moved = work.releases.move(
+            row,
+            phase=new.phase.value,
+            active=not new.over,
+            state=state_to_data(new),
+            flag_version=flag_version,
+            judged_until=judged_until if judged_until is not None else row.judged_until,
+            now=now,
+        )
+        if not moved:
+            raise Conflict(f"release {row.id} changed meanwhile; try again")
+        return self._reread(work, row.id)
+
+    @staticmethod
+    def _reread(work: UnitOfWork, release_id: str) -> ReleaseRow:
+        found = work.releases.get(release_id)
+        if found is None:
+            raise NotFound(f"no release '{release_id}'")
+        return found
+
+    def _carry_out(
+        self,
+        work: UnitOfWork,
+        project: str,
+        env: str,
+        environment_id: int,
+        row: ReleaseRow,
+        state: ReleaseState,
+        actions: Sequence[Action],
+    ) -> int | None:
+        """The machine's actions as a flag change and audit entries; the flag's version after."""
+        actor = release_actor(state.id)
+        flag_key = state.plan.flag
+        current = work.flags.get(environment_id, flag_key)
+        flag_version = None if current is None else current.version
+        decisions = [a for a in actions if isinstance(a, RecordDecision)]
+        reason = "; ".join(d.text for d in decisions) or None
+        for action in actions:
+            if isinstance(action, SetRollout) and current is not None:
+                record = self.flags.put_item(
+                    "flags",
+                    project,
+                    env,
+                    flag_key,
+                    _served(current.data, action),
+                    Change(actor, reason),
+                    current.version,
+                    within=work,
+                )
+                flag_version = record.version
+            elif isinstance(action, RecordDecision):
+                work.record(
+                    actor=actor,
+                    action=f"release.{action.decision.value}",
+                    target=flag_key,
+                    reason=action.text,
+                    after=dict(action.explanation),
+                    environment_id=environment_id,
+                    versioned=False,
+                )
+            # Notify needs nothing more: each decision's audit entry has its outbox row,
+            # which is what webhooks and the dashboard are told from.
+        return flag_version
+
+    # -- helpers -----------------------------------------------------------------------
+
+    @staticmethod
+    def _row(row: ReleaseRow | None, environment_id: int, release_id: str) -> ReleaseRow:
+        if row is None or row.environment_id != environment_id:
+            raise NotFound(f"no release '{release_id}' in this environment")
+        return row
+
+    def _view(self, project: str, env: str, row: ReleaseRow) -> Release:
+        return Release(
+            row.id,
+            project,
+            env,
+            row.flag,
+            state_from_data(row.state),
+            row.version,
+            row.active,
+            _aware(row.judged_until),
+            row.updated_at,
+        )
+
+
+def _at_end(batch: Batch, begin: datetime, at: datetime) -> Batch:
+    """The batch stamped with its window's end, in seconds since the judging began."""
+    end_s = (at + WINDOW - begin).total_seconds()
+    return Batch(end_s, batch.treatment, batch.control)
