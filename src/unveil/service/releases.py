@@ -224,8 +224,9 @@ class ReleaseService:
         """The job handler of ``release.tick``."""
 
         def handle(job: Job, work: UnitOfWork) -> Again | None:
-            more = self._tick(work, str(job.payload["release"]))
-            return Again(self._clock() + self.tick_every) if more else None
+            more = self.tick(str(job.payload["release"]), within=work)
+            # jobs run on the wall clock; the release's own clock decides holds
+            return Again(datetime.now(UTC) + self.tick_every) if more else None
 
         return handle
 
@@ -288,16 +289,18 @@ class ReleaseService:
         self, work: UnitOfWork, environment_id: int, env: str, plan_data: object
     ) -> Plan:
         """The plan, refused whole when it or the flag it names is not fit to release."""
-        plan = parse_plan(plan_data)  # every problem of the plan itself, or InvalidPlan
+        key = plan_data.get("flag") if isinstance(plan_data, Mapping) else None
+        flag = work.flags.get(environment_id, key) if isinstance(key, str) else None
+        variants = None
+        if flag is not None:
+            named = flag.data.get("variants")
+            variants = list(named) if isinstance(named, Mapping) else ["on", "off"]
+        plan = parse_plan(plan_data, variants=variants)  # every problem at once, or InvalidPlan
         if plan.environment != env:
             message = f"the plan is for environment '{plan.environment}', not '{env}'"
             raise Invalid((Problem("environment", message),))
-        flag = work.flags.get(environment_id, plan.flag)
         if flag is None:
             raise Invalid((Problem("flag", f"no flag '{plan.flag}' in this environment"),))
-        variants = flag.data.get("variants")
-        names = list(variants) if isinstance(variants, Mapping) else ["on", "off"]
-        plan = parse_plan(plan_data, variants=names)  # now the variants too
         active = work.releases.active_of(environment_id, plan.flag)
         if active is not None:
             raise Conflict(
@@ -340,7 +343,7 @@ class ReleaseService:
         self.jobs.enqueue(
             RELEASE_TICK,
             {"release": state.id, "project": project, "env": env},
-            now + self.tick_every,
+            datetime.now(UTC) + self.tick_every,
             key=f"release:{state.id}",
             within=work,
         )
@@ -361,8 +364,12 @@ class ReleaseService:
 
     # -- the worker's tick -------------------------------------------------------------
 
-    def _tick(self, work: UnitOfWork, release_id: str) -> bool:
+    def tick(self, release_id: str, within: UnitOfWork | None = None) -> bool:
         """One look at one release; whether it should be looked at again."""
+        with self.store.unit_of_work(within) as work:
+            return self._tick(work, release_id)
+
+    def _tick(self, work: UnitOfWork, release_id: str) -> bool:
         row = work.releases.get(release_id)
         if row is None or not row.active:
             return False
