@@ -186,12 +186,19 @@ def _fill(path: str) -> str:
         .replace("{env}", "production")
         .replace("{key}", "f")
         .replace("{token_id}", "1")
+        .replace("{release_id}", "r1")
     )
+
+
+#: starting and moving a release on needs a releaser; stopping one only an editor
+RELEASER = re.compile(r"/releases(/\{release_id\}/(resume|advance|approve|start|restart))?$")
 
 
 def _needed_role(method: str, path: str) -> str:
     if ADMIN_ONLY.search(path) and (method != "GET" or ADMIN_ONLY_READS.search(path)):
         return "admin"
+    if method == "POST" and RELEASER.search(path):
+        return "releaser"
     return "viewer" if method == "GET" else "editor"
 
 
@@ -203,7 +210,12 @@ def test_every_admin_endpoint_refuses_missing_invalid_and_weak_tokens(server: Se
         "viewer": _token(server, kind="admin", role="viewer"),
         "editor": _token(server, kind="admin", role="editor"),
     }
-    weaker = {"viewer": [], "editor": ["viewer"], "admin": ["viewer", "editor"]}
+    weaker = {
+        "viewer": [],
+        "editor": ["viewer"],
+        "releaser": ["viewer", "editor"],
+        "admin": ["viewer", "editor"],
+    }
     with httpx.Client(base_url=server.url, timeout=30) as http:
         for method, path in operations:
             url = _fill(path)

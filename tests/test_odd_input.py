@@ -22,7 +22,13 @@ from unveil.store import tables as t
 from unveil.store.database import make_engine
 
 BAD = {"NUL": "a\x00b", "control": "a\x1bb", "over-long": "k" * 5000}
-VALID_PATH = {"project": "shop", "env": "production", "key": "k", "token_id": "1"}
+VALID_PATH = {
+    "project": "shop",
+    "env": "production",
+    "key": "k",
+    "token_id": "1",
+    "release_id": "r1",
+}
 #: For bodies the schema leaves open: the string fields people send.
 OPEN_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("put", "/api/v1/projects/{project}/environments/{env}/flags/{key}"): {

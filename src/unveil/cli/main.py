@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from unveil.cli.errors import CliError, Unavailable, UnveilGroup
+from unveil.cli.release_commands import release
 from unveil.cli.remote import DEFAULT_PROJECT, resolve_remote
 from unveil.cli.server_commands import apply, audit, export, flags, push_document
 from unveil.core import Ruleset, UnveilError, parse_document
@@ -420,7 +421,7 @@ def demo() -> None:
     console.print(_evaluation_table(ruleset, DEMO_CONTEXTS, "unveil demo: who gets what"))
 
 
-for _command in (flags, apply, export, audit):
+for _command in (flags, apply, export, audit, release):
     main.add_command(_command)
 
 
