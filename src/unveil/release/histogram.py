@@ -7,14 +7,10 @@ constant of the format is small (only non-empty buckets are stored), merges
 by adding counts (windows roll up into coarser ones exactly) and answers
 quantiles with a known relative error.
 
-The format, version 1 (these numbers are a storage format: never change them
-in place; a new format gets a new version):
-
-- regular bucket ``i`` (1 <= i <= 240) holds values in
-  ``[0.01 * 2**((i-1)/8), 0.01 * 2**(i/8))``: each bucket is 2**(1/8), about
-  9.05%, wider than the one before, from 0.01 to 0.01 * 2**30 (about 1.07e7);
-- bucket 0 (underflow) holds values below 0.01, zero and negatives included;
-- bucket 241 (overflow) holds values of 2**30 * 0.01 and above.
+The format's buckets (version 1) are defined in core/logbuckets.py, where the
+SDK can share them: 240 regular buckets, each 2**(1/8) (about 9.05%) wider
+than the one before, from 0.01 to 0.01 * 2**30, an underflow bucket 0 and an
+overflow bucket 241.
 
 Why these numbers: in milliseconds, 0.01 ms to three hours covers every
 latency a request has; as a count or a size the same range holds any
@@ -28,13 +24,31 @@ evenly (in log) inside it, so it needs no finer buckets.
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from unveil.core.logbuckets import (
+    BUCKETS_PER_DOUBLING,
+    FORMAT_VERSION,
+    GROWTH,
+    HIGHEST,
+    LOWEST,
+    OVERFLOW,
+    REGULAR_BUCKETS,
+    RELATIVE_ERROR,
+    UNDERFLOW,
+    HistogramError,
+    bucket_lower,
+    bucket_middle,
+    bucket_of,
+    bucket_upper,
+)
+from unveil.core.logbuckets import check_index as _check_index
+
 __all__ = [
     "FORMAT_VERSION",
+    "GROWTH",
     "LOWEST",
     "BUCKETS_PER_DOUBLING",
     "REGULAR_BUCKETS",
@@ -50,68 +64,6 @@ __all__ = [
     "position_value",
     "EMPTY",
 ]
-
-FORMAT_VERSION = 1
-LOWEST = 0.01
-BUCKETS_PER_DOUBLING = 8
-REGULAR_BUCKETS = 240
-UNDERFLOW = 0
-OVERFLOW = REGULAR_BUCKETS + 1
-GROWTH = 2.0 ** (1.0 / BUCKETS_PER_DOUBLING)
-# A value read back as its bucket's geometric middle is within this share of
-# the value that was recorded (for values inside the regular range).
-RELATIVE_ERROR = 2.0 ** (1.0 / (2 * BUCKETS_PER_DOUBLING)) - 1.0
-
-# _BOUNDS[k] is the lower end of regular bucket k + 1; _BOUNDS[-1] is the
-# lower end of the overflow bucket. A table, not a logarithm per value, so
-# that where a value lands is decided by comparisons alone (and so is the
-# same on every machine that computes the table the same way).
-_BOUNDS: tuple[float, ...] = tuple(
-    LOWEST * 2.0 ** (k / BUCKETS_PER_DOUBLING) for k in range(REGULAR_BUCKETS + 1)
-)
-HIGHEST = _BOUNDS[-1]
-
-
-class HistogramError(ValueError):
-    """A value or a stored histogram that the format cannot hold."""
-
-
-def bucket_of(value: float) -> int:
-    """The bucket a value falls in (0 underflow, 1..240 regular, 241 overflow)."""
-    if not math.isfinite(value):
-        raise HistogramError(f"value: {value!r} is not a finite number")
-    return bisect.bisect_right(_BOUNDS, value)
-
-
-def bucket_lower(index: int) -> float:
-    """The smallest value of a regular or overflow bucket (underflow: -inf)."""
-    _check_index(index)
-    if index == UNDERFLOW:
-        return -math.inf
-    return _BOUNDS[index - 1]
-
-
-def bucket_upper(index: int) -> float:
-    """The first value past a bucket (overflow: +inf)."""
-    _check_index(index)
-    if index == OVERFLOW:
-        return math.inf
-    return _BOUNDS[index]
-
-
-def bucket_middle(index: int) -> float:
-    """The value a bucket stands for: its geometric middle (edges for under/overflow)."""
-    _check_index(index)
-    if index == UNDERFLOW:
-        return LOWEST
-    if index == OVERFLOW:
-        return HIGHEST
-    return LOWEST * math.pow(2.0, (index - 0.5) / BUCKETS_PER_DOUBLING)
-
-
-def _check_index(index: int) -> None:
-    if not UNDERFLOW <= index <= OVERFLOW:
-        raise HistogramError(f"bucket: {index} is outside 0..{OVERFLOW}")
 
 
 @dataclass(frozen=True, slots=True)
