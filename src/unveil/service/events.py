@@ -1,8 +1,10 @@
-"""SDK events: exposures and metrics, taken in fast and counted per minute.
+"""SDK events: exposures and metrics, taken in fast and counted per 10-second window.
 
 ``EventIntake.accept`` checks a batch and folds it at once into counts per
-environment, minute, flag, variant and metric, held in memory; a thread
-adds them to the stored counts every few seconds. Nothing waits in a queue
+environment, 10-second window, flag, variant and metric (with the histogram
+buckets of tracked values, core/logbuckets.py), held in memory; a thread
+adds them to the stored counts every few seconds (the store keeps them per
+window and per minute). Nothing waits in a queue
 of raw batches, so what the intake holds is only those counts, and it is
 bounded two ways, answered early with ``Overloaded`` (the API's 429):
 
@@ -10,7 +12,7 @@ bounded two ways, answered early with ``Overloaded`` (the API's 429):
   ``max_bytes``; a database that is slow or away fills it, and then SDKs
   are told to come back later instead of memory growing;
 - by series: an environment may start at most ``series_per_minute`` new
-  series (flag, variant, metric and minute) in each minute, so a flood of
+  series (flag, variant, metric and minute of the event) in each minute, so a flood of
   made-up names can neither fill memory nor the database.
 
 A 202 is a promise: once ``accept`` returned, the events are in the counts
@@ -25,7 +27,9 @@ and everything else is written: one bad row never stops the counting.
 An exposure counts under the metric ``$exposure``. A metric event carries
 the variants its context was exposed to (the SDK knows them), so its value
 is counted once for each (flag, variant) it names, and under flag and
-variant "" when it names none.
+variant "" when it names none. A metric event carries either one ``value``
+or a summary of several values the SDK summed up: ``count``, ``sum`` and
+``buckets`` (bucket index -> how many values fell in it), see docs/api.md.
 """
 
 from __future__ import annotations
@@ -40,9 +44,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from unveil.core import Problem
+from unveil.core.logbuckets import OVERFLOW, bucket_of
 from unveil.core.timestamps import parse_instant
 from unveil.service.errors import Invalid, Overloaded
-from unveil.store.events import Cell, EventCounts, Refused, Unavailable
+from unveil.store.events import FINE, Cell, EventCounts, Refused, Unavailable
 
 __all__ = ["EXPOSURE", "MAX_BATCH", "EventIntake", "parse_batch"]
 
@@ -55,6 +60,10 @@ MAX_NAME = 200
 _CHUNK = 500
 #: What one held cell costs in memory, beyond its names (key tuple, sums, dict slot).
 _CELL_OVERHEAD = 400
+#: What one held histogram bucket costs in memory (dict slot and two integers).
+_BUCKET_OVERHEAD = 100
+#: The most values one summary event may stand for.
+MAX_SUMMARY = 10**9
 #: How often the last write at stop is tried before the counts are given up.
 _FINAL_TRIES = 5
 
@@ -66,8 +75,33 @@ class _Count:
     flag: str
     variant: str
     metric: str
-    value: float
+    value: float  # the sum of the values
     at: float  # epoch seconds
+    count: int = 1
+    buckets: Mapping[int, int] | None = None  # None for exposures
+
+
+@dataclass(slots=True)
+class _Sums:
+    """A held cell: how many events, their sum and their histogram buckets."""
+
+    count: int
+    total: float
+    buckets: dict[int, int]
+
+    def add(self, count: int, total: float, buckets: Mapping[int, int]) -> int:
+        """Add to these sums; how many buckets are new (what the memory grows by)."""
+        self.count += count
+        self.total += total
+        new = 0
+        for index, n in buckets.items():
+            before = self.buckets.get(index)
+            if before is None:
+                new += 1
+                self.buckets[index] = n
+            else:
+                self.buckets[index] = before + n
+        return new
 
 
 def _text_problem(raw: str) -> str | None:
@@ -115,6 +149,58 @@ def _when(raw: object, path: str, now: float, problems: list[Problem]) -> float:
     return float(instant)
 
 
+def _number(raw: object, path: str, problems: list[Problem]) -> float | None:
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        problems.append(Problem(path, "must be a finite number"))
+        return None
+    try:
+        number = float(raw)  # an integer of 400 digits does not fit
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        problems.append(Problem(path, "must be a finite number"))
+        return None
+    return number
+
+
+def _summary(
+    event: Mapping[str, Any], path: str, problems: list[Problem]
+) -> tuple[float, int, Mapping[int, int]] | None:
+    """A metric event's sum, count and buckets: of its one ``value``, or as summed by the SDK."""
+    if "buckets" not in event:
+        value = _number(event.get("value", 1.0), f"{path}.value", problems)
+        return None if value is None else (value, 1, {bucket_of(value): 1})
+    before = len(problems)
+    if "value" in event:
+        problems.append(Problem(f"{path}.value", "a summary (with buckets) has a sum, no value"))
+    total = _number(event.get("sum"), f"{path}.sum", problems)
+    raw = event.get("buckets")
+    buckets: dict[int, int] = {}
+    if not isinstance(raw, Mapping) or not raw:
+        problems.append(Problem(f"{path}.buckets", "must map bucket indexes to counts"))
+    else:
+        for key, n in raw.items():
+            where = f"{path}.buckets.{key}"
+            if not isinstance(key, str) or not key.isdigit() or int(key) > OVERFLOW:
+                problems.append(Problem(where, f"is not a bucket index (0 to {OVERFLOW})"))
+            elif n.__class__ is not int or not 0 < n <= MAX_SUMMARY:
+                problems.append(Problem(where, f"must be a whole number from 1 to {MAX_SUMMARY}"))
+            else:
+                buckets[int(key)] = n
+    count = event.get("count")
+    if len(problems) == before and count != sum(buckets.values()):
+        problems.append(
+            Problem(
+                f"{path}.count", f"must be the sum of the bucket counts ({sum(buckets.values())})"
+            )
+        )
+    if len(problems) > before or total is None or sum(buckets.values()) > MAX_SUMMARY:
+        if len(problems) == before:
+            problems.append(Problem(f"{path}.count", f"must be at most {MAX_SUMMARY}"))
+        return None
+    return total, sum(buckets.values()), buckets
+
+
 def parse_batch(data: object, now: float) -> list[_Count]:
     """The counts a batch adds; ``Invalid`` names every bad field, and nothing is taken."""
     problems: list[Problem] = []
@@ -137,27 +223,21 @@ def parse_batch(data: object, now: float) -> list[_Count]:
             counts.append(_Count(flag, variant, EXPOSURE, 1.0, at))
         elif kind == "metric":
             metric = _name(event.get("metric"), f"{path}.metric", problems)
-            value = event.get("value", 1.0)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                problems.append(Problem(f"{path}.value", "must be a finite number"))
+            summary = _summary(event, path, problems)
+            if summary is None:
                 continue
-            try:
-                number = float(value)  # an integer of 400 digits does not fit
-            except OverflowError:
-                number = math.inf
-            if not math.isfinite(number):
-                problems.append(Problem(f"{path}.value", "must be a finite number"))
-                continue
+            number, many, buckets = summary
             variants = event.get("variants", {})
             if not isinstance(variants, Mapping):
                 problems.append(Problem(f"{path}.variants", "must map flag keys to variants"))
                 continue
             if not variants:
-                counts.append(_Count("", "", metric, number, at))
+                counts.append(_Count("", "", metric, number, at, many, buckets))
             for flag, variant in variants.items():
                 vpath = f"{path}.variants.{flag}"
                 flag_key = _name(flag, vpath, problems)
-                counts.append(_Count(flag_key, _name(variant, vpath, problems), metric, number, at))
+                variant_name = _name(variant, vpath, problems)
+                counts.append(_Count(flag_key, variant_name, metric, number, at, many, buckets))
         else:
             problems.append(Problem(f"{path}.kind", "must be 'exposure' or 'metric'"))
     if problems:
@@ -165,8 +245,14 @@ def parse_batch(data: object, now: float) -> list[_Count]:
     return counts
 
 
-def _cost(cell: Cell) -> int:
-    return _CELL_OVERHEAD + len(cell[2]) + len(cell[3]) + len(cell[4])
+def _cost(cell: Cell, buckets: int = 0) -> int:
+    return _CELL_OVERHEAD + len(cell[2]) + len(cell[3]) + len(cell[4]) + buckets * _BUCKET_OVERHEAD
+
+
+def _series(cell: Cell) -> Cell:
+    """The series a cell belongs to for the cap: its names and minute."""
+    env, start, flag, variant, metric = cell
+    return (env, start - start % 60, flag, variant, metric)
 
 
 @dataclass(slots=True)
@@ -189,12 +275,14 @@ class EventIntake:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        #: where the counts and windows are stored (read by the metrics API and the judge)
+        self.store = store
         self._max_bytes = max_bytes
         self._series_per_minute = series_per_minute
         self._flush_every = flush_every
         self._clock = clock
         self._lock = threading.Lock()
-        self._cells: dict[Cell, list[float]] = {}  # cell -> [count, total]
+        self._cells: dict[Cell, _Sums] = {}
         self._bytes = 0  # of the cells held and of those being written
         self._series: dict[int, _Series] = {}
         self._stopping = False
@@ -235,15 +323,14 @@ class EventIntake:
         """Take a batch: how many events were taken; ``Invalid`` if bad, ``Overloaded`` if busy."""
         now = self._clock()
         counts = parse_batch(data, now)
-        folded: dict[Cell, list[float]] = {}
+        folded: dict[Cell, _Sums] = {}
         for c in counts:
-            cell = (environment_id, int(c.at // 60) * 60, c.flag, c.variant, c.metric)
+            cell = (environment_id, int(c.at // FINE) * FINE, c.flag, c.variant, c.metric)
             sums = folded.get(cell)
             if sums is None:
-                folded[cell] = [1, c.value]
+                folded[cell] = _Sums(c.count, c.value, dict(c.buckets or {}))
             else:
-                sums[0] += 1
-                sums[1] += c.value
+                sums.add(c.count, c.value, c.buckets or {})
         arrival = int(now // 60)
         with self._lock:
             if self._stopping:
@@ -252,7 +339,7 @@ class EventIntake:
             series = self._series.get(environment_id)
             if series is None or series.minute != arrival:
                 series = self._series[environment_id] = _Series(arrival, set())
-            new_series = [cell for cell in folded if cell not in series.seen]
+            new_series = {_series(cell) for cell in folded} - series.seen
             if len(series.seen) + len(new_series) > self._series_per_minute:
                 self.refused += 1
                 raise Overloaded(
@@ -260,24 +347,26 @@ class EventIntake:
                     "minute) in this environment this minute",
                     max(1, 60 - int(now) % 60),
                 )
-            added = sum(_cost(cell) for cell in folded if cell not in self._cells)
+            added = sum(self._growth(cell, sums) for cell, sums in folded.items())
             if self._bytes + added > self._max_bytes:
                 self.refused += 1
                 raise Overloaded("too many events waiting to be written; retry shortly", 1)
             series.seen.update(new_series)
             self._bytes += added
-            self._merge(folded)
+            for cell, sums in folded.items():
+                held = self._cells.get(cell)
+                if held is None:
+                    self._cells[cell] = sums
+                else:
+                    held.add(sums.count, sums.total, sums.buckets)
         return len(data["events"]) if isinstance(data, Mapping) else 0
 
-    def _merge(self, cells: Mapping[Cell, list[float]]) -> None:
-        """Add counts to the held ones (the lock held)."""
-        for cell, (count, total) in cells.items():
-            sums = self._cells.get(cell)
-            if sums is None:
-                self._cells[cell] = [count, total]
-            else:
-                sums[0] += count
-                sums[1] += total
+    def _growth(self, cell: Cell, sums: _Sums) -> int:
+        """What holding these sums adds to memory (the lock held)."""
+        held = self._cells.get(cell)
+        if held is None:
+            return _cost(cell, len(sums.buckets))
+        return _BUCKET_OVERHEAD * sum(1 for index in sums.buckets if index not in held.buckets)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -300,7 +389,7 @@ class EventIntake:
                 time.sleep(pause)  # the database is away: give it a moment, a few times
                 pause *= 2
         with self._lock:
-            lost = sum(int(sums[0]) for sums in self._cells.values())
+            lost = sum(sums.count for sums in self._cells.values())
             self._cells.clear()
             self._bytes = 0
         self.lost_events += lost
@@ -311,7 +400,7 @@ class EventIntake:
         with self._writing:
             with self._lock:
                 cells, self._cells = self._cells, {}
-            rows = sorted((cell, int(s[0]), s[1]) for cell, s in cells.items())
+            rows = sorted(cells.items())
             for start in range(0, len(rows), _CHUNK):  # sorted: nodes lock rows in one order
                 try:
                     self._write(rows[start : start + _CHUNK])
@@ -321,38 +410,41 @@ class EventIntake:
                     return False
             return True
 
-    def _write(self, rows: Sequence[tuple[Cell, int, float]]) -> None:
+    def _write(self, rows: Sequence[tuple[Cell, _Sums]]) -> None:
         """Write rows; split them around any the database refuses, and drop only those."""
         try:
-            self._store.add(rows)
+            self._store.add(
+                [(cell, sums.count, sums.total) for cell, sums in rows],
+                {cell: sums.buckets for cell, sums in rows if sums.buckets},
+            )
         except Refused as exc:
             if len(rows) > 1:
                 half = len(rows) // 2
                 self._write(rows[:half])
                 self._write(rows[half:])
                 return
-            cell, count, _total = rows[0]
+            cell, sums = rows[0]
             self.rejected_rows += 1
-            self.rejected_events += count
+            self.rejected_events += sums.count
             log.warning("the database refused the event counts of %r: %s", cell, exc)
         self._release(rows)
 
-    def _release(self, rows: Sequence[tuple[Cell, int, float]]) -> None:
-        freed = sum(_cost(cell) for cell, _count, _total in rows)
+    def _release(self, rows: Sequence[tuple[Cell, _Sums]]) -> None:
+        freed = sum(_cost(cell, len(sums.buckets)) for cell, sums in rows)
         with self._lock:
             self._bytes -= freed
 
-    def _keep(self, rows: Sequence[tuple[Cell, int, float]]) -> None:
+    def _keep(self, rows: Sequence[tuple[Cell, _Sums]]) -> None:
         """Put unwritten rows back; a cell held again meanwhile is one cell, not two."""
         with self._lock:
-            for cell, count, total in rows:
-                sums = self._cells.get(cell)
-                if sums is None:
-                    self._cells[cell] = [count, total]
+            for cell, sums in rows:
+                held = self._cells.get(cell)
+                if held is None:
+                    self._cells[cell] = sums
                 else:
-                    sums[0] += count
-                    sums[1] += total
-                    self._bytes -= _cost(cell)
+                    before = _cost(cell, len(held.buckets)) + _cost(cell, len(sums.buckets))
+                    held.add(sums.count, sums.total, sums.buckets)
+                    self._bytes -= before - _cost(cell, len(held.buckets))
 
     # -- reading ------------------------------------------------------------------------------
 

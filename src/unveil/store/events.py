@@ -12,6 +12,13 @@ Counts are telemetry; a kill switch must not wait for them. So:
   row, the very row a flag write locks), and each write is one short
   transaction with a lock and statement timeout.
 
+Two granularities are written together, in one transaction per chunk: the
+counts per minute (``event_counts``, what ``GET .../events`` shows) and the
+judge's 10-second windows (``metric_windows`` with their histogram buckets
+in ``metric_buckets``). Ten-second windows older than a week are rolled into
+hourly ones (``roll_up``), and hourly ones are dropped after 90 days
+(``prune``); see docs/metrics.md.
+
 A write either goes in whole or raises one of two errors: ``Unavailable``
 (the database is away or busy: try the same counts again later) or
 ``Refused`` (the database will not take these rows: retrying them as they
@@ -21,27 +28,56 @@ are can never succeed).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, Table, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from unveil.store import tables as t
 from unveil.store.database import make_engine, reader
 
-__all__ = ["Cell", "EventCounts", "Refused", "Unavailable", "events_path"]
+__all__ = [
+    "FINE",
+    "HOUR",
+    "Cell",
+    "EventCounts",
+    "Refused",
+    "Unavailable",
+    "Window",
+    "events_path",
+]
 
 log = logging.getLogger("unveil.store.events")
 
-#: environment id, minute (epoch seconds, a multiple of 60), flag, variant, metric
+#: environment id, window start (epoch seconds, a multiple of FINE), flag, variant, metric
 Cell = tuple[int, int, str, str, str]
-#: the schema version of a SQLite events file (PRAGMA user_version)
-_EVENTS_SCHEMA = 1
+#: the width of the judge's windows, and of the windows they are rolled into, in seconds
+FINE = 10
+HOUR = 3600
+#: the schema version of a SQLite events file (PRAGMA user_version): 1 had only
+#: event_counts, 2 adds the windows
+_EVENTS_SCHEMA = 2
 _KEY = ["environment_id", "minute", "flag", "variant", "metric"]
+_WINDOW_KEY = ["environment_id", "flag", "metric", "seconds", "start", "variant"]
+_TABLES = (t.event_counts, t.metric_windows, t.metric_buckets)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One variant's aggregate of one metric in one stored window."""
+
+    start: int  # epoch seconds
+    seconds: int  # FINE or HOUR
+    variant: str
+    metric: str
+    count: int
+    total: float
+    buckets: Mapping[int, int] = field(default_factory=dict)
 
 
 class Unavailable(Exception):
@@ -74,10 +110,39 @@ class EventCounts:
         if self._own is not None:
             self._own.dispose()
 
-    def add(self, cells: Sequence[tuple[Cell, int, float]]) -> None:
-        """Add each cell's count and total to what is stored, in one short transaction."""
+    def add(
+        self,
+        cells: Sequence[tuple[Cell, int, float]],
+        buckets: Mapping[Cell, Mapping[int, int]] | None = None,
+    ) -> None:
+        """Add each cell's count, total and buckets to what is stored, in one short transaction.
+
+        A cell's time is the start of its 10-second window; the minute it lies
+        in gets the same count. ``buckets`` holds the histogram buckets of the
+        cells that have them (tracked values; exposures have none).
+        """
         if not cells:
             return
+        minutes: dict[tuple[int, int, str, str, str], list[float]] = {}
+        windows: list[dict[str, Any]] = []
+        bucket_rows: list[dict[str, Any]] = []
+        for cell, count, total in cells:
+            env, start, flag, variant, metric = cell
+            minute_key = (env, start - start % 60, flag, variant, metric)
+            sums = minutes.setdefault(minute_key, [0, 0.0])
+            sums[0] += count
+            sums[1] += total
+            key = {
+                "environment_id": env,
+                "flag": flag,
+                "metric": metric,
+                "seconds": FINE,
+                "start": start,
+                "variant": variant,
+            }
+            windows.append({**key, "count": count, "total": total})
+            for index, n in sorted((buckets or {}).get(cell, {}).items()):
+                bucket_rows.append({**key, "bucket": index, "count": n})
         rows = [
             {
                 "environment_id": env,
@@ -85,26 +150,25 @@ class EventCounts:
                 "flag": flag,
                 "variant": variant,
                 "metric": metric,
-                "count": count,
+                "count": int(count),
                 "total": total,
             }
-            for (env, minute, flag, variant, metric), count, total in cells
+            for (env, minute, flag, variant, metric), (count, total) in sorted(minutes.items())
         ]
-        postgres = self.engine.dialect.name == "postgresql"
-        statement = (postgresql.insert if postgres else sqlite.insert)(t.event_counts)
-        upsert = statement.on_conflict_do_update(
-            index_elements=_KEY,
-            set_={
-                "count": t.event_counts.c.count + statement.excluded.count,
-                "total": t.event_counts.c.total + statement.excluded.total,
-            },
-        )
         try:
             with self.engine.begin() as conn:
-                if postgres:  # a write of counts never waits long, nor makes others wait
+                if self._postgres:  # a write of counts never waits long, nor makes others wait
                     conn.execute(text("SET LOCAL lock_timeout = '2s'"))
                     conn.execute(text("SET LOCAL statement_timeout = '10s'"))
-                conn.execute(upsert, rows)
+                conn.execute(self._upsert(t.event_counts, _KEY, ("count", "total")), rows)
+                conn.execute(
+                    self._upsert(t.metric_windows, _WINDOW_KEY, ("count", "total")), windows
+                )
+                if bucket_rows:
+                    conn.execute(
+                        self._upsert(t.metric_buckets, [*_WINDOW_KEY, "bucket"], ("count",)),
+                        bucket_rows,
+                    )
         except (OperationalError, InterfaceError) as exc:
             raise Unavailable(str(exc)) from exc
         except DBAPIError as exc:
@@ -113,6 +177,18 @@ class EventCounts:
             raise Refused(str(exc.orig or exc)) from exc
         except (ValueError, TypeError) as exc:  # refused by the driver before the database
             raise Refused(str(exc)) from exc
+
+    @property
+    def _postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def _upsert(self, table: Table, key: list[str], summed: tuple[str, ...]) -> Any:
+        """INSERT that adds to the stored row when the key is taken."""
+        statement = (postgresql.insert if self._postgres else sqlite.insert)(table)
+        return statement.on_conflict_do_update(
+            index_elements=key,
+            set_={name: table.c[name] + statement.excluded[name] for name in summed},
+        )
 
     def read(self, environment_id: int, flag: str | None = None) -> list[dict[str, Any]]:
         """Stored counts of an environment, oldest minute first."""
@@ -137,6 +213,138 @@ class EventCounts:
                 for r in conn.execute(query)
             ]
 
+    def windows(
+        self,
+        environment_id: int,
+        flag: str,
+        metrics: Iterable[str],
+        since: int,
+        until: int,
+        variants: Iterable[str] | None = None,
+    ) -> list[Window]:
+        """Stored windows of a flag's metrics starting in [since, until), oldest first.
+
+        Both widths are read: where 10-second windows were rolled up, the hourly
+        one stands for them (an hour is either fine or rolled, never both).
+        """
+        names = sorted(set(metrics))
+        chosen = None if variants is None else sorted(set(variants))
+
+        def where(table: Table) -> list[Any]:
+            c = table.c
+            found = [
+                c.environment_id == environment_id,
+                c.flag == flag,
+                c.metric.in_(names),
+                c.start >= since,
+                c.start < until,
+            ]
+            return found if chosen is None else [*found, c.variant.in_(chosen)]
+
+        w = t.metric_windows.c
+        conditions, bucket_conditions = where(t.metric_windows), where(t.metric_buckets)
+        rows: list[Any] = []
+        buckets: dict[tuple[int, int, str, str], dict[int, int]] = {}
+        with reader(self.engine).connect() as conn:
+            rows = [
+                r._mapping
+                for r in conn.execute(
+                    select(t.metric_windows)
+                    .where(*conditions)
+                    .order_by(w.start, w.variant, w.metric)
+                )
+            ]
+            for r in conn.execute(select(t.metric_buckets).where(*bucket_conditions)):
+                m = r._mapping
+                key = (m["start"], m["seconds"], m["variant"], m["metric"])
+                buckets.setdefault(key, {})[m["bucket"]] = m["count"]
+        return [
+            Window(
+                r["start"],
+                r["seconds"],
+                r["variant"],
+                r["metric"],
+                r["count"],
+                r["total"],
+                buckets.get((r["start"], r["seconds"], r["variant"], r["metric"]), {}),
+            )
+            for r in rows
+        ]
+
+    def roll_up(self, before: int, hours: int = 24) -> int:
+        """Roll the 10-second windows of whole hours before ``before`` into hourly windows.
+
+        Up to ``hours`` hours, each in its own transaction that deletes the fine
+        rows (taking what the delete returns) and adds their sums to the hourly
+        rows. What a retried or concurrent roll-up finds is only what is still
+        there, so no window is ever counted twice. How many fine rows it rolled.
+        """
+        before -= before % HOUR
+        rolled = 0
+        for _ in range(hours):
+            w = t.metric_windows.c
+            with reader(self.engine).connect() as conn:
+                first = conn.execute(
+                    select(func.min(w.start)).where(w.seconds == FINE, w.start < before)
+                ).scalar()
+            if first is None:
+                break
+            hour = int(first) - int(first) % HOUR
+            rolled += self._roll_hour(hour)
+        return rolled
+
+    def _roll_hour(self, hour: int) -> int:
+        end = hour + HOUR
+        with self.engine.begin() as conn:
+            rolled = 0
+            for table, summed in (
+                (t.metric_windows, ("count", "total")),
+                (t.metric_buckets, ("count",)),
+            ):
+                c = table.c
+                extra = ("bucket",) if table is t.metric_buckets else ()
+                key_names = ["environment_id", "flag", "metric", "variant", *extra]
+                gone = conn.execute(
+                    delete(table)
+                    .where(c.seconds == FINE, c.start >= hour, c.start < end)
+                    .returning(*(c[n] for n in key_names), *(c[n] for n in summed))
+                ).all()
+                folded: dict[tuple[Any, ...], list[float]] = {}
+                for row in gone:
+                    key = tuple(row[: len(key_names)])
+                    values = folded.setdefault(key, [0] * len(summed))
+                    for i, v in enumerate(row[len(key_names) :]):
+                        values[i] += v
+                if table is t.metric_windows:
+                    rolled = len(gone)
+                if not folded:
+                    continue
+                rows = [
+                    {
+                        **dict(zip(key_names, key, strict=True)),
+                        "seconds": HOUR,
+                        "start": hour,
+                        **{
+                            n: (int(v) if n == "count" else float(v))
+                            for n, v in zip(summed, values, strict=True)
+                        },
+                    }
+                    for key, values in sorted(folded.items())
+                ]
+                conn.execute(self._upsert(table, [*_WINDOW_KEY, *extra], summed), rows)
+            return rolled
+
+    def prune(self, before: int) -> int:
+        """Drop hourly windows that start before ``before``; how many were dropped."""
+        with self.engine.begin() as conn:
+            dropped = 0
+            for table in (t.metric_windows, t.metric_buckets):
+                c = table.c
+                result = conn.execute(delete(table).where(c.seconds == HOUR, c.start < before))
+                if table is t.metric_windows:
+                    dropped = result.rowcount
+            return dropped
+
 
 def _prepare(engine: Engine) -> None:
     """Create the events file's one table, or check that it is of a version we know."""
@@ -146,8 +354,9 @@ def _prepare(engine: Engine) -> None:
             raise RuntimeError(
                 f"{engine.url.database} was written by a newer unveil (schema {version})"
             )
-        if version == 0:
-            t.event_counts.create(conn, checkfirst=True)
+        if version < _EVENTS_SCHEMA:  # 0: a new file; 1: counts only, the windows are new
+            for table in _TABLES:
+                table.create(conn, checkfirst=True)
             conn.exec_driver_sql(f"PRAGMA user_version = {_EVENTS_SCHEMA}")
 
 

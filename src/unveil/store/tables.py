@@ -15,6 +15,7 @@ fenced by the ``leadership`` epoch.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -124,6 +125,47 @@ event_counts = Table(
     Column("count", BigInteger, nullable=False),
     Column("total", Float, nullable=False),
     PrimaryKeyConstraint("environment_id", "minute", "flag", "variant", "metric"),
+)
+
+
+# The judge's data: per environment, flag, metric, window and variant a count, a sum
+# and (in metric_buckets) the non-empty buckets of the fixed log-spaced histogram
+# (core/logbuckets.py). ``seconds`` is the window's width, 10 or 3600 (10-second
+# windows are rolled into hourly ones after a week); ``start`` is the window's first
+# second since the epoch, an integer so that both databases can compute hours from it.
+# Like event_counts: no foreign key, and on SQLite in the events file.
+def _window_key() -> list[Column[Any]]:
+    """The columns that name one variant's window of one metric."""
+    return [
+        Column("environment_id", Integer, nullable=False),
+        Column("flag", String(200), nullable=False),
+        Column("metric", String(200), nullable=False),
+        Column("seconds", Integer, nullable=False),
+        Column("start", BigInteger, nullable=False),
+        Column("variant", String(200), nullable=False),
+    ]
+
+
+metric_windows = Table(
+    "metric_windows",
+    metadata,
+    *_window_key(),
+    Column("count", BigInteger, nullable=False),
+    Column("total", Float, nullable=False),
+    PrimaryKeyConstraint("environment_id", "flag", "metric", "seconds", "start", "variant"),
+    Index("metric_windows_by_age", "seconds", "start"),
+)
+
+metric_buckets = Table(
+    "metric_buckets",
+    metadata,
+    *_window_key(),
+    Column("bucket", Integer, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    PrimaryKeyConstraint(
+        "environment_id", "flag", "metric", "seconds", "start", "variant", "bucket"
+    ),
+    Index("metric_buckets_by_age", "seconds", "start"),
 )
 
 flag_meta = Table(
