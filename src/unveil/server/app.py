@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -22,8 +22,7 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from unveil.core import UnveilError
-from unveil.release.judge import ArmBatch, Batch
-from unveil.server import admin, ofrep, ops, releases, sdk
+from unveil.server import admin, metrics_api, ofrep, ops, releases, sdk
 from unveil.server.errors import error_response
 from unveil.server.guard import Guard, Limits
 from unveil.server.hub import Hub
@@ -36,7 +35,9 @@ from unveil.service.events import EventIntake
 from unveil.service.flags import FlagService
 from unveil.service.jobs import JobService, Worker
 from unveil.service.meta import MetaService
+from unveil.service.metrics import GuardReader, keep_windows
 from unveil.service.outbox import prune_outbox
+from unveil.service.prometheus import PrometheusSource
 from unveil.service.releases import RELEASE_TICK, ReleaseService
 from unveil.service.scheduled import FLAG_CHANGE, flag_change
 from unveil.store.events import EventCounts
@@ -53,16 +54,6 @@ OFREP_IN_FLIGHT = 256
 log = logging.getLogger("unveil.server")
 
 
-class _NoMetricsYet:
-    """Interim: windows of nothing, until the server's metric windows are wired in."""
-
-    def closed_until(self, now: datetime) -> datetime:
-        return now
-
-    def batch(self, *_args: object) -> Batch:
-        return Batch(0.0, ArmBatch(0), ArmBatch(0))
-
-
 def build_services(
     engine: Engine,
     node: str | None = None,
@@ -72,6 +63,7 @@ def build_services(
     events_series: int = 10_000,
     worker_interval: float = 1.0,
     release_tick: float = 5.0,
+    prometheus_url: str | None = None,
 ) -> Services:
     """The services of one server process over one database."""
     store = Store(engine)
@@ -91,7 +83,14 @@ def build_services(
     jobs.register_recurring("nodes.forget_stale", timedelta(seconds=30), cluster.forget_stale)
     jobs.register_recurring("outbox.prune", timedelta(hours=1), prune_outbox)
     jobs.register(FLAG_CHANGE, flag_change(flags))
-    releases = ReleaseService(store, flags, jobs, _NoMetricsYet(), timedelta(seconds=release_tick))
+    counts = EventCounts(engine)
+    jobs.register_recurring(
+        "metrics.keep", timedelta(minutes=10), lambda _unit: keep_windows(counts)
+    )
+    prometheus = PrometheusSource(prometheus_url) if prometheus_url else None
+    releases = ReleaseService(
+        store, flags, jobs, GuardReader(counts, prometheus), timedelta(seconds=release_tick)
+    )
     jobs.register(RELEASE_TICK, releases.handler())
     link = link_for(store, cluster.node, hub.changed, worker_interval)
     built = Services(
@@ -102,7 +101,7 @@ def build_services(
         meta=MetaService(store),
         jobs=jobs,
         hub=hub,
-        intake=EventIntake(EventCounts(engine), events_memory, events_series),
+        intake=EventIntake(counts, events_memory, events_series),
         cluster=cluster,
         link=link,
         worker=Worker(jobs, link, worker_interval, lambda: cluster.heartbeat(True)),
@@ -173,6 +172,7 @@ def create_app(engine: Engine, limits: Limits | None = None, **options: Any) -> 
     app.add_exception_handler(Exception, refused)  # the unexpected: 500, logged, no details
 
     checked = [Depends(checked_parameters)]  # every parameter of every route, as text
-    for router in (ops.router, admin.router, releases.router, sdk.router, ofrep.router):
+    routers = (ops.router, admin.router, releases.router, metrics_api.router, sdk.router)
+    for router in (*routers, ofrep.router):
         app.include_router(router, dependencies=checked)
     return app
