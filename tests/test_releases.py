@@ -23,7 +23,7 @@ from unveil.release.histogram import Histogram
 from unveil.release.judge import ArmBatch, Batch
 from unveil.release.judging import WINDOW, floor_window
 from unveil.release.machine import Abort, Advance, Pause, Resume
-from unveil.release.plan import Guard
+from unveil.release.plan import Guard, Source
 from unveil.service.errors import Conflict, Invalid, NotFound
 from unveil.service.flags import Change, FlagService
 from unveil.service.jobs import JobService
@@ -77,6 +77,8 @@ class Traffic:
         )
 
     # the MetricsReader interface
+
+    sources = frozenset({Source.SDK})
 
     def closed_until(self, now: datetime) -> datetime:
         return floor_window(now)

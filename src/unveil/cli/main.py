@@ -217,6 +217,19 @@ def db_upgrade(data_dir: Path, database_url: str | None) -> None:
     help="Seconds between the worker's looks at each running release.",
 )
 @click.option(
+    "--prometheus-url",
+    default=None,
+    envvar="UNVEIL_PROMETHEUS_URL",
+    help="A Prometheus server whose queries release guards may name (source: prometheus).",
+)
+@click.option(
+    "--metrics-lag",
+    default=30,
+    show_default=True,
+    type=click.IntRange(1, 3600),
+    help="Seconds after a metrics window ends before releases judge it (SDKs report late).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -233,6 +246,8 @@ def serve(
     events_series: int,
     worker_interval: float,
     release_tick: float,
+    prometheus_url: str | None,
+    metrics_lag: int,
     log_level: str,
 ) -> None:
     """Run the server: admin API, SDK API, health and metrics.
@@ -274,6 +289,8 @@ def serve(
             events_series=events_series,
             worker_interval=worker_interval,
             release_tick=release_tick,
+            prometheus_url=prometheus_url,
+            metrics_lag=metrics_lag,
         )
         configure_logging(log_level)
         tune_garbage_collector()

@@ -35,7 +35,7 @@ from unveil.service.events import EventIntake
 from unveil.service.flags import FlagService
 from unveil.service.jobs import JobService, Worker
 from unveil.service.meta import MetaService
-from unveil.service.metrics import GuardReader, keep_windows
+from unveil.service.metrics import LAG, GuardReader, keep_windows
 from unveil.service.outbox import prune_outbox
 from unveil.service.prometheus import PrometheusSource
 from unveil.service.releases import RELEASE_TICK, ReleaseService
@@ -64,6 +64,7 @@ def build_services(
     worker_interval: float = 1.0,
     release_tick: float = 5.0,
     prometheus_url: str | None = None,
+    metrics_lag: int = LAG,
 ) -> Services:
     """The services of one server process over one database."""
     store = Store(engine)
@@ -89,7 +90,11 @@ def build_services(
     )
     prometheus = PrometheusSource(prometheus_url) if prometheus_url else None
     releases = ReleaseService(
-        store, flags, jobs, GuardReader(counts, prometheus), timedelta(seconds=release_tick)
+        store,
+        flags,
+        jobs,
+        GuardReader(counts, prometheus, lag=metrics_lag),
+        timedelta(seconds=release_tick),
     )
     jobs.register(RELEASE_TICK, releases.handler())
     link = link_for(store, cluster.node, hub.changed, worker_interval)

@@ -76,15 +76,21 @@ class GuardReader:
         counts: EventCounts,
         prometheus: PrometheusSource | None = None,
         clock: Callable[[], float] = time.time,
+        lag: int = LAG,
     ) -> None:
         self._counts = counts
         self._prometheus = prometheus
         self._clock = clock
+        self._lag = lag
 
-    @staticmethod
-    def closed_until(now: datetime) -> datetime:
+    @property
+    def sources(self) -> frozenset[Source]:
+        """The metric sources guards may name on this server."""
+        return frozenset({Source.SDK} | ({Source.PROMETHEUS} if self._prometheus else set()))
+
+    def closed_until(self, now: datetime) -> datetime:
         """The end of the last 10-second window no SDK can still report into."""
-        seconds = int(now.timestamp()) - LAG
+        seconds = int(now.timestamp()) - self._lag
         return datetime.fromtimestamp(seconds - seconds % FINE, UTC)
 
     def batch(

@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 from unveil.core.errors import Problem
 from unveil.release import judge
+from unveil.release.errors import InvalidPlan
 from unveil.release.judge import Batch, JudgeState
 from unveil.release.judging import WINDOW, ceil_window, floor_window, judge_config, windows
 from unveil.release.machine import (
@@ -56,7 +57,15 @@ from unveil.release.machine import (
     restart,
     step,
 )
-from unveil.release.plan import FULL_SHARE, Guard, Plan, parse_plan, percent, plan_to_data
+from unveil.release.plan import (
+    FULL_SHARE,
+    Guard,
+    Plan,
+    Source,
+    parse_plan,
+    percent,
+    plan_to_data,
+)
 from unveil.release.state import Decision, Phase, ReleaseState, state_from_data, state_to_data
 from unveil.release.verdict import Observation, Verdict, VerdictKind
 from unveil.service.errors import Conflict, Invalid, NotFound
@@ -90,6 +99,11 @@ def release_actor(release_id: str) -> str:
 
 class MetricsReader(Protocol):
     """Where the judge's aggregates come from (the server's windows, Prometheus)."""
+
+    @property
+    def sources(self) -> frozenset[Source]:
+        """The metric sources guards may name here."""
+        ...
 
     def closed_until(self, now: datetime) -> datetime:
         """The end of the last window no SDK can still report into."""
@@ -296,6 +310,14 @@ class ReleaseService:
             named = flag.data.get("variants")
             variants = list(named) if isinstance(named, Mapping) else ["on", "off"]
         plan = parse_plan(plan_data, variants=variants)  # every problem at once, or InvalidPlan
+        known = self.metrics.sources
+        missing = [
+            Problem(f"guards[{i}].source", f"this server has no {g.source.value} metrics source")
+            for i, g in enumerate(plan.guards)
+            if g.source not in known
+        ]
+        if missing:
+            raise InvalidPlan(missing)
         if plan.environment != env:
             message = f"the plan is for environment '{plan.environment}', not '{env}'"
             raise Invalid((Problem("environment", message),))
