@@ -97,6 +97,7 @@ def build_services(
         timedelta(seconds=release_tick),
     )
     jobs.register(RELEASE_TICK, releases.handler())
+    jobs.register_recurring("releases.keep_ticking", timedelta(minutes=1), releases.keep_ticking)
     link = link_for(store, cluster.node, hub.changed, worker_interval)
     built = Services(
         store=store,

@@ -39,6 +39,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+import httpx
+
+from unveil.core import UnveilError
 from unveil.core.errors import Problem
 from unveil.release import judge
 from unveil.release.errors import InvalidPlan
@@ -362,14 +365,21 @@ class ReleaseService:
             versioned=False,
         )
         row = self._advance(work, project, env, environment_id, row, state, Tick(), now)
-        self.jobs.enqueue(
-            RELEASE_TICK,
-            {"release": state.id, "project": project, "env": env},
-            datetime.now(UTC) + self.tick_every,
-            key=f"release:{state.id}",
-            within=work,
-        )
+        self._keep_ticking(work, row, project, env)
         return self._view(project, env, row)
+
+    def _keep_ticking(self, work: UnitOfWork, row: ReleaseRow, project: str, env: str) -> None:
+        """The release's tick job, unless it has one (the job's key makes it one at most)."""
+        now = datetime.now(UTC)
+        payload = {"release": row.id, "project": project, "env": env}
+        work.jobs.add(RELEASE_TICK, payload, now + self.tick_every, now, key=f"release:{row.id}")
+
+    def keep_ticking(self, work: UnitOfWork) -> None:
+        """Give every active release its tick job again (recurring: a job that failed for
+        good, after its retries, must not leave a release without anyone looking at it)."""
+        for row in work.releases.all_active():
+            project, env = self._keys(work, row.environment_id)
+            self._keep_ticking(work, row, project, env)
 
     # -- commands ----------------------------------------------------------------------
 
@@ -402,11 +412,14 @@ class ReleaseService:
         project, env = self._keys(work, row.environment_id)
         now = self._clock()
         state = state_from_data(row.state)
-        row, state = self._notice_hand_edit(work, project, env, row.environment_id, row, state, now)
         event: Event = Tick()
         judged_until = row.judged_until
-        if _drives_flag(state):
-            event, judged_until = self._observe(row, state, now)
+        if _drives_flag(state):  # read everything before writing anything
+            try:
+                event, judged_until = self._observe(row, state, now)
+            except (UnveilError, httpx.HTTPError) as exc:  # metrics away: wait, never fail
+                log.warning("release %s: no look at its metrics this time: %s", row.id, exc)
+        row, state = self._notice_hand_edit(work, project, env, row.environment_id, row, state, now)
         row = self._advance(
             work, project, env, row.environment_id, row, state, event, now, judged_until
         )
@@ -429,36 +442,35 @@ class ReleaseService:
             return Observation(Verdict(VerdictKind.NO_DATA), 0), _aware(row.judged_until)
         closed = floor_window(self.metrics.closed_until(now))
         until = _aware(row.judged_until) or begin
+        if until >= closed:  # no window of this release has closed yet
+            return Observation(Verdict(VerdictKind.NO_DATA), 0), _aware(row.judged_until)
         config = judge_config(plan)
         judged = self._judged(row, state, begin, until, config)
-        guards = plan.guards
         for at in windows(until, closed, _MAX_WINDOWS_PER_TICK):
             if judged is not None:
-                batch = self._window(row, state, guards, at)
+                batch = self._window(row, state, plan.guards, at)
                 judged = judge.observe(judged, _at_end(batch, begin, at))
             until = at + WINDOW
         if judged is not None:
             with self._judges_lock:
                 self._judges[row.id] = (until, judged)
-        started = state.step_started_at or begin
-        since_step = self.metrics.batch(
-            row.environment_id,
-            plan.flag,
-            plan.treatment,
-            plan.control,
-            (),
-            ceil_window(started),
-            max(until, ceil_window(started)),
-        )
+        step_from = ceil_window(state.step_started_at or begin)
+        exposures = 0
+        if step_from < until:
+            exposures = self._arms(row, plan, step_from, until).treatment.exposures
         if judged is not None:
             verdict = judge.verdict(judged)
         else:
-            total = self.metrics.batch(
-                row.environment_id, plan.flag, plan.treatment, plan.control, (), begin, until
-            )
+            total = self._arms(row, plan, begin, until)
             some = total.treatment.exposures > 0 and total.control.exposures > 0
             verdict = Verdict(VerdictKind.CONTINUE if some else VerdictKind.NO_DATA)
-        return Observation(verdict, since_step.treatment.exposures), until
+        return Observation(verdict, exposures), until
+
+    def _arms(self, row: ReleaseRow, plan: Plan, start: datetime, end: datetime) -> Batch:
+        """Both arms' exposures over [start, end), with no guard's metrics."""
+        return self.metrics.batch(
+            row.environment_id, plan.flag, plan.treatment, plan.control, (), start, end
+        )
 
     def _judged(
         self,

@@ -144,6 +144,11 @@ class ReleaseRepository:
             query = query.where(t.releases.c.active == active)
         return [_row(r) for r in self._conn.execute(query.order_by(t.releases.c.id.desc()))]
 
+    def all_active(self) -> list[ReleaseRow]:
+        """Every release the worker still looks at, in every environment."""
+        query = select(t.releases).where(t.releases.c.active.is_(True)).order_by(t.releases.c.id)
+        return [_row(r) for r in self._conn.execute(query)]
+
     def active_of(self, environment_id: int, flag: str) -> ReleaseRow | None:
         """The release that drives ``flag`` now, if any (at most one does)."""
         found = self.in_environment(environment_id, flag, active=True)
