@@ -131,3 +131,57 @@ def test_a_bad_treatment_rolls_back_in_its_first_step_and_a_healthy_one_complete
     for entry in good_audit["entries"]:
         if entry["action"].startswith("release.") and entry["action"] != "release.create":
             assert json.loads(entry["after"])["text"], entry
+
+
+TIMED = {
+    "flag": "checkout",
+    "control": "off",
+    "treatment": "on",
+    "steps": [
+        {"percent": 5, "hold": "3s"},
+        {"percent": 20, "hold": "3s"},
+        {"percent": 60, "hold": "3s"},
+        {"percent": 100},
+    ],
+    "options": {"insufficient_data": "advance", "verification": "0s"},
+}
+FAST = ("--release-tick", "0.5", "--worker-interval", "0.2", "--metrics-lag", "1")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_release_survives_kill_9_of_its_leader_with_no_step_skipped_or_repeated(
+    kind: str, tmp_path: Path
+) -> None:
+    """SQLite: the one server is killed and started again. PostgreSQL: two nodes serve the
+    same database and the one that leads is killed; the other takes over."""
+    with database(kind, tmp_path) as url:
+        first = start_server(url, None, True, *FAST)
+        second = start_server(url, None, False, *FAST) if kind == "postgresql" else None
+        try:
+            with first.client() as api:
+                assert api.put(f"{ENV}/flags/checkout", json=FLAG).status_code == 201
+                started = api.post(f"{ENV}/releases", json={"plan": TIMED})
+                assert started.status_code == 201, started.text
+            assert wait_for(lambda: _release(first, "r1")["step"] >= 1, timeout=60)
+            first.kill()  # kill -9, in the middle of the ramp
+            survivor = second or start_server(url, None, False, *FAST)
+            second = survivor
+            assert wait_for(lambda: not _release(survivor, "r1")["active"], timeout=90)
+            done = _release(survivor, "r1")
+            with survivor.client() as api:
+                audit = api.get(f"{ENV}/audit", params={"actor": "release:r1"}).json()
+        finally:
+            stop(first)
+            if second is not None:
+                stop(second)
+    assert done["phase"] == "completed"
+    shares = [h["share"] for h in done["state"]["history"] if h["decision"] != "created"]
+    assert shares == sorted(shares)
+    entered = [
+        h["share"]
+        for h in done["state"]["history"]
+        if h["decision"] in ("started", "advanced", "completed")
+    ]
+    assert entered == [5, 20, 60, 100]  # every step once: none skipped, none twice
+    changes = [e for e in audit["entries"] if e["action"] == "flag.update"]
+    assert len(changes) == 4

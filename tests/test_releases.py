@@ -27,6 +27,7 @@ from unveil.release.plan import Guard, Source
 from unveil.service.errors import Conflict, Invalid, NotFound
 from unveil.service.flags import Change, FlagService
 from unveil.service.jobs import JobService
+from unveil.service.prometheus import SourceError
 from unveil.service.releases import RELEASE_TICK, ReleaseService
 from unveil.store import tables as t
 from unveil.store.unit import Store
@@ -367,3 +368,44 @@ def test_the_worker_ticks_releases_as_jobs(engine: Engine) -> None:
     assert world.flag()["default"] == "on"
     with world.store.reading() as r:
         assert [j.state for j in r.jobs.by_kind(RELEASE_TICK)] == ["done"]
+
+
+class Away(Traffic):
+    """Metrics that cannot be read (a Prometheus that is down, say)."""
+
+    def batch(self, *_args: Any, **_kwargs: Any) -> Batch:
+        raise SourceError("prometheus at 127.0.0.1:1 cannot be reached")
+
+
+def test_metrics_that_cannot_be_read_make_a_release_wait_not_die(engine: Engine) -> None:
+    world = World(engine)
+    world.traffic = Away(world.clock)
+    world.releases = world.service()
+    world.releases.start(P, E, _plan(), "rita")
+    with world.store.unit_of_work() as work:
+        epoch = work.leadership.take("node-a", datetime.now(UTC))
+    for _ in range(3):
+        world.clock.at += timedelta(minutes=5)  # every hold is long over
+        with engine.begin() as conn:
+            conn.execute(t.jobs.update().values(run_at=datetime.now(UTC) - timedelta(seconds=1)))
+        assert world.jobs.run_due(epoch) == 1  # the tick ran to its finish, no failure
+    release = world.releases.get(P, E, "r1")
+    assert release.active
+    assert release.state.step == 0  # no data: it waits at 1%, it neither fails nor advances
+    assert world.share() == pytest.approx(0.01)
+    with world.store.reading() as r:
+        (job,) = r.jobs.by_kind(RELEASE_TICK)
+    assert job.state == "pending"
+
+
+def test_an_active_release_whose_tick_job_failed_gets_it_back(engine: Engine) -> None:
+    world = World(engine)
+    world.releases.start(P, E, _plan(), "rita")
+    with engine.begin() as conn:  # the job gave up after its retries
+        conn.execute(t.jobs.update().values(state="failed", key=None))
+    with world.store.unit_of_work() as work:
+        world.releases.keep_ticking(work)
+        world.releases.keep_ticking(work)  # twice: still one job
+    with world.store.reading() as r:
+        states = sorted(j.state for j in r.jobs.by_kind(RELEASE_TICK))
+    assert states == ["failed", "pending"]
