@@ -115,3 +115,30 @@ def test_time_operators_compare_the_attribute_the_app_passes() -> None:
     code = _block_after(ROOT / "docs" / "flags-file.md", "### Time", "python")
     namespace: dict[str, Any] = {"flags": flags, "user": type("User", (), {"id": "u"})()}
     exec(compile(code, "docs/flags-file.md", "exec"), namespace)  # our own docs
+
+
+def test_the_releasing_quick_start_starts_a_release_on_the_demo_server(tmp_path: Path) -> None:
+    """docs/releasing.md, "In five minutes": the releases file checks and starts as shown."""
+    from click.testing import CliRunner
+
+    from tests.server_process import ADMIN_TOKEN
+    from unveil.cli.main import main
+
+    block = _block_after(ROOT / "docs" / "releasing.md", "## In five minutes", "sh")
+    heredoc = block.split("<<'YAML'\n", 1)[1].split("\nYAML\n", 1)[0]
+    releases = tmp_path / "releases.yaml"
+    releases.write_text(heredoc + "\n", encoding="utf-8")
+    commands = [line.split("#")[0].split() for line in block.splitlines()]
+    wanted = [c[1:] for c in commands if c[:2] == ["unveil", "release"]]
+    assert [c[1] for c in wanted] == ["check", "start", "status"]
+    with database("sqlite", tmp_path) as url:
+        running = start_server(url, None, False, "--demo")
+        try:
+            env = {"UNVEIL_URL": running.url, "UNVEIL_TOKEN": ADMIN_TOKEN}
+            for args in wanted:
+                args = [str(releases) if a == "releases.yaml" else a for a in args]
+                result = CliRunner().invoke(main, args, env=env, catch_exceptions=False)
+                assert result.exit_code == 0, (args, result.output)
+            assert "r1  new-checkout  running  step 1/4  1% treatment" in result.output
+        finally:
+            stop(running)
