@@ -7,9 +7,25 @@ a context value without one is read as UTC, being lenient with callers.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
-__all__ = ["parse_instant"]
+__all__ = ["instants_at_wall", "parse_instant"]
+
+
+def instants_at_wall(wall: datetime, zone: tzinfo) -> list[datetime]:
+    """The instants (zero, one or two, in UTC) at which ``zone``'s clocks show ``wall``.
+
+    None in a spring-forward gap (the clocks skip that time), two in a
+    fall-back fold (the clocks show it twice): callers must say which they
+    want instead of one being picked silently.
+    """
+    naive = wall.replace(tzinfo=None)
+    out: list[datetime] = []
+    for fold in (0, 1):
+        instant = naive.replace(tzinfo=zone, fold=fold).astimezone(UTC)
+        if instant.astimezone(zone).replace(tzinfo=None) == naive and instant not in out:
+            out.append(instant)
+    return out
 
 
 def parse_instant(value: object, *, require_offset: bool = False) -> float | None:

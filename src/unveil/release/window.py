@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from unveil.core.timestamps import instants_at_wall
 from unveil.release.errors import InvalidWindow
 
 __all__ = ["Span", "Window", "parse_window"]
@@ -117,13 +118,7 @@ def _aware(at: datetime) -> datetime:
 
 def _instants_at_wall(day: date, minute: int, zone: ZoneInfo) -> list[datetime]:
     """The instants (zero, one or two) at which the wall clock shows ``minute`` on ``day``."""
-    wall = datetime.combine(day, time(minute // 60, minute % 60))
-    out: list[datetime] = []
-    for fold in (0, 1):
-        instant = wall.replace(tzinfo=zone, fold=fold).astimezone(UTC)
-        if instant.astimezone(zone).replace(tzinfo=None) == wall and instant not in out:
-            out.append(instant)
-    return out
+    return instants_at_wall(datetime.combine(day, time(minute // 60, minute % 60)), zone)
 
 
 def _offset_at(seconds: int, zone: ZoneInfo) -> timedelta | None:

@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from unveil.core import UnveilError
-from unveil.server import admin, metrics_api, ofrep, ops, releases, sdk
+from unveil.server import admin, metrics_api, ofrep, ops, releases, schedules_api, sdk
 from unveil.server.errors import error_response
 from unveil.server.guard import Guard, Limits
 from unveil.server.hub import Hub
@@ -40,6 +40,7 @@ from unveil.service.outbox import prune_outbox
 from unveil.service.prometheus import PrometheusSource
 from unveil.service.releases import RELEASE_TICK, ReleaseService
 from unveil.service.scheduled import FLAG_CHANGE, flag_change
+from unveil.service.schedules import SCHEDULE_RUN, ScheduleService
 from unveil.store.events import EventCounts
 from unveil.store.link import link_for
 from unveil.store.unit import Store
@@ -98,6 +99,8 @@ def build_services(
     )
     jobs.register(RELEASE_TICK, releases.handler())
     jobs.register_recurring("releases.keep_ticking", timedelta(minutes=1), releases.keep_ticking)
+    schedules = ScheduleService(store, flags, releases)
+    jobs.register(SCHEDULE_RUN, schedules.handler())
     link = link_for(store, cluster.node, hub.changed, worker_interval)
     built = Services(
         store=store,
@@ -115,6 +118,7 @@ def build_services(
         heartbeat_seconds=heartbeat_seconds,
         ofrep=Admission(OFREP_IN_FLIGHT),
         releases=releases,
+        schedules=schedules,
     )
     metrics.watch(built)
     return built
@@ -178,7 +182,7 @@ def create_app(engine: Engine, limits: Limits | None = None, **options: Any) -> 
     app.add_exception_handler(Exception, refused)  # the unexpected: 500, logged, no details
 
     checked = [Depends(checked_parameters)]  # every parameter of every route, as text
-    routers = (ops.router, admin.router, releases.router, metrics_api.router, sdk.router)
-    for router in (*routers, ofrep.router):
+    routers = [ops.router, admin.router, releases.router, schedules_api.router]
+    for router in [*routers, metrics_api.router, sdk.router, ofrep.router]:
         app.include_router(router, dependencies=checked)
     return app

@@ -19,6 +19,7 @@ from unveil.service.flags import FlagService
 from unveil.service.jobs import JobService, Worker
 from unveil.service.meta import MetaService
 from unveil.service.releases import ReleaseService
+from unveil.service.schedules import ScheduleService
 from unveil.store.link import FileLink, PostgresLink
 from unveil.store.unit import Store
 
@@ -154,6 +155,7 @@ class Services:
     heartbeat_seconds: float
     ofrep: Admission
     releases: ReleaseService
+    schedules: ScheduleService
 
 
 def services(request: Request) -> Services:

@@ -272,11 +272,12 @@ class ReleaseService:
         plan_data: object,
         actor: str,
         start_at: datetime | None = None,
+        within: UnitOfWork | None = None,
     ) -> Release:
         """A new release of a plan for this environment; started at once if it is due."""
         if isinstance(plan_data, Mapping) and "environment" not in plan_data:
             plan_data = {**plan_data, "environment": env}
-        with self.store.unit_of_work() as work:
+        with self.store.unit_of_work(within) as work:
             environment_id = require_environment(work, project, env, lock=True)
             plan = self._checked_plan(work, environment_id, env, plan_data)
             now = self._clock()

@@ -243,6 +243,28 @@ releases = Table(
 )
 Index("releases_by_flag", releases.c.environment_id, releases.c.flag, releases.c.active)
 
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", Integer, primary_key=True),  # the schedule's id is "s<id>"
+    Column("environment_id", Integer, ForeignKey("environments.id"), nullable=False),
+    Column("action", String(40), nullable=False),  # flag.put | segment.put | ... (see service)
+    Column("target", String(200), nullable=False),  # the key changed ("" for a document)
+    Column("change", Text, nullable=False),  # what to write and what it was written against
+    Column("run_at", DateTime(timezone=True), nullable=False),
+    Column("until", DateTime(timezone=True), nullable=True),  # when it is undone, if ever
+    Column("time_zone", String(100), nullable=True),  # the zone the times were given in
+    Column("state", String(20), nullable=False),  # pending | applied | failed | cancelled
+    Column("undoes", Integer, nullable=True),  # the schedule this one undoes
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("outcome", Text, nullable=True),  # what happened when it ran
+    Column("version", BigInteger, nullable=False),  # compare-and-set on every move
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+Index("schedules_by_environment", schedules.c.environment_id, schedules.c.state)
+
 leadership = Table(
     "leadership",
     metadata,

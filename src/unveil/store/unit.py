@@ -38,6 +38,7 @@ from unveil.store.meta import MetaRepository
 from unveil.store.nodes import NodeRepository
 from unveil.store.outbox import OutboxRepository
 from unveil.store.releases import ReleaseRepository
+from unveil.store.schedules import ScheduleRepository
 
 __all__ = ["CHANNEL", "Reading", "Recorded", "Store", "UnitOfWork"]
 
@@ -64,6 +65,7 @@ class Reading:
         self.leadership = LeadershipRepository(conn)
         self.nodes = NodeRepository(conn)
         self.releases = ReleaseRepository(conn)
+        self.schedules = ScheduleRepository(conn)
 
     def items(self, part: Part) -> ItemRepository:
         return self.flags if part == "flags" else self.segments

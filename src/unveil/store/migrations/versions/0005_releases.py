@@ -1,4 +1,4 @@
-"""Guarded releases: one row per release, its state as plain data.
+"""Guarded releases (one row per release, its state as plain data) and scheduled changes.
 
 Revision ID: 0005
 Revises: 0004
@@ -29,8 +29,30 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("releases_by_flag", "releases", ["environment_id", "flag", "active"])
+    op.create_table(
+        "schedules",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("environment_id", sa.Integer, sa.ForeignKey("environments.id"), nullable=False),
+        sa.Column("action", sa.String(40), nullable=False),
+        sa.Column("target", sa.String(200), nullable=False),
+        sa.Column("change", sa.Text, nullable=False),
+        sa.Column("run_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("time_zone", sa.String(100), nullable=True),
+        sa.Column("state", sa.String(20), nullable=False),
+        sa.Column("undoes", sa.Integer, nullable=True),
+        sa.Column("actor", sa.String(200), nullable=False),
+        sa.Column("reason", sa.Text, nullable=True),
+        sa.Column("outcome", sa.Text, nullable=True),
+        sa.Column("version", sa.BigInteger, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index("schedules_by_environment", "schedules", ["environment_id", "state"])
 
 
 def downgrade() -> None:
+    op.drop_index("schedules_by_environment", "schedules")
+    op.drop_table("schedules")
     op.drop_index("releases_by_flag", "releases")
     op.drop_table("releases")
