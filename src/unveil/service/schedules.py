@@ -189,6 +189,8 @@ class ScheduleService:
         with self.store.unit_of_work() as work:
             environment_id = require_environment(work, project, env, lock=True)
             base = self._current(work, environment_id, request.action, target)
+            if request.action.endswith(".delete") and base is None:
+                raise NotFound(f"no {request.action.split('.')[0]} '{target}' to delete")
             savepoint = work.conn.begin_nested()
             try:  # carried out now and rolled back: it must apply to the environment as it is
                 written = self._write(
