@@ -187,6 +187,7 @@ def _fill(path: str) -> str:
         .replace("{key}", "f")
         .replace("{token_id}", "1")
         .replace("{release_id}", "r1")
+        .replace("{schedule_id}", "s1")
     )
 
 

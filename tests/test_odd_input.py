@@ -28,6 +28,7 @@ VALID_PATH = {
     "key": "k",
     "token_id": "1",
     "release_id": "r1",
+    "schedule_id": "s1",
 }
 #: For bodies the schema leaves open: the string fields people send.
 OPEN_BODIES: dict[tuple[str, str], dict[str, Any]] = {

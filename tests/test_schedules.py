@@ -235,3 +235,47 @@ def test_the_next_leader_applies_a_change_once_when_the_leader_is_killed_before_
         finally:
             stop(first)
             stop(second)
+
+
+def test_the_cli_schedules_lists_and_cancels(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tests.server_process import ADMIN_TOKEN
+    from unveil.cli.main import main
+
+    with database("sqlite", tmp_path) as url:
+        server = start_server(url, None, True, *FAST)
+        try:
+            with server.client() as api:
+                api.put(f"{ENV}/flags/promo", json=FLAG)
+            env = {"UNVEIL_URL": server.url, "UNVEIL_TOKEN": ADMIN_TOKEN, "UNVEIL_PROJECT": "shop"}
+
+            def cli(*args: str) -> Any:
+                return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+            soon = cli("flags", "disable", "promo", "-e", "production", "--schedule", _in(1))
+            assert soon.exit_code == 0, soon.output
+            assert "s1  pending  flag.put promo" in soon.output
+            later = cli(
+                "flags", "rollout", "promo", "20", "-e", "production",
+                "--schedule", "2030-06-07T18:00", "--until", "2030-06-10T06:00",
+                "--tz", "Europe/Amsterdam", "-r", "summer promo",
+            )  # fmt: skip
+            assert later.exit_code == 0, later.output
+            assert "2030-06-07T16:00:00+00:00 until 2030-06-10T04:00:00+00:00" in later.output
+            assert wait_for(lambda: _settled(server, "s1"), timeout=20)
+            assert _flag(server)["enabled"] is False
+            listed = cli("schedules", "list", "-e", "production", "--state", "pending")
+            assert "s2" in listed.output
+            assert "s1" not in listed.output
+            cancelled = cli("schedules", "cancel", "s2", "-e", "production", "-r", "rain")
+            assert cancelled.exit_code == 0, cancelled.output
+            assert "cancelled" in cancelled.output
+            again = cli("schedules", "cancel", "s2", "-e", "production")
+            assert again.exit_code == 1
+            assert "cancelled already" in again.output
+            bad = cli("flags", "enable", "promo", "-e", "production", "--schedule", "tomorrow")
+            assert bad.exit_code == 1
+            assert "at:" in bad.output
+        finally:
+            stop(server)

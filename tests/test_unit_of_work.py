@@ -152,6 +152,19 @@ CALLS: list[tuple[str, str, Callable[[Any], Any]]] = [
     ("POST", RELEASES + "/{release_id}/start", lambda api: api.post(f"{ENV}/releases/r4/start")),
     (
         "POST",
+        "/api/v1/projects/{project}/environments/{env}/schedules",
+        lambda api: api.post(
+            f"{ENV}/schedules",
+            json={"action": "flag.put", "key": "g", "data": FLAG, "at": "2030-01-01T00:00:00Z"},
+        ),
+    ),
+    (
+        "POST",
+        "/api/v1/projects/{project}/environments/{env}/schedules/{schedule_id}/cancel",
+        lambda api: api.post(f"{ENV}/schedules/s1/cancel"),
+    ),
+    (
+        "POST",
         "/api/v1/tokens",
         lambda api: api.post(
             "/api/v1/tokens", json={"name": "ci", "kind": "admin", "role": "viewer"}

@@ -23,6 +23,7 @@ from rich.table import Table
 from unveil.cli.errors import CliError, Unavailable, UnveilGroup
 from unveil.cli.release_commands import release
 from unveil.cli.remote import DEFAULT_PROJECT, resolve_remote
+from unveil.cli.schedule_commands import schedules
 from unveil.cli.server_commands import apply, audit, export, flags, push_document
 from unveil.core import Ruleset, UnveilError, parse_document
 from unveil.migrate import import_unleash
@@ -438,7 +439,7 @@ def demo() -> None:
     console.print(_evaluation_table(ruleset, DEMO_CONTEXTS, "unveil demo: who gets what"))
 
 
-for _command in (flags, apply, export, audit, release):
+for _command in (flags, apply, export, audit, release, schedules):
     main.add_command(_command)
 
 

@@ -26,6 +26,7 @@ from rich.table import Table
 
 from unveil.cli.errors import CliError, field
 from unveil.cli.remote import Remote, remote_options
+from unveil.cli.schedule_commands import When, post_schedule
 from unveil.core import InvalidDocument, Problem
 from unveil.release.plan import parse_plan
 from unveil.sdk.files import format_of, read_data
@@ -118,10 +119,29 @@ def check(path: Path, env: str | None) -> None:
     default=None,
     help="Start no earlier than this RFC 3339 time (with its offset).",
 )
+@click.option(
+    "--schedule",
+    "schedule_at",
+    default=None,
+    metavar="AT",
+    help="Create the release at AT (a scheduled change, see `unveil schedules`).",
+)
+@click.option("--tz", default=None, help="The time zone of --schedule.")
 @remote_options
-def start(remote: Remote, path: Path, env: str, flag: str | None, start_at: str | None) -> None:
+def start(
+    remote: Remote,
+    path: Path,
+    env: str,
+    flag: str | None,
+    start_at: str | None,
+    schedule_at: str | None,
+    tz: str | None,
+) -> None:
     """Start a release of the plan in PATH; a bad plan is refused whole, nothing starts."""
     plan = _pick(_plans_in(path), flag, path)
+    if schedule_at is not None:
+        post_schedule(remote, env, When(schedule_at, None, tz), "release.start", None, plan=plan)
+        return
     body: dict[str, Any] = {"plan": plan}
     if start_at is not None:
         try:

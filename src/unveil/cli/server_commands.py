@@ -30,6 +30,7 @@ from unveil.cli.diff import (
 from unveil.cli.errors import BadAnswer, CliError, Refused, RemoteError, field, refused_message
 from unveil.cli.remote import Remote, remote_options
 from unveil.cli.render import yaml_text
+from unveil.cli.schedule_commands import When, post_schedule, schedule_options
 from unveil.core import InvalidDocument, document_to_data, parse_document
 from unveil.sdk.files import dump_document, format_of, load_document
 
@@ -52,9 +53,18 @@ def _versions(written: Mapping[str, Any], noun: str = "flag") -> str:
 
 
 def _change_flag(
-    remote: Remote, env: str, key: str, edit: Callable[[dict[str, Any]], None], reason: str | None
-) -> dict[str, Any]:
-    """Read, edit, write with If-Match; read again and retry if someone else wrote first."""
+    remote: Remote,
+    env: str,
+    key: str,
+    edit: Callable[[dict[str, Any]], None],
+    reason: str | None,
+    when: When | None = None,
+) -> dict[str, Any] | None:
+    """Read, edit, write with If-Match; read again and retry if someone else wrote first.
+
+    With ``when`` the edited flag is scheduled instead (None is returned): the
+    server applies it at its time, merged with whatever changed meanwhile.
+    """
     for _ in range(ATTEMPTS):
         current = remote.call("GET", remote.flag_path(env, key))
         etag = current.headers.get("etag")
@@ -65,6 +75,9 @@ def _change_flag(
         except ValueError:
             raise BadAnswer(f"the server's answer for flag '{key}' is not JSON") from None
         edit(flag)
+        if when is not None:
+            post_schedule(remote, env, when, "flag.put", reason, key=key, data=flag)
+            return None
         try:
             return remote.json(
                 "PUT",
@@ -147,11 +160,13 @@ def create(remote: Remote, key: str, env: str, description: str, reason: str | N
 
 
 def _switch(on: bool) -> Callable[..., None]:
-    def command(remote: Remote, key: str, env: str, reason: str | None) -> None:
+    def command(remote: Remote, key: str, env: str, reason: str | None, when: When | None) -> None:
         def edit(flag: dict[str, Any]) -> None:
             flag["enabled"] = on
 
-        written = _change_flag(remote, env, key, edit, reason)
+        written = _change_flag(remote, env, key, edit, reason, when)
+        if written is None:
+            return
         state = "enabled" if on else "disabled"
         click.echo(f"{key} {state} in {env} ({_versions(written)})")
 
@@ -166,7 +181,7 @@ for _on, _help in (
     _command = _switch(_on)
     _command.__doc__ = _help
     flags.command(name=_command.__name__)(
-        click.argument("key")(env_option(reason_option(remote_options(_command))))
+        click.argument("key")(env_option(reason_option(schedule_options(remote_options(_command)))))
     )
 
 
@@ -199,6 +214,7 @@ def _rollout_target(key: str, flag: Mapping[str, Any], variant: str | None) -> t
 @click.option("--variant", default=None, help="The variant to roll out (default: on).")
 @click.option("--by", default="key", show_default=True, help="The attribute to bucket by.")
 @reason_option
+@schedule_options
 @remote_options
 def rollout(
     remote: Remote,
@@ -208,6 +224,7 @@ def rollout(
     variant: str | None,
     by: str,
     reason: str | None,
+    when: When | None,
 ) -> None:
     """Serve a variant to PERCENT of contexts by default, the off variant to the rest."""
     if round(percent, 3) != percent:
@@ -223,7 +240,9 @@ def rollout(
         flag["default"] = {"rollout": {target: share, rest: left}, "by": by}
         chosen[:] = [target]
 
-    written = _change_flag(remote, env, key, edit, reason)
+    written = _change_flag(remote, env, key, edit, reason, when)
+    if written is None:
+        return
     served = written.get("data", {}).get("default", {}).get("rollout", {})
     split = ", ".join(f"{name} {share:g}%" for name, share in served.items())
     click.echo(f"{key}: {chosen[0]} to {percent:g}% in {env} ({_versions(written)})")
