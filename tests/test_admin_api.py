@@ -188,11 +188,15 @@ def _fill(path: str) -> str:
         .replace("{token_id}", "1")
         .replace("{release_id}", "r1")
         .replace("{schedule_id}", "s1")
+        .replace("{change_id}", "c1")
     )
 
 
 #: starting and moving a release on needs a releaser; stopping one only an editor
-RELEASER = re.compile(r"/releases(/\{release_id\}/(resume|advance|approve|start|restart))?$")
+RELEASER = re.compile(
+    r"/releases(/\{release_id\}/(resume|advance|approve|start|restart))?$"
+    r"|/changes/\{change_id\}/(approve|reject)$"
+)
 
 
 def _needed_role(method: str, path: str) -> str:
@@ -200,6 +204,8 @@ def _needed_role(method: str, path: str) -> str:
         return "admin"
     if method == "POST" and RELEASER.search(path):
         return "releaser"
+    if method == "PUT" and path.endswith("/settings"):
+        return "admin"
     return "viewer" if method == "GET" else "editor"
 
 

@@ -29,6 +29,7 @@ VALID_PATH = {
     "token_id": "1",
     "release_id": "r1",
     "schedule_id": "s1",
+    "change_id": "c1",
 }
 #: For bodies the schema leaves open: the string fields people send.
 OPEN_BODIES: dict[tuple[str, str], dict[str, Any]] = {

@@ -191,11 +191,68 @@ CALLS: list[tuple[str, str, Callable[[Any], Any]]] = [
     ),
 ]
 
+#: a second person, for the calls of approvals (nobody approves their own request)
+SECOND: dict[str, str] = {}
+CHANGES = "/api/v1/projects/{project}/environments/{env}/changes/{change_id}"
+
+
+def _as_second(api: Any, method: str, path: str, **kwargs: Any) -> Any:
+    return api.request(method, path, headers={"Authorization": f"Bearer {SECOND['token']}"},
+                       **kwargs)  # fmt: skip
+
+
+def _ask(api: Any, description: str) -> Any:
+    etag = _etag(api, f"{ENV}/flags/g")
+    return api.request(
+        "PUT",
+        f"{ENV}/flags/g",
+        json={**FLAG, "description": description},
+        headers={"If-Match": etag, "Authorization": f"Bearer {SECOND['token']}"},
+    )
+
+
+#: Approvals go last: once the environment requires them, changes there become requests.
+CALLS += [
+    (
+        "PUT",
+        "/api/v1/projects/{project}/environments/{env}/settings",
+        lambda api: api.put(f"{ENV}/settings", json={"requires_approval": True}),
+    ),
+    (
+        "PUT",
+        "/api/v1/projects/{project}/environments/{env}/flags/{key}",
+        lambda api: _ask(api, "c1"),
+    ),
+    (
+        "POST",
+        CHANGES + "/comments",
+        lambda api: api.post(f"{ENV}/changes/c1/comments", json={"text": "looks right"}),
+    ),
+    ("POST", CHANGES + "/approve", lambda api: api.post(f"{ENV}/changes/c1/approve")),
+    (
+        "PUT",
+        "/api/v1/projects/{project}/environments/{env}/flags/{key}",
+        lambda api: _ask(api, "c2"),
+    ),
+    ("POST", CHANGES + "/reject", lambda api: api.post(f"{ENV}/changes/c2/reject")),
+    (
+        "PUT",
+        "/api/v1/projects/{project}/environments/{env}/flags/{key}",
+        lambda api: _ask(api, "c3"),
+    ),
+    (
+        "POST",
+        CHANGES + "/withdraw",
+        lambda api: _as_second(api, "POST", f"{ENV}/changes/c3/withdraw"),
+    ),
+]
+
 
 def test_every_state_changing_call_leaves_one_audit_entry_and_one_outbox_row(
     server: Server,
 ) -> None:
     engine = make_engine(server.database_url)
+    SECOND["token"] = access_service(engine).create_token("second person", "admin", "releaser")
     try:
         with server.client() as api:
             spec = api.get("/openapi.json").json()
@@ -214,7 +271,7 @@ def test_every_state_changing_call_leaves_one_audit_entry_and_one_outbox_row(
                 assert answer.status_code < 300, (method, path, answer.text)
                 after = _counts(engine)
                 audited, announced = after[0] - before[0], after[1] - before[1]
-                if path.startswith(RELEASES):
+                if path.startswith(RELEASES) or path.endswith("/approve"):
                     # a release's move is its decision and the flag change it makes:
                     # several entries, each with its outbox row
                     assert audited == announced >= 1, (method, path)

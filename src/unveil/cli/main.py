@@ -20,6 +20,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from unveil.cli.change_commands import changes
 from unveil.cli.errors import CliError, Unavailable, UnveilGroup
 from unveil.cli.release_commands import release
 from unveil.cli.remote import DEFAULT_PROJECT, resolve_remote
@@ -439,7 +440,7 @@ def demo() -> None:
     console.print(_evaluation_table(ruleset, DEMO_CONTEXTS, "unveil demo: who gets what"))
 
 
-for _command in (flags, apply, export, audit, release, schedules):
+for _command in (flags, apply, export, audit, release, schedules, changes):
     main.add_command(_command)
 
 

@@ -24,6 +24,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from unveil.cli.change_commands import opened_request
 from unveil.cli.errors import CliError, field
 from unveil.cli.remote import Remote, remote_options
 from unveil.cli.schedule_commands import When, post_schedule
@@ -152,6 +153,8 @@ def start(
             raise CliError(f"--at: {start_at!r} needs its offset from UTC, e.g. 'Z' or '+01:00'")
         body["start_at"] = when.isoformat()
     answer = remote.json("POST", _path(remote, env), json=body)
+    if opened_request(answer):
+        return
     click.echo(f"started: {_line(answer)}")
     _history(answer, 3)
 

@@ -70,7 +70,7 @@ class Remote:
         self,
         method: str,
         path: str,
-        ok: tuple[int, ...] = (200, 201, 204),
+        ok: tuple[int, ...] = (200, 201, 202, 204),
         **kwargs: Any,
     ) -> httpx.Response:
         try:

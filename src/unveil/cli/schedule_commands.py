@@ -17,6 +17,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from unveil.cli.change_commands import opened_request
 from unveil.cli.errors import field
 from unveil.cli.remote import Remote, remote_options
 
@@ -80,7 +81,8 @@ def post_schedule(
     if reason:
         body["reason"] = reason
     made = remote.json("POST", _path(remote, env), json=body)
-    click.echo(_line(made))
+    if not opened_request(made):
+        click.echo(_line(made))
     return made
 
 

@@ -20,6 +20,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from unveil.cli.change_commands import opened_request
 from unveil.cli.diff import (
     DocumentDiff,
     diff_documents,
@@ -79,7 +80,7 @@ def _change_flag(
             post_schedule(remote, env, when, "flag.put", reason, key=key, data=flag)
             return None
         try:
-            return remote.json(
+            written = remote.json(
                 "PUT",
                 remote.flag_path(env, key),
                 json=flag,
@@ -90,6 +91,7 @@ def _change_flag(
             if exc.status == 412:
                 continue
             raise
+        return None if opened_request(written) else written
     raise CliError(f"flag '{key}' kept changing under us; try again")
 
 
@@ -294,6 +296,8 @@ def push_document(
         break
     else:
         raise CliError(f"{env} kept changing under us; try again")
+    if opened_request(answer):
+        return
     _print_applied(env, diff_documents(before, wanted), answer, dry_run, source)
 
 

@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from unveil.server.auth import Admin, Editor, Viewer
+from unveil.server.changes_api import gated
 from unveil.server.services import Services, services
+from unveil.service.changes import Expect
 from unveil.service.errors import BadRequest
 from unveil.service.flags import Change, FlagRecord, Part
 
@@ -121,6 +123,12 @@ def _register_part(part: Part, singular: str) -> None:
         if_none_match: Annotated[str | None, Header()] = None,
         reason: Reason = None,
     ) -> JSONResponse:
+        expect = Expect(_version_from(if_match), if_none_match == "*")
+        request, reason = await gated(
+            svc, project, env, who, f"{singular}.put", key, {"data": data}, reason, expect
+        )
+        if request is not None:
+            return request
         record = await run_in_threadpool(
             svc.flags.put_item,
             part,
@@ -143,6 +151,12 @@ def _register_part(part: Part, singular: str) -> None:
         if_match: IfMatch = None,
         reason: Reason = None,
     ) -> Response:
+        expect = Expect(_version_from(if_match))
+        request, reason = await gated(
+            svc, project, env, who, f"{singular}.delete", key, {}, reason, expect
+        )
+        if request is not None:
+            return request
         await run_in_threadpool(
             svc.flags.delete_item,
             part,
@@ -226,6 +240,13 @@ async def apply_document(
     If-Match (the ETag of an export) applies only if the environment has not
     changed since.
     """
+    if not dry_run:
+        expect = Expect(_version_from(if_match))
+        request, reason = await gated(
+            svc, project, env, who, "document.apply", "", {"document": document}, reason, expect
+        )
+        if request is not None:
+            return request
     diff, version = await run_in_threadpool(
         svc.flags.apply_document,
         project,

@@ -22,7 +22,16 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from unveil.core import UnveilError
-from unveil.server import admin, metrics_api, ofrep, ops, releases, schedules_api, sdk
+from unveil.server import (
+    admin,
+    changes_api,
+    metrics_api,
+    ofrep,
+    ops,
+    releases,
+    schedules_api,
+    sdk,
+)
 from unveil.server.errors import error_response
 from unveil.server.guard import Guard, Limits
 from unveil.server.hub import Hub
@@ -30,6 +39,7 @@ from unveil.server.params import checked_parameters
 from unveil.server.services import Admission, Metrics, Services
 from unveil.service.access import AccessService
 from unveil.service.audit import AuditService
+from unveil.service.changes import ChangeService
 from unveil.service.cluster import Cluster
 from unveil.service.events import EventIntake
 from unveil.service.flags import FlagService
@@ -101,6 +111,7 @@ def build_services(
     jobs.register_recurring("releases.keep_ticking", timedelta(minutes=1), releases.keep_ticking)
     schedules = ScheduleService(store, flags, releases)
     jobs.register(SCHEDULE_RUN, schedules.handler())
+    changes = ChangeService(store, flags, releases, schedules)
     link = link_for(store, cluster.node, hub.changed, worker_interval)
     built = Services(
         store=store,
@@ -119,6 +130,7 @@ def build_services(
         ofrep=Admission(OFREP_IN_FLIGHT),
         releases=releases,
         schedules=schedules,
+        changes=changes,
     )
     metrics.watch(built)
     return built
@@ -182,7 +194,7 @@ def create_app(engine: Engine, limits: Limits | None = None, **options: Any) -> 
     app.add_exception_handler(Exception, refused)  # the unexpected: 500, logged, no details
 
     checked = [Depends(checked_parameters)]  # every parameter of every route, as text
-    routers = [ops.router, admin.router, releases.router, schedules_api.router]
+    routers = [ops.router, admin.router, releases.router, schedules_api.router, changes_api.router]
     for router in [*routers, metrics_api.router, sdk.router, ofrep.router]:
         app.include_router(router, dependencies=checked)
     return app

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from unveil.core import Problem
 from unveil.release.machine import Abort, Advance, Approve, Command, Pause, Resume, Start
 from unveil.server.auth import Editor, Releaser, Viewer
+from unveil.server.changes_api import gated
 from unveil.server.services import Services, services
 from unveil.service.errors import Invalid
 from unveil.service.releases import Release
@@ -83,6 +84,14 @@ async def start_release(
 ) -> JSONResponse:
     """Start a release of a plan; refused whole, naming every problem, if the plan is bad."""
     start_at = _aware(body.start_at, "start_at")
+    payload: dict[str, Any] = {"plan": body.plan}
+    if start_at is not None:
+        payload["start_at"] = start_at.isoformat()
+    plan_flag = body.plan.get("flag")
+    target = plan_flag if isinstance(plan_flag, str) else ""
+    request, _ = await gated(svc, project, env, who, "release.start", target, payload, None)
+    if request is not None:
+        return request
     release = await run_in_threadpool(
         svc.releases.start, project, env, body.plan, who.name, start_at
     )

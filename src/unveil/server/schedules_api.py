@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from unveil.server.auth import Editor, Viewer
+from unveil.server.changes_api import gated
 from unveil.server.services import Services, services
 from unveil.service.schedules import ScheduleRequest
 
@@ -55,7 +56,14 @@ async def create_schedule(
     """Schedule a change; refused (422, every problem) if it could not be applied now."""
     if body.action == "release.start":
         who.require("releaser")
-    request = ScheduleRequest(**body.model_dump())
+    asked = body.model_dump()
+    target = body.key or ""
+    opened, _ = await gated(
+        svc, project, env, who, "schedule.create", target, {"schedule": asked}, body.reason
+    )
+    if opened is not None:
+        return opened
+    request = ScheduleRequest(**asked)
     made = await run_in_threadpool(svc.schedules.create, project, env, request, who.name)
     return JSONResponse(made.as_data(), status_code=201)
 

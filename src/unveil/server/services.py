@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 from unveil.server.hub import Hub
 from unveil.service.access import AccessService
 from unveil.service.audit import AuditService
+from unveil.service.changes import ChangeService
 from unveil.service.cluster import Cluster
 from unveil.service.events import EventIntake
 from unveil.service.flags import FlagService
@@ -156,6 +157,7 @@ class Services:
     ofrep: Admission
     releases: ReleaseService
     schedules: ScheduleService
+    changes: ChangeService
 
 
 def services(request: Request) -> Services:

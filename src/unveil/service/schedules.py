@@ -32,7 +32,7 @@ from unveil.service.errors import Conflict, Invalid, NotFound
 from unveil.service.flags import Change, FlagService
 from unveil.service.jobs import Handler
 from unveil.service.releases import ReleaseService
-from unveil.service.scope import require_environment
+from unveil.service.scope import check_state, environment_items, require_environment
 from unveil.store.items import Part
 from unveil.store.jobs import Job
 from unveil.store.schedules import APPLIED, CANCELLED, FAILED, PENDING, STATES, ScheduleRow
@@ -181,12 +181,19 @@ class ScheduleService:
 
     # -- making ------------------------------------------------------------------------
 
-    def create(self, project: str, env: str, request: ScheduleRequest, actor: str) -> Schedule:
+    def create(
+        self,
+        project: str,
+        env: str,
+        request: ScheduleRequest,
+        actor: str,
+        within: UnitOfWork | None = None,
+    ) -> Schedule:
         """A new schedule, refused with every problem if it could not be applied now."""
         now = self._clock()
         run_at, until, zone = self._times(request, now)
         target, wanted = self._what(request)
-        with self.store.unit_of_work() as work:
+        with self.store.unit_of_work(within) as work:
             environment_id = require_environment(work, project, env, lock=True)
             base = self._current(work, environment_id, request.action, target)
             if request.action.endswith(".delete") and base is None:
@@ -310,9 +317,7 @@ class ScheduleService:
     # -- reading -----------------------------------------------------------------------
 
     def list(self, project: str, env: str, state: str | None = None) -> list[Schedule]:
-        if state is not None and state not in STATES:
-            known = ", ".join(STATES)
-            raise Invalid((Problem("state", f"unknown state {state!r} (one of: {known})"),))
+        check_state(state, STATES)
         with self.store.reading() as r:
             environment_id = require_environment(r, project, env)
             rows = r.schedules.in_environment(environment_id, state)
@@ -435,10 +440,7 @@ class ScheduleService:
             item = work.items(part).get(environment_id, target)
             return None if item is None else item.data
         if action == "document.apply":
-            return {
-                "flags": {i.key: i.data for i in work.flags.all(environment_id)},
-                "segments": {i.key: i.data for i in work.segments.all(environment_id)},
-            }
+            return environment_items(work, environment_id)
         return None
 
     def _write(

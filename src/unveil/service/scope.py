@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from unveil.service.errors import NotFound
+from typing import Any
+
+from unveil.core import Problem
+from unveil.service.errors import Invalid, NotFound
 from unveil.store.unit import Reading
 
-__all__ = ["require_environment", "require_project"]
+__all__ = ["check_state", "environment_items", "require_environment", "require_project"]
 
 
 def require_environment(reading: Reading, project: str, env: str, lock: bool = False) -> int:
@@ -21,3 +24,18 @@ def require_project(reading: Reading, project: str) -> int:
     if found is None:
         raise NotFound(f"no project '{project}'")
     return found
+
+
+def check_state(state: str | None, states: tuple[str, ...]) -> None:
+    """Refuse a ``state`` filter that names no state (422 naming the parameter)."""
+    if state is not None and state not in states:
+        known = ", ".join(states)
+        raise Invalid((Problem("state", f"unknown state {state!r} (one of: {known})"),))
+
+
+def environment_items(reading: Reading, environment_id: int) -> dict[str, Any]:
+    """An environment's flags and segments as stored, by key (a document's two parts)."""
+    return {
+        "flags": {i.key: i.data for i in reading.flags.all(environment_id)},
+        "segments": {i.key: i.data for i in reading.segments.all(environment_id)},
+    }

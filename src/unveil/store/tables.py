@@ -265,6 +265,35 @@ schedules = Table(
 )
 Index("schedules_by_environment", schedules.c.environment_id, schedules.c.state)
 
+environment_settings = Table(
+    "environment_settings",
+    metadata,
+    Column("environment_id", Integer, ForeignKey("environments.id"), primary_key=True),
+    Column("requires_approval", Boolean, nullable=False),  # changes become change requests
+)
+
+change_requests = Table(
+    "change_requests",
+    metadata,
+    Column("id", Integer, primary_key=True),  # the request's id is "c<id>"
+    Column("environment_id", Integer, ForeignKey("environments.id"), nullable=False),
+    Column("action", String(40), nullable=False),  # flag.put | flag.delete | ... (see service)
+    Column("target", String(200), nullable=False),
+    Column("payload", Text, nullable=False),  # the change exactly as asked
+    Column("diff", Text, nullable=False),  # before and after, against base_version
+    Column("base_version", BigInteger, nullable=True),  # the version it was asked against
+    Column("state", String(20), nullable=False),  # open | applied | rejected | withdrawn | refused
+    Column("requester", String(200), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("decided_by", String(200), nullable=True),
+    Column("outcome", Text, nullable=True),
+    Column("comments", Text, nullable=False),  # [{at, by, text}]
+    Column("version", BigInteger, nullable=False),  # compare-and-set on every move
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+Index("change_requests_by_environment", change_requests.c.environment_id, change_requests.c.state)
+
 leadership = Table(
     "leadership",
     metadata,

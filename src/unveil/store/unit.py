@@ -31,6 +31,7 @@ from unveil.store.access import (
     UserRepository,
 )
 from unveil.store.audit import AuditRepository
+from unveil.store.changes import ChangeRepository, SettingsRepository
 from unveil.store.database import reader
 from unveil.store.items import ItemRepository, Part
 from unveil.store.jobs import JobRepository, LeadershipRepository
@@ -66,6 +67,8 @@ class Reading:
         self.nodes = NodeRepository(conn)
         self.releases = ReleaseRepository(conn)
         self.schedules = ScheduleRepository(conn)
+        self.changes = ChangeRepository(conn)
+        self.settings = SettingsRepository(conn)
 
     def items(self, part: Part) -> ItemRepository:
         return self.flags if part == "flags" else self.segments
