@@ -38,7 +38,14 @@ CORE = {
     "re2._re2",
 }
 # The client class: the offline client and its events; the network code waits for a live client.
-CLIENT = CORE | {"unveil.sdk", "unveil.sdk.client", "unveil.sdk.events", "unveil.core.patch"}
+CLIENT = CORE | {
+    "unveil.sdk",
+    "unveil.sdk.client",
+    "unveil.sdk.events",
+    "unveil.core.patch",
+    "unveil.core.logbuckets",
+    "unveil.sdk.timing",
+}
 
 
 def _loaded(statement: str, blocked: str = "") -> set[str]:

@@ -19,11 +19,12 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from unveil.core import Evaluation, Ruleset, document_to_data, parse_document
 from unveil.core.patch import PatchGap, apply_patch
 from unveil.sdk.events import EventBuffer, targeting_key
+from unveil.sdk.timing import Timer, timed
 
 if TYPE_CHECKING:
     from unveil.sdk.sync import Sync, Transport
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["Client"]
 
 log = logging.getLogger("unveil.sdk")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 ChangeCallback = Callable[[set[str]], None]
 StatusCallback = Callable[[str, str | None], None]
@@ -236,6 +239,24 @@ class Client:
         """
         if self.events is not None:
             self.events.track(metric, context, value)
+
+    def timer(self, metric: str, context: object = None, errors: str | None = "errors") -> Timer:
+        """``with client.timer("latency_ms", user): ...`` tracks the block's milliseconds.
+
+        An exception in the block also counts one error under ``errors``
+        (see ``unveil.sdk.timing``).
+        """
+        return Timer(self.track, metric, context, errors)
+
+    def timed(
+        self, metric: str, context: object = None, errors: str | None = "errors"
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """A decorator that times every call; ``context`` may be a function of its arguments."""
+        return timed(self.track, metric, context, errors)
+
+    def count_error(self, context: object = None, metric: str = "errors") -> None:
+        """Count one error for a context (what a rate guard compares per exposure)."""
+        self.track(metric, context, 1.0)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -10,14 +10,19 @@ again. Contexts without a text key are remembered as one "keyless" key per
 flag and variant.
 
 ``track`` records a metric for a context together with the variants that
-context was last exposed to, so the server can attribute it. What a caller
+context was last exposed to, so the server can attribute it. Values are
+summed up here per metric, variants and 10-second window into a count, a
+sum and the buckets of unveil's log-spaced histogram (core/logbuckets.py,
+the very buckets the server keeps): a latency timed on every request sends
+one small summary per window, not one event per request. A summary of one
+value is sent as that value. What a caller
 passes is checked at the call: a metric the server would refuse (a name that
 is not 1 to 200 printable characters, a value that is not a finite number)
 is refused here, quietly, with a logged warning and a count in ``refused``,
 so that one bad call can never spoil a batch or stop the sender.
 
-The buffer holds at most ``capacity`` events; beyond that events are dropped
-and counted, never grown without limit. The sender (see ``sync``) takes
+The buffer holds at most ``capacity`` events and summaries; beyond that
+events are dropped and counted, never grown without limit. The sender (see ``sync``) takes
 batches out.
 """
 
@@ -32,6 +37,8 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+from unveil.core.logbuckets import bucket_of
+
 __all__ = ["KEYLESS", "EventBuffer", "MAX_NAME", "encode_events", "targeting_key"]
 
 log = logging.getLogger("unveil.sdk")
@@ -42,6 +49,40 @@ MAX_NAME = 200
 SEEN_LIMIT = 100_000
 #: Stands for every context without a text key in ``seen``.
 KEYLESS = None
+#: The width of the windows values are summed up in, in seconds (the server's windows).
+SUMMARY_WINDOW = 10
+
+
+class _Summary:
+    """Values of one metric, for one set of variants, in one window: what a summary sends."""
+
+    __slots__ = ("at", "buckets", "count", "metric", "total", "variants")
+
+    def __init__(self, metric: str, variants: dict[str, str], at: float) -> None:
+        self.metric = metric
+        self.variants = variants
+        self.at = at
+        self.count = 0
+        self.total = 0.0
+        self.buckets: dict[int, int] = {}
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.total += value
+        index = bucket_of(value)
+        self.buckets[index] = self.buckets.get(index, 0) + 1
+
+    def event(self) -> dict[str, Any]:
+        event: dict[str, Any] = {"kind": "metric", "metric": self.metric}
+        if self.count == 1:
+            event["value"] = self.total
+        else:
+            event["count"] = self.count
+            event["sum"] = self.total
+            event["buckets"] = {str(i): n for i, n in sorted(self.buckets.items())}
+        event["variants"] = self.variants
+        event["at"] = self.at
+        return event
 
 
 def targeting_key(context: object) -> str | None:
@@ -112,6 +153,8 @@ class EventBuffer:
         #: Read without the lock on the evaluation path; changed only under it, in place.
         self.seen: dict[str, dict[str | None, set[str | None]]] = {}
         self._events: deque[dict[str, Any]] = deque()
+        #: (metric, variants, window) -> the values summed so far, oldest first
+        self._summaries: dict[tuple[str, tuple[tuple[str, str], ...], int], _Summary] = {}
         self._exposed: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
         #: events dropped because the buffer was full
@@ -175,36 +218,41 @@ class EventBuffer:
                 self.refused += 1
             log.warning("track(%.200r) refused: %s", metric, problem)
             return False
+        assert isinstance(metric, str) and isinstance(number, float)  # noqa: PT018 (checked)
         who = targeting_key(context)
+        now = time.time()
         with self._lock:
-            variants = dict(self._exposed.get(who, {})) if who is not None else {}
-            self._append(
-                {
-                    "kind": "metric",
-                    "metric": metric,
-                    "value": number,
-                    "variants": variants,
-                    "at": time.time(),
-                }
-            )
+            exposed = self._exposed.get(who, {}) if who is not None else {}
+            key = (metric, tuple(sorted(exposed.items())), int(now // SUMMARY_WINDOW))
+            summary = self._summaries.get(key)
+            if summary is None:
+                if len(self._events) + len(self._summaries) >= self.capacity:
+                    self.dropped += 1
+                    return True
+                summary = self._summaries[key] = _Summary(metric, dict(exposed), now)
+            summary.add(number)
         return True
 
     def _append(self, event: dict[str, Any]) -> None:
-        if len(self._events) >= self.capacity:
+        if len(self._events) + len(self._summaries) >= self.capacity:
             self.dropped += 1
             return
         self._events.append(event)
 
     def take(self, limit: int) -> list[dict[str, Any]]:
-        """Up to ``limit`` events, oldest first, removed from the buffer."""
+        """Up to ``limit`` events, oldest first, removed from the buffer; then summaries."""
         with self._lock:
             count = min(limit, len(self._events))
-            return [self._events.popleft() for _ in range(count)]
+            taken = [self._events.popleft() for _ in range(count)]
+            while len(taken) < limit and self._summaries:
+                key = next(iter(self._summaries))
+                taken.append(self._summaries.pop(key).event())
+            return taken
 
     def give_back(self, events: list[dict[str, Any]]) -> None:
         """Events that could not be sent go back in front, as far as there is room."""
         with self._lock:
-            room = self.capacity - len(self._events)
+            room = self.capacity - len(self._events) - len(self._summaries)
             keep = events[:room] if room > 0 else []
             self.dropped += len(events) - len(keep)
             self._events.extendleft(reversed(keep))
@@ -215,7 +263,7 @@ class EventBuffer:
             self.dropped += count
 
     def pending(self) -> int:
-        return len(self._events)
+        return len(self._events) + len(self._summaries)
 
     def after_fork_in_child(self) -> None:
         """In a forked child: a new lock, and none of the parent's waiting events.
@@ -228,3 +276,4 @@ class EventBuffer:
         """
         self._lock = threading.Lock()
         self._events.clear()
+        self._summaries.clear()
