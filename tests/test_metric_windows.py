@@ -21,6 +21,7 @@ from unveil.release.plan import Direction, Guard, GuardKind, Source
 from unveil.service.errors import Invalid
 from unveil.service.events import EventIntake
 from unveil.service.metrics import FINE_DAYS, HOURLY_DAYS, LAG, GuardReader, keep_windows
+from unveil.store.database import make_engine
 from unveil.store.events import FINE, HOUR, EventCounts
 
 ERRORS = Guard("errors", GuardKind.RATE, "errors")
@@ -235,3 +236,61 @@ def test_an_events_file_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
             EventCounts(engine)
     finally:
         engine.dispose()
+
+
+def test_roll_ups_at_the_same_moment_count_each_window_once(engine: Engine) -> None:
+    """Two leaders (or a retried job) rolling the same hour at once: the delete that
+    takes the fine rows is what the hourly sums are made of, so only one gets them."""
+    import threading
+
+    counts = _fill(engine)
+    later = T0 + FINE_DAYS * 86400 + HOUR
+    results: list[tuple[int, int]] = []
+    go = threading.Barrier(4)
+
+    def roll() -> None:
+        go.wait()
+        results.append(keep_windows(counts, later))
+
+    try:
+        threads = [threading.Thread(target=roll) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sum(rolled for rolled, _ in results) == 36  # every fine row rolled once
+        by_series = {(r[2], r[3]): r for r in _window_rows(counts, T0, T0 + HOUR)}
+        assert by_series[("on", "$exposure")][4] == 60
+        assert by_series[("off", "latency_ms")][4] == 60
+        assert sum(by_series[("off", "latency_ms")][6].values()) == 60
+    finally:
+        counts.close()
+
+
+def test_the_server_rolls_old_windows_up_by_itself(tmp_path: Path) -> None:
+    """The recurring job metrics.keep runs on the leader as it starts."""
+    from tests.server_process import start_server, stop, wait_for
+
+    engine = _sqlite(tmp_path)
+    counts = EventCounts(engine)
+    old = (int(time.time()) - (FINE_DAYS + 1) * 86400) // HOUR * HOUR
+    cell = (1, old + 20, "checkout", "on", "errors")
+    counts.add([(cell, 5, 5.0)], {cell: {bucket_of(1.0): 5}})
+    counts.close()
+    engine.dispose()
+    server = start_server(f"sqlite:///{tmp_path / 'unveil.db'}")
+    try:
+
+        def rolled() -> list[Any]:
+            engine = make_engine(f"sqlite:///{tmp_path / 'unveil.db'}")
+            store = EventCounts(engine)
+            try:
+                return _window_rows(store, old, old + HOUR)
+            finally:
+                store.close()
+                engine.dispose()
+
+        assert wait_for(lambda: [r[:5] for r in rolled()] == [(HOUR, old, "on", "errors", 5)])
+        assert rolled()[0][6] == {bucket_of(1.0): 5}
+    finally:
+        stop(server)
