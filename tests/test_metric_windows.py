@@ -113,6 +113,9 @@ def test_the_reader_refuses_open_windows_and_ranges_off_the_grid(tmp_path: Path)
             )
         with pytest.raises(Invalid, match="start: must be at the start of a 10-second window"):
             reader.batch(1, "checkout", "on", "off", [ERRORS], start + timedelta(seconds=3), closed)
+        ahead = closed + timedelta(seconds=60)  # an empty range may lie anywhere
+        nothing = reader.batch(1, "checkout", "on", "off", [ERRORS], ahead, ahead)
+        assert (nothing.treatment.exposures, nothing.treatment.counts["errors"]) == (0, 0)
         empty = reader.batch(1, "checkout", "on", "off", [ERRORS, LATENCY], start, closed)
         assert empty.treatment.exposures == 0
         assert empty.treatment.values["latency_ms"].count == 0
