@@ -223,7 +223,8 @@ class EventBuffer:
         now = time.time()
         with self._lock:
             exposed = self._exposed.get(who, {}) if who is not None else {}
-            key = (metric, tuple(sorted(exposed.items())), int(now // SUMMARY_WINDOW))
+            # insertion order: a different order only makes a second summary, which the server adds
+            key = (metric, tuple(exposed.items()), int(now // SUMMARY_WINDOW))
             summary = self._summaries.get(key)
             if summary is None:
                 if len(self._events) + len(self._summaries) >= self.capacity:
