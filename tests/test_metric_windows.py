@@ -6,6 +6,7 @@ through the same intake the server runs.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
@@ -297,3 +298,49 @@ def test_the_server_rolls_old_windows_up_by_itself(tmp_path: Path) -> None:
         assert rolled()[0][6] == {bucket_of(1.0): 5}
     finally:
         stop(server)
+
+
+def test_any_cut_of_a_range_into_consecutive_batches_adds_up(tmp_path: Path) -> None:
+    """What the judge's promise about batches needs: the data does not depend on the cut."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    engine = _sqlite(tmp_path)
+    counts = _fill(engine)
+    reader = GuardReader(counts, clock=lambda: T0 + 3600.0)
+    start = datetime.fromtimestamp(T0, UTC)
+    guards = [ERRORS, LATENCY]
+    whole = reader.batch(1, "checkout", "on", "off", guards, start, start + timedelta(seconds=60))
+
+    @settings(max_examples=30, deadline=None)
+    @given(st.sets(st.integers(1, 5)))
+    def cut(points: set[int]) -> None:
+        edges = [0, *sorted(points), 6]
+        parts = [
+            reader.batch(
+                1,
+                "checkout",
+                "on",
+                "off",
+                guards,
+                start + timedelta(seconds=FINE * a),
+                start + timedelta(seconds=FINE * b),
+            )
+            for a, b in itertools.pairwise(edges)
+        ]
+        for arm in ("treatment", "control"):
+            mine = [getattr(p, arm) for p in parts]
+            expected = getattr(whole, arm)
+            assert sum(p.exposures for p in mine) == expected.exposures
+            assert sum(p.counts["errors"] for p in mine) == expected.counts["errors"]
+            merged = Histogram()
+            for p in mine:
+                merged = merged.merge(p.values["latency_ms"])
+            assert merged.buckets == expected.values["latency_ms"].buckets
+            assert merged.count == expected.values["latency_ms"].count
+
+    try:
+        cut()
+    finally:
+        counts.close()
+        engine.dispose()
