@@ -346,14 +346,24 @@ def _print_applied(
 @env_option
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 @reason_option
+@schedule_options
 @remote_options
-def apply(remote: Remote, path: Path, env: str, dry_run: bool, reason: str | None) -> None:
+def apply(
+    remote: Remote, path: Path, env: str, dry_run: bool, reason: str | None, when: When | None
+) -> None:
     """Make an environment exactly what a flags file says (idempotent).
 
     Flags and segments the file does not have are removed; the output says
-    which, and for each changed flag which fields change.
+    which, and for each changed flag which fields change. With --schedule,
+    the file is applied at that time (merged with what changed meanwhile).
     """
     document = load_document(path)  # a refused file: every problem, exit 1
+    if when is not None:
+        if dry_run:
+            raise click.UsageError("--dry-run and --schedule do not go together")
+        data = document_to_data(document)
+        post_schedule(remote, env, when, "document.apply", reason, document=data)
+        return
     push_document(remote, env, document_to_data(document), dry_run, reason, path.name)
 
 
