@@ -16,20 +16,50 @@ from tests.server_process import (
     stop,
     wait_for,
 )
+from unveil.core import UnveilError
 from unveil.service.flags import FlagService
 from unveil.service.jobs import JobService
-from unveil.service.scheduled import FLAG_CHANGE, flag_change, flag_change_payload
+from unveil.service.metrics import GuardReader
+from unveil.service.releases import ReleaseService
+from unveil.service.schedules import SCHEDULE_RUN, ScheduleRequest, ScheduleService
 from unveil.store import tables as t
 from unveil.store.database import make_engine, upgrade
+from unveil.store.events import EventCounts
 from unveil.store.unit import Store
 
 FLAG = {"description": "scheduled", "default": "on"}
 
 
-def _jobs(store: Store, node: str) -> JobService:
+def _services(store: Store, node: str) -> tuple[JobService, ScheduleService]:
+    """A node's jobs, running scheduled changes (the work these tests watch) as the server does."""
     jobs = JobService(store, node)
-    jobs.register(FLAG_CHANGE, flag_change(FlagService(store)))
-    return jobs
+    flags = FlagService(store)
+    releases = ReleaseService(store, flags, jobs, GuardReader(EventCounts(store.engine)))
+    schedules = ScheduleService(store, flags, releases)
+    jobs.register(SCHEDULE_RUN, schedules.handler())
+    return jobs, schedules
+
+
+def _jobs(store: Store, node: str) -> JobService:
+    return _services(store, node)[0]
+
+
+def _schedule(store: Store, key: str) -> tuple[str, int]:
+    """A change of flag ``key`` scheduled for now: the schedule's id and its job's."""
+    from datetime import UTC, datetime
+
+    _, schedules = _services(store, "test")
+    at = datetime.now(UTC).isoformat()
+    made = schedules.create(
+        "shop", "production", ScheduleRequest("flag.put", at, key=key, data=FLAG), "test"
+    )
+    with store.reading() as r:
+        (job,) = [j for j in r.jobs.by_kind(SCHEDULE_RUN) if j.key == f"schedule:{made.row.id}"]
+    return made.row.id, job.id
+
+
+def _applied(engine: Engine, schedule_id: str) -> list[str]:
+    return _audit_actions(engine, f"schedule:{schedule_id}")
 
 
 def _epoch(store: Store, node: str) -> int:
@@ -53,9 +83,7 @@ def test_a_job_taken_over_by_a_new_leader_is_applied_once(engine: Engine) -> Non
     store = Store(engine)
     access_service(engine).ensure_environment("shop", "production")
     a, b = _jobs(store, "node-a"), _jobs(store, "node-b")
-    payload = flag_change_payload("shop", "production", "late", FLAG, "schedule:test")
-    job_id = a.enqueue(FLAG_CHANGE, payload)
-    assert job_id is not None
+    schedule_id, job_id = _schedule(store, "late")
 
     epoch_a = _epoch(store, "node-a")
     with store.unit_of_work() as work:
@@ -67,7 +95,7 @@ def test_a_job_taken_over_by_a_new_leader_is_applied_once(engine: Engine) -> Non
     assert a._run(claimed_by_a) is False  # A's late run changes nothing
     assert a.fenced == 1
 
-    assert _audit_actions(engine, "schedule:test") == ["flag.create"]
+    assert _applied(engine, schedule_id) == ["flag.create", "schedule.applied"]
     job = b.get(job_id)
     assert (job.state, job.owner, job.epoch) == ("done", "node-b", epoch_b)
     assert b.run_due(epoch_b) == 0  # and it never runs again
@@ -77,7 +105,7 @@ def test_a_job_of_a_stale_epoch_is_fenced_even_before_anyone_reclaims_it(engine:
     store = Store(engine)
     access_service(engine).ensure_environment("shop", "production")
     a = _jobs(store, "node-a")
-    a.enqueue(FLAG_CHANGE, flag_change_payload("shop", "production", "x", FLAG, "schedule:s"))
+    schedule_id, _ = _schedule(store, "x")
     epoch_a = _epoch(store, "node-a")
     with store.unit_of_work() as work:
         from datetime import UTC, datetime
@@ -85,29 +113,31 @@ def test_a_job_of_a_stale_epoch_is_fenced_even_before_anyone_reclaims_it(engine:
         (claimed,) = work.jobs.claim(datetime.now(UTC), "node-a", epoch_a)
     _epoch(store, "node-b")  # a new leadership, which has not looked at jobs yet
     assert a._run(claimed) is False
-    assert _audit_actions(engine, "schedule:s") == []
+    assert _applied(engine, schedule_id) == []
 
 
 def test_a_refused_change_fails_the_job_at_once_and_keeps_the_reason(engine: Engine) -> None:
     store = Store(engine)
-    access_service(engine).ensure_environment("shop", "production")
     jobs = _jobs(store, "n")
-    bad = {"default": "nowhere"}  # a variant the flag lacks
-    job_id = jobs.enqueue(FLAG_CHANGE, flag_change_payload("shop", "production", "b", bad, "s:1"))
+
+    def refuse(_job: Any, _work: Any) -> None:
+        raise UnveilError("flags.b.default: 'nowhere' is not a variant")
+
+    jobs.register("test.refused", refuse)
+    job_id = jobs.enqueue("test.refused", {})
     assert job_id is not None
     assert jobs.run_due(_epoch(store, "n")) == 0
     job = jobs.get(job_id)
     assert job.state == "failed"
     assert job.last_error is not None
     assert "default" in job.last_error
-    assert _audit_actions(engine, "s:1") == []
 
 
 def test_one_unfinished_job_per_key(engine: Engine) -> None:
     jobs = _jobs(Store(engine), "n")
-    payload = flag_change_payload("shop", "production", "k", FLAG, "s")
-    assert jobs.enqueue(FLAG_CHANGE, payload, key="release:1:step") is not None
-    assert jobs.enqueue(FLAG_CHANGE, payload, key="release:1:step") is None
+    jobs.register("test.keyed", lambda _job, _work: None)
+    assert jobs.enqueue("test.keyed", {}, key="release:1:step") is not None
+    assert jobs.enqueue("test.keyed", {}, key="release:1:step") is None
 
 
 # -- real server processes --------------------------------------------------------------
@@ -150,9 +180,7 @@ def test_two_leaders_at_once_on_postgresql_apply_a_job_once() -> None:
                 .where(t.environments.c.id == environment)
                 .with_for_update()
             )
-            payload = flag_change_payload("shop", "production", "once", FLAG, "schedule:once")
-            job_id = _jobs(store, "test").enqueue(FLAG_CHANGE, payload)
-            assert job_id is not None
+            schedule_id, job_id = _schedule(store, "once")
             assert wait_for(lambda: _job_row(engine, job_id).owner == first_node)
             first_epoch = _job_row(engine, job_id).epoch
 
@@ -175,7 +203,7 @@ def test_two_leaders_at_once_on_postgresql_apply_a_job_once() -> None:
             blocker.rollback()  # both now race to write the effect
 
             assert wait_for(lambda: _job_row(engine, job_id).state == "done")
-            assert _audit_actions(engine, "schedule:once") == ["flag.create"]
+            assert _applied(engine, schedule_id) == ["flag.create", "schedule.applied"]
             with engine.connect() as conn:
                 versions = conn.execute(select(t.environments.c.version)).scalars().all()
             assert sorted(versions) == [0, 1]  # production moved once; staging not at all
@@ -200,23 +228,15 @@ def test_a_second_process_on_one_sqlite_folder_follows_and_takes_over(tmp_path: 
         follower = next(n for n in nodes if n is not leader)
         leader_node, follower_node = _cluster(leader)["node"], _cluster(follower)["node"]
         store = Store(engine)
-        ids = [
-            _jobs(store, "test").enqueue(
-                FLAG_CHANGE,
-                flag_change_payload("shop", "production", f"f{i}", FLAG, "schedule:sqlite"),
-            )
-            for i in range(5)
-        ]
+        made = [_schedule(store, f"f{i}") for i in range(5)]
+        ids = [job_id for _, job_id in made]
         assert wait_for(lambda: all(_job_row(engine, i).state == "done" for i in ids))
         assert {_job_row(engine, i).owner for i in ids} == {leader_node}
-        assert len(_audit_actions(engine, "schedule:sqlite")) == 5
+        assert all(_applied(engine, s) == ["flag.create", "schedule.applied"] for s, _ in made)
 
         leader.kill()
         assert wait_for(lambda: _cluster(follower)["leading"])
-        later = _jobs(store, "test").enqueue(
-            FLAG_CHANGE, flag_change_payload("shop", "production", "after", FLAG, "schedule:2")
-        )
-        assert later is not None
+        _, later = _schedule(store, "after")
         assert wait_for(lambda: _job_row(engine, later).state == "done")
         assert _job_row(engine, later).owner == follower_node
         listed = {n["node"]: n["leading"] for n in _cluster(follower)["nodes"]}
@@ -256,13 +276,7 @@ def test_a_new_leader_takes_jobs_in_order_even_while_an_old_one_holds_the_first(
         try:
             store = Store(engine)
             access_service(engine).ensure_environment("shop", "production")
-            jobs = _jobs(store, "n")
-            ids = [
-                jobs.enqueue(
-                    FLAG_CHANGE, flag_change_payload("shop", "production", "o", FLAG, f"s{i}")
-                )
-                for i in range(3)
-            ]
+            ids = [_schedule(store, f"o{i}")[1] for i in range(3)]
             old = _epoch(store, "old")
             with store.unit_of_work() as work:
                 work.jobs.claim(datetime.now(UTC), "old", old, limit=1)  # the first job

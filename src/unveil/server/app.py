@@ -49,7 +49,6 @@ from unveil.service.metrics import LAG, GuardReader, keep_windows
 from unveil.service.outbox import prune_outbox
 from unveil.service.prometheus import PrometheusSource
 from unveil.service.releases import RELEASE_TICK, ReleaseService
-from unveil.service.scheduled import FLAG_CHANGE, flag_change
 from unveil.service.schedules import SCHEDULE_RUN, ScheduleService
 from unveil.store.events import EventCounts
 from unveil.store.link import link_for
@@ -94,7 +93,6 @@ def build_services(
     jobs = JobService(store, cluster.node)
     jobs.register_recurring("nodes.forget_stale", timedelta(seconds=30), cluster.forget_stale)
     jobs.register_recurring("outbox.prune", timedelta(hours=1), prune_outbox)
-    jobs.register(FLAG_CHANGE, flag_change(flags))
     counts = EventCounts(engine)
     jobs.register_recurring(
         "metrics.keep", timedelta(minutes=10), lambda _unit: keep_windows(counts)
