@@ -205,7 +205,8 @@ def test_a_write_during_a_first_load_is_not_left_stale(tmp_path: Path) -> None:
     environment to refresh, and the node served the older snapshot for seconds."""
     from unveil.server.hub import Hub
     from unveil.service.access import AccessService
-    from unveil.service.flags import Change, FlagService, Snapshot
+    from unveil.service.documents import Loaded
+    from unveil.service.flags import Change, FlagService
     from unveil.store.database import make_engine, upgrade
     from unveil.store.unit import Store
 
@@ -220,8 +221,8 @@ def test_a_write_during_a_first_load_is_not_left_stale(tmp_path: Path) -> None:
 
         racing = True
 
-        def snapshot_of(self, env_id: int) -> Snapshot:
-            read = super().snapshot_of(env_id)
+        def loaded(self, environment_id: int) -> Loaded:
+            read = super().loaded(environment_id)
             if self.racing:
                 self.racing = False
                 self.put_item(
@@ -234,7 +235,7 @@ def test_a_write_during_a_first_load_is_not_left_stale(tmp_path: Path) -> None:
     store.after_commit.append(hub.changed_here)
     try:
         served = hub.current(env_id)
-        assert "late" in served.document["flags"]
+        assert "late" in served.ruleset
         cached = hub.cached(env_id)
         assert cached is not None
         assert cached.version == flags.version_of(env_id)

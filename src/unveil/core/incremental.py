@@ -32,14 +32,16 @@ from unveil.core.codec import (
     MAX_SEGMENTS,
     _check_depth,
     _find_cycle,
+    _flag_to_data,
     _read_flag,
     _read_segment,
     _Reader,
+    _segment_to_data,
     read_entry,
 )
 from unveil.core.model import Condition, Document, Flag, Segment, SegmentMatch
 
-__all__ = ["Patched", "References", "parse_patch", "references"]
+__all__ = ["Patched", "References", "entry_data", "parse_patch", "references"]
 
 
 def _named(conditions: Iterable[tuple[Condition, ...]]) -> tuple[str, ...]:
@@ -264,3 +266,14 @@ def parse_patch(document: Document, refs: References, patch: Mapping[str, Any]) 
         new_refs,
         frozenset(stale),
     )
+
+
+def entry_data(document: Document, part: str, key: str) -> dict[str, Any]:
+    """One flag's (``part`` "flags") or segment's canonical data, as ``document_to_data`` has it.
+
+    A server that validated a write with ``parse_patch`` stores, records and
+    sends this one entry, without turning the whole document back into data.
+    """
+    if part == "flags":
+        return _flag_to_data(document.flags[key])
+    return _segment_to_data(document.segments[key])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["none_match"]
+__all__ = ["accepts_gzip", "none_match"]
 
 # A quoted entity tag, weak or not; or, leniently, a bare token some clients send.
 _TAG = re.compile(r'(?:W/)?"[^"]*"|[^,\s]+')
@@ -30,3 +30,29 @@ def none_match(header: str | None, etag: str) -> bool:
         return True
     ours = _opaque(etag)
     return any(_opaque(tag) == ours for tag in _TAG.findall(header))
+
+
+def accepts_gzip(header: str | None) -> bool:
+    """Whether ``Accept-Encoding: header`` takes gzip (RFC 9110 12.5.3).
+
+    gzip named with a weight above zero, or not named and ``*`` taken;
+    ``gzip;q=0`` refuses it whatever ``*`` says.
+    """
+    if not header:
+        return False
+    weights: dict[str, float] = {}
+    for item in header.split(","):
+        coding, _, params = item.partition(";")
+        weight = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        weights[coding.strip().lower()] = weight
+    for coding in ("gzip", "x-gzip", "*"):
+        if coding in weights:
+            return weights[coding] > 0
+    return False

@@ -1,12 +1,15 @@
 """Snapshots in memory and the stream clients that follow them, per environment.
 
-Each server process keeps every environment's current snapshot (the
-canonical flags document, its version, its serialised body and ETag) in
-memory, so snapshot requests never touch the database. When an environment
-changes (a write on this node, a NOTIFY from another, or the periodic check
-that catches anything missed) one refresher thread loads the new snapshot,
-works out the patch from the old one, encodes it once and hands the same
-bytes to every stream client of that environment.
+Each server process keeps every environment's current snapshot (its
+validated flags, its version, its body in bytes and ETag:
+``unveil.server.snapshots``) in memory, so snapshot requests never touch
+the database. When an environment changes (a write on this node, a NOTIFY
+from another, or the periodic check that catches anything missed) the
+snapshot moves to the new version by what changed (the node's writes are
+known without a read; other nodes' are caught up from the rows written
+since, ``unveil.service.documents``), the patch is exactly that change,
+encoded once, and the same bytes go to every stream client of that
+environment.
 
 What waits for one stream client is bounded in bytes, not in messages: a
 client whose waiting messages would weigh more than its budget has fallen
@@ -24,7 +27,6 @@ exist.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import queue
@@ -33,11 +35,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any
 
-from unveil.core import Ruleset
-from unveil.core.patch import diff_documents
-from unveil.service.flags import FlagService, Snapshot
+from unveil.server.snapshots import CachedSnapshot
+from unveil.service.flags import FlagService
 
 __all__ = ["HEARTBEAT", "STREAM_BUDGET", "CachedSnapshot", "Hub", "Subscriber"]
 
@@ -47,30 +47,6 @@ log = logging.getLogger("unveil.server.hub")
 STREAM_BUDGET = 2 << 20
 #: What ``Subscriber.next`` gives when nothing came for a heartbeat's time.
 HEARTBEAT = b": heartbeat\n\n"
-
-
-@dataclass(frozen=True, slots=True)
-class CachedSnapshot:
-    """A snapshot ready to send, and its flags compiled for evaluation here (OFREP)."""
-
-    version: int
-    document: dict[str, Any]
-    body: bytes
-    etag: str
-    ruleset: Ruleset
-
-    @classmethod
-    def of(cls, snapshot: Snapshot) -> CachedSnapshot:
-        body = json.dumps(
-            {**snapshot.document, "revision": snapshot.version}, separators=(",", ":")
-        ).encode()
-        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-        ruleset = Ruleset.from_data(snapshot.document)
-        return cls(snapshot.version, snapshot.document, body, etag, ruleset)
-
-    def event(self) -> tuple[bytes, bytes, bytes]:
-        """The snapshot as a server-sent event, in parts: the body is sent as it is, not copied."""
-        return b"event: snapshot\nid: %d\ndata: " % self.version, self.body, b"\n\n"
 
 
 class Subscriber:
@@ -205,7 +181,7 @@ class Hub:
             known = self._environments.get(environment_id)
         if known is not None:
             return known.snapshot
-        loaded = CachedSnapshot.of(self._flags.snapshot_of(environment_id))
+        loaded = CachedSnapshot.whole(self._flags.loaded(environment_id))
         with self._lock:
             known = self._environments.setdefault(environment_id, _Environment(loaded))
         if known.snapshot is loaded:  # ours was installed: catch a write that raced it
@@ -215,6 +191,10 @@ class Hub:
                 log.exception("refreshing environment %s failed", environment_id)
         with self._lock:
             return self._environments[environment_id].snapshot
+
+    def ready(self, environment_id: int) -> CachedSnapshot:
+        """``current``, with its body and ETag made (they are made once per version)."""
+        return self.current(environment_id).prepare()
 
     def subscriber_count(self) -> int:
         with self._lock:
@@ -339,18 +319,19 @@ class Hub:
     def _refresh_locked(self, environment_id: int) -> None:
         started = time.monotonic()
         with self._lock:
-            held = self._environments[environment_id].snapshot.version
-        if self._flags.version_of(environment_id) <= held:
+            old = self._environments[environment_id].snapshot
+        loaded = self._flags.loaded(environment_id)  # one query when nothing changed
+        if loaded.version <= old.version:
             return  # the periodic check, or a notice of a change already here
-        fresh = CachedSnapshot.of(self._flags.snapshot_of(environment_id))
+        changes = self._flags.documents.changes(environment_id, old.version, loaded.version)
+        fresh, sections = old.moved(loaded, changes)
         with self._lock:
             environment = self._environments[environment_id]
-            old = environment.snapshot
-            if fresh.version <= old.version:
+            if fresh.version <= environment.snapshot.version:
                 return
             environment.snapshot = fresh
             subscribers = list(environment.subscribers)
-        patch = diff_documents(old.document, fresh.document, old.version, fresh.version)
+        patch = {"version": fresh.version, "previous": old.version, **sections}
         message = f"event: patch\nid: {fresh.version}\ndata: {json.dumps(patch)}\n\n".encode()
         by_loop: dict[asyncio.AbstractEventLoop, list[Subscriber]] = {}
         for subscriber in subscribers:

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from unveil.server.auth import SdkKey
-from unveil.server.etags import none_match
+from unveil.server.etags import accepts_gzip, none_match
 from unveil.server.hub import Hub, Subscriber
 from unveil.server.services import Services, services
 from unveil.service.errors import BadRequest
@@ -34,16 +34,31 @@ _PIECE = 16 << 10
 
 @router.get("/snapshot")
 async def snapshot(
-    who: SdkKey, svc: Svc, if_none_match: Annotated[str | None, Header()] = None
+    who: SdkKey,
+    svc: Svc,
+    if_none_match: Annotated[str | None, Header()] = None,
+    accept_encoding: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """The SDK key's environment: its flags document and ``revision``; 304 if unchanged."""
+    """The SDK key's environment: its flags document and ``revision``; 304 if unchanged.
+
+    Body, ETag and gzip form are made once per version (``unveil.server.snapshots``).
+    """
     env_id = who.environment_id or 0
     snap = svc.hub.cached(env_id)
-    if snap is None:
-        snap = await run_in_threadpool(svc.hub.current, env_id)
+    if snap is None or not snap.ready:
+        snap = await run_in_threadpool(svc.hub.ready, env_id)
     if none_match(if_none_match, snap.etag):
         return Response(status_code=304, headers={"ETag": snap.etag})
-    return Response(snap.body, media_type="application/json", headers={"ETag": snap.etag})
+    if accepts_gzip(accept_encoding):
+        ready = snap
+        body = snap.gzipped if snap.gzip_ready else await run_in_threadpool(lambda: ready.gzipped)
+        headers = {"ETag": snap.etag, "Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+        return Response(body, media_type="application/json", headers=headers)
+    return Response(
+        snap.body,
+        media_type="application/json",
+        headers={"ETag": snap.etag, "Vary": "Accept-Encoding"},
+    )
 
 
 class _EventStream(Response):
@@ -106,7 +121,7 @@ async def stream(who: SdkKey, svc: Svc) -> Response:
     revoked; reconnecting starts again from the snapshot.
     """
     env_id = who.environment_id or 0
-    await run_in_threadpool(svc.hub.current, env_id)  # loaded before subscribing
+    await run_in_threadpool(svc.hub.ready, env_id)  # loaded (and encoded) before subscribing
     subscriber, first = svc.hub.subscribe(env_id, who.token_id or 0)
     return _EventStream(svc.hub, subscriber, first.event(), svc.heartbeat_seconds)
 

@@ -1,11 +1,15 @@
 """Changing flags and segments: validate through the core, then record the change.
 
-Every write reads the environment's whole flags document inside its unit of
-work, applies the change and parses the result with the core: a change that
-would leave anything invalid (a rule naming a segment that is gone, a
-prerequisite on a deleted flag) is refused with every problem, and nothing
-is written. The environment's row is held first, so writes to one
-environment go one at a time and its version counts them exactly.
+Every write holds the environment's row first, so writes to one environment
+go one at a time and its version counts them exactly. It then checks the
+change against the environment's validated flags as this node holds them at
+exactly that version (``unveil.service.documents``): the changed entry,
+what it names and what names it, in proportion to the change and not to the
+environment. Where that check cannot tell, the whole document is read from
+the rows and parsed by the core. Either way a change that would leave
+anything invalid (a rule naming a segment that is gone, a prerequisite on a
+deleted flag) is refused with every problem a whole reading finds, and
+nothing is written.
 
 A flag or segment's version is the environment version at which it last
 changed: it grows with every change and never repeats for a key, even
@@ -18,10 +22,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from unveil.core import InvalidDocument, document_to_data, parse_document
+from unveil.core import Document, Ruleset, document_to_data, parse_document
+from unveil.core.incremental import entry_data
+from unveil.service.documents import (
+    Changes,
+    Documents,
+    Loaded,
+    no_changes,
+    validated,
+    whole_document,
+)
 from unveil.service.errors import (
     Conflict,
-    Invalid,
     NotFound,
     PreconditionFailed,
     PreconditionRequired,
@@ -92,26 +104,13 @@ def diff_parts(before: Mapping[str, Any], after: Mapping[str, Any]) -> DocumentD
     return DocumentDiff(added, changed, removed)
 
 
-def _validated(document: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return document_to_data(parse_document(document))
-    except InvalidDocument as exc:
-        raise Invalid(exc.problems) from None
-
-
-def _document(reading: Reading, environment_id: int) -> dict[str, Any]:
-    document: dict[str, Any] = {"version": 1}
-    for part in PARTS:
-        items = reading.items(part).all(environment_id)  # type: ignore[arg-type]
-        document[part] = {item.key: item.data for item in items}
-    return document
-
-
 class FlagService:
     """Flags and segments of environments."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, documents: Documents | None = None) -> None:
         self.store = store
+        #: the environments' validated flags this node holds (its snapshots are made from them)
+        self.documents = documents or Documents(store)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -133,10 +132,9 @@ class FlagService:
         with self.store.reading() as r:
             return self._snapshot(r, require_environment(r, project, env))
 
-    def snapshot_of(self, environment_id: int) -> Snapshot:
-        """The snapshot of an environment known by id (an SDK key's)."""
-        with self.store.reading() as r:
-            return self._snapshot(r, environment_id)
+    def loaded(self, environment_id: int) -> Loaded:
+        """The environment's validated flags at its current version (an SDK key's)."""
+        return self.documents.current(environment_id)
 
     def version_of(self, environment_id: int) -> int:
         """The environment's version alone: cheap to ask often."""
@@ -151,7 +149,7 @@ class FlagService:
         version = reading.environments.version(environment_id)
         if version is None:
             raise NotFound(f"no environment {environment_id}")
-        document = _document(reading, environment_id)
+        document = whole_document(reading, environment_id)
         return Snapshot(version, document_to_data(parse_document(document)))
 
     # -- writing ---------------------------------------------------------------------
@@ -182,9 +180,9 @@ class FlagService:
                     raise PreconditionFailed(before.version)
             elif if_match is not None:
                 raise NotFound(f"no {what}")
-            document = _document(work, environment_id)
-            document[part][key] = dict(data)
-            canonical = _validated(document)[part][key]
+            version = work.environments.version(environment_id) or 0
+            ruleset = self._changed(work, environment_id, version, part, key, dict(data))
+            canonical = entry_data(ruleset.document, part, key)
             if before is not None and canonical == before.data:
                 # the same flag again: nothing to write, nobody's ETag goes stale
                 return FlagRecord(key, before.data, before.version)
@@ -197,9 +195,12 @@ class FlagService:
                 after=canonical,
                 environment_id=environment_id,
             )
-            version = recorded.environment_version or 0
-            work.items(part).put(environment_id, key, canonical, version, before is not None)
-            return FlagRecord(key, canonical, version, created=before is None)
+            written = recorded.environment_version or 0
+            work.items(part).put(environment_id, key, canonical, written, before is not None)
+            changes = no_changes()
+            changes[part][key] = canonical
+            self._wrote(work, environment_id, written, ruleset, version, changes)
+            return FlagRecord(key, canonical, written, created=before is None)
 
     def delete_item(
         self,
@@ -221,9 +222,8 @@ class FlagService:
                 raise PreconditionRequired(f"deleting {_SINGULAR[part]} '{key}' needs If-Match")
             if if_match != before.version:
                 raise PreconditionFailed(before.version)
-            document = _document(work, environment_id)
-            del document[part][key]
-            _validated(document)
+            version = work.environments.version(environment_id) or 0
+            ruleset = self._changed(work, environment_id, version, part, key, None)
             work.items(part).remove(environment_id, key)
             recorded = work.record(
                 actor=change.actor,
@@ -233,7 +233,11 @@ class FlagService:
                 before=before.data,
                 environment_id=environment_id,
             )
-            return recorded.environment_version or 0
+            written = recorded.environment_version or 0
+            changes = no_changes()
+            changes[part][key] = None
+            self._wrote(work, environment_id, written, ruleset, version, changes)
+            return written
 
     def apply_document(
         self,
@@ -254,10 +258,12 @@ class FlagService:
         """
         with self.store.unit_of_work(within) as work:
             environment_id = require_environment(work, project, env, lock=True)
-            current = document_to_data(parse_document(_document(work, environment_id)))
-            wanted = _validated(dict(data))
-            diff = diff_parts(current, wanted)
             version = work.environments.version(environment_id) or 0
+            base = self.documents.within(work, environment_id, version)
+            current = document_to_data(base.ruleset.document)
+            parsed = validated(dict(data))
+            wanted = document_to_data(parsed)
+            diff = diff_parts(current, wanted)
             if if_match is not None and if_match != version:
                 raise PreconditionFailed(version)
             if dry_run or diff.empty:
@@ -271,14 +277,62 @@ class FlagService:
                 after=wanted,
                 environment_id=environment_id,
             )
-            version = recorded.environment_version or 0
+            written = recorded.environment_version or 0
+            changes = no_changes()
             for part in PARTS:
                 items = work.items(part)  # type: ignore[arg-type]
                 new = wanted.get(part, {})
                 for key in diff.removed[part]:
                     items.remove(environment_id, key)
+                    changes[part][key] = None
                 for key in diff.changed[part]:
-                    items.put(environment_id, key, new[key], version, exists=True)
+                    items.put(environment_id, key, new[key], written, exists=True)
+                    changes[part][key] = new[key]
                 for key in diff.added[part]:
-                    items.put(environment_id, key, new[key], version, exists=False)
-            return diff, version
+                    items.put(environment_id, key, new[key], written, exists=False)
+                    changes[part][key] = new[key]
+            self._wrote(work, environment_id, written, Ruleset(parsed), version, changes)
+            return diff, written
+
+    # -- checking one change ---------------------------------------------------------
+
+    def _changed(
+        self,
+        work: UnitOfWork,
+        environment_id: int,
+        version: int,
+        part: Part,
+        key: str,
+        data: dict[str, Any] | None,
+    ) -> Ruleset:
+        """The environment's flags with ``key`` set to ``data`` (None: removed), validated.
+
+        Incrementally against the flags at ``version`` (the environment's, read
+        with its row held); where that check cannot tell, the whole document
+        from the rows, which refuses with every problem a whole reading finds.
+        """
+        base = self.documents.within(work, environment_id, version)
+        patch: dict[str, Any] = {name: {} for name in PARTS}
+        patch[part][key] = data
+        patched = base.ruleset.patched(patch)
+        if patched is not None:
+            return patched
+        document = whole_document(work, environment_id)
+        if data is None:
+            del document[part][key]
+        else:
+            document[part][key] = data
+        parsed: Document = validated(document)
+        return Ruleset(parsed)
+
+    def _wrote(
+        self,
+        work: UnitOfWork,
+        environment_id: int,
+        written: int,
+        ruleset: Ruleset,
+        previous: int,
+        changes: Changes,
+    ) -> None:
+        """The environment as this write leaves it: kept for the next one once it commits."""
+        self.documents.wrote(work, Loaded(environment_id, written, ruleset), previous, changes)

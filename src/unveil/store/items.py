@@ -46,6 +46,26 @@ class ItemRepository:
         )
         return [Item(r.key, json.loads(r.data), int(r.version)) for r in rows]
 
+    def changed_since(self, environment_id: int, version: int) -> list[Item]:
+        """The items written after the environment's ``version`` (an item's version is the
+        environment's when it last changed): with ``keys``, what a node that holds the
+        environment at ``version`` needs to catch up, without reading every row."""
+        table = self._table
+        rows = self._conn.execute(
+            select(table.c.key, table.c.data, table.c.version).where(
+                table.c.environment_id == environment_id, table.c.version > version
+            )
+        )
+        return [Item(r.key, json.loads(r.data), int(r.version)) for r in rows]
+
+    def keys(self, environment_id: int) -> set[str]:
+        """The keys alone: what is gone since a version is what is no longer among them."""
+        table = self._table
+        rows = self._conn.execute(
+            select(table.c.key).where(table.c.environment_id == environment_id)
+        )
+        return {r.key for r in rows}
+
     def get(self, environment_id: int, key: str) -> Item | None:
         table = self._table
         row = self._conn.execute(

@@ -89,6 +89,16 @@ class UnitOfWork(Reading):
         super().__init__(conn)
         self.changed_environments: set[int] = set()
         self.records: list[Recorded] = []
+        self.committed: list[Callable[[], None]] = []
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once this transaction has committed; never if it rolls back.
+
+        For what a node keeps in memory about the state it just wrote (the
+        flags it validates writes against): kept before the commit, it would
+        outlive a rollback. Callbacks run before the ``after_commit`` listeners.
+        """
+        self.committed.append(callback)
 
     def record(
         self,
@@ -169,6 +179,11 @@ class Store:
         with self.engine.begin() as conn:
             work = UnitOfWork(conn)
             yield work
+        for callback in work.committed:
+            try:
+                callback()
+            except Exception:  # like a listener, it must not undo a committed change
+                log.exception("on-commit callback failed")
         for environment_id in sorted(work.changed_environments):
             for listener in self.after_commit:
                 try:
