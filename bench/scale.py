@@ -1,7 +1,7 @@
 """What a change costs as an environment grows: 10, 1,000, 10,000 flags.
 
     .venv/bin/python bench/scale.py [--sizes 10,1000,10000] [--database-url URL]
-                                    [--writes 40] [--seconds 2]
+                                    [--writes 40] [--seconds 2] [--no-server | --no-sdk]
 
 For each size it builds a realistic environment (segments with include
 lists and rules; flags with targets, rules on attributes and segments,
@@ -361,6 +361,7 @@ def main() -> None:
     parser.add_argument("--writes", type=int, default=40)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--no-server", action="store_true", help="only the SDK figures")
+    parser.add_argument("--no-sdk", action="store_true", help="only the server figures")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
@@ -369,7 +370,8 @@ def main() -> None:
         row: dict[str, Any] = {"size": size}
         if not args.no_server:
             row |= server_figures(document, args.database_url, args.writes)
-        row |= sdk_figures(document, args.writes, args.seconds)
+        if not args.no_sdk:
+            row |= sdk_figures(document, args.writes, args.seconds)
         rows.append(row)
         print(f"done {size}: {row}", file=sys.stderr, flush=True)
     store = "PostgreSQL" if args.database_url else "SQLite"
@@ -383,10 +385,15 @@ def main() -> None:
     for row in rows:
         print(
             f"{row['size']:>6} {ms(row.get('write_p50')):>9} {ms(row.get('write_p99')):>9}"
-            f" {ms(row.get('apply')):>9} {ms(row['patch']):>9} {ms(row['patch_p99']):>9}"
-            f" {ms(row.get('start')):>8} {row['mem'] / 1e6:>7.1f} {row['mem_all'] / 1e6:>7.1f}"
-            f" {row['eval']:>10.0f} {row['eval_patched']:>10.0f}"
-            f" {row['eval_patched'] / row['eval']:>6.2f} {row['patches_per_s']:>5.1f}"
+            f" {ms(row.get('apply')):>9} {ms(row.get('patch')):>9} {ms(row.get('patch_p99')):>9}"
+            f" {ms(row.get('start')):>8}"
+            + (
+                f" {row['mem'] / 1e6:>7.1f} {row['mem_all'] / 1e6:>7.1f}"
+                f" {row['eval']:>10.0f} {row['eval_patched']:>10.0f}"
+                f" {row['eval_patched'] / row['eval']:>6.2f} {row['patches_per_s']:>5.1f}"
+                if "eval" in row
+                else ""
+            )
         )
         if "refused" in row:
             print(f"       server refused the document: {row['refused']}")

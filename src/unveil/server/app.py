@@ -173,7 +173,8 @@ def create_app(engine: Engine, limits: Limits | None = None, **options: Any) -> 
         lifespan=lifespan,
     )
     app.state.services = svc
-    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.add_middleware(GZipMiddleware, minimum_size=sdk.GZIP_MINIMUM)
+    app.add_middleware(sdk.SnapshotShortcut)  # prepared bytes, behind the guard
 
     app.add_middleware(Guard, services=svc, limits=limits)  # outermost: before any body is read
 

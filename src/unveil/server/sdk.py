@@ -6,24 +6,28 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from unveil.server.auth import SdkKey
+from unveil.server.auth import PRINCIPAL, SdkKey
 from unveil.server.etags import accepts_gzip, none_match
 from unveil.server.hub import Hub, Subscriber
 from unveil.server.services import Services, services
+from unveil.service.access import Principal
 from unveil.service.errors import BadRequest
 
-__all__ = ["MAX_EVENTS_BODY", "router"]
+__all__ = ["GZIP_MINIMUM", "MAX_EVENTS_BODY", "SnapshotShortcut", "router"]
 
 router = APIRouter(prefix="/sdk/v1", tags=["sdk"])
 Svc = Annotated[Services, Depends(services)]
 
+#: The smallest body the gzip middleware compresses (and marks ``Vary: Accept-Encoding``).
+GZIP_MINIMUM = 1024
 #: The largest events batch body, counted as its bytes arrive (whatever the encoding).
 MAX_EVENTS_BODY = 1 << 20
 #: A stream message goes out in pieces of this size: each waits for the client to
@@ -54,11 +58,83 @@ async def snapshot(
         body = snap.gzipped if snap.gzip_ready else await run_in_threadpool(lambda: ready.gzipped)
         headers = {"ETag": snap.etag, "Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
         return Response(body, media_type="application/json", headers=headers)
-    return Response(
-        snap.body,
-        media_type="application/json",
-        headers={"ETag": snap.etag, "Vary": "Accept-Encoding"},
-    )
+    # Vary comes from the gzip middleware, which adds it to bodies it could have compressed
+    return Response(snap.body, media_type="application/json", headers={"ETag": snap.etag})
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What the guard's request count reads of a route: its path."""
+
+    path: str
+
+
+_SNAPSHOT = "/sdk/v1/snapshot"
+_SNAPSHOT_ROUTE = _Route(_SNAPSHOT)
+
+
+class SnapshotShortcut:
+    """``GET /sdk/v1/snapshot`` answered from prepared bytes, without the framework.
+
+    Plain ASGI behind the guard (which has authenticated the key before and
+    counts the answer after). It answers only what the route would answer
+    with the same bytes and headers: a request by an SDK key, with no query
+    parameters, for a snapshot already in memory and prepared (its gzip form
+    too when asked for). Anything else (another token, a query string, a
+    snapshot not yet loaded or encoded, any error) goes on to the route,
+    which does every check and the preparing.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] != _SNAPSHOT
+            or scope["method"] != "GET"
+            or scope["query_string"]
+        ):
+            await self.app(scope, receive, send)
+            return
+        who: Principal | None = scope.get("state", {}).get(PRINCIPAL)
+        services: Services = scope["app"].state.services
+        snap = None
+        if who is not None and who.kind == "sdk" and who.environment_id is not None:
+            snap = services.hub.cached(who.environment_id)
+        if snap is None or not snap.ready:
+            await self.app(scope, receive, send)
+            return
+        if_none_match = accept_encoding = None
+        for name, value in scope["headers"]:
+            if name == b"if-none-match":
+                if_none_match = value.decode("latin-1")
+            elif name == b"accept-encoding":
+                accept_encoding = value.decode("latin-1")
+        etag = snap.etag.encode()
+        if none_match(if_none_match, snap.etag):
+            headers = [(b"etag", etag)]
+            body = b""
+            status = 304
+        else:
+            gzipped = accepts_gzip(accept_encoding)
+            if gzipped and not snap.gzip_ready:
+                await self.app(scope, receive, send)
+                return
+            body = snap.gzipped if gzipped else snap.body
+            status = 200
+            headers = [
+                (b"content-length", b"%d" % len(body)),
+                (b"content-type", b"application/json"),
+                (b"etag", etag),
+            ]
+            if gzipped:
+                headers += [(b"content-encoding", b"gzip"), (b"vary", b"Accept-Encoding")]
+            elif len(body) >= GZIP_MINIMUM:  # as the gzip middleware marks the route's answer
+                headers.append((b"vary", b"Accept-Encoding"))
+        scope["route"] = _SNAPSHOT_ROUTE
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 class _EventStream(Response):

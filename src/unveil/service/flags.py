@@ -282,15 +282,14 @@ class FlagService:
             for part in PARTS:
                 items = work.items(part)  # type: ignore[arg-type]
                 new = wanted.get(part, {})
-                for key in diff.removed[part]:
-                    items.remove(environment_id, key)
-                    changes[part][key] = None
-                for key in diff.changed[part]:
-                    items.put(environment_id, key, new[key], written, exists=True)
-                    changes[part][key] = new[key]
-                for key in diff.added[part]:
-                    items.put(environment_id, key, new[key], written, exists=False)
-                    changes[part][key] = new[key]
+                changed = {k: new[k] for k in diff.changed[part]}
+                added = {k: new[k] for k in diff.added[part]}
+                items.remove_many(environment_id, diff.removed[part])
+                items.put_many(environment_id, changed, written, exists=True)
+                items.put_many(environment_id, added, written, exists=False)
+                changes[part].update(dict.fromkeys(diff.removed[part]))
+                changes[part].update(changed)
+                changes[part].update(added)
             self._wrote(work, environment_id, written, Ruleset(parsed), version, changes)
             return diff, written
 

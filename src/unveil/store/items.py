@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
 
 from unveil.store import tables as t
 
@@ -89,6 +90,44 @@ class ItemRepository:
                 insert(table).values(
                     environment_id=environment_id, key=key, data=dumps(data), version=version
                 )
+            )
+
+    def put_many(
+        self, environment_id: int, entries: Mapping[str, Any], version: int, exists: bool
+    ) -> None:
+        """``put`` of many items in one statement executed for each (a whole document's)."""
+        if not entries:
+            return
+        table = self._table
+        rows: list[dict[str, Any]]
+        if exists:
+            statement: Any = (
+                update(table)
+                .where(
+                    table.c.environment_id == environment_id,
+                    table.c.key == bindparam("item_key"),
+                )
+                .values(data=bindparam("item_data"), version=version)
+            )
+            rows = [{"item_key": k, "item_data": dumps(v)} for k, v in entries.items()]
+        else:
+            statement = insert(table)
+            rows = [
+                {"environment_id": environment_id, "key": k, "data": dumps(v), "version": version}
+                for k, v in entries.items()
+            ]
+        self._conn.execute(statement, rows)
+
+    def remove_many(self, environment_id: int, keys: Collection[str]) -> None:
+        """``remove`` of many items, one statement executed for each (no bound on a list)."""
+        if keys:
+            table = self._table
+            self._conn.execute(
+                delete(table).where(
+                    table.c.environment_id == environment_id,
+                    table.c.key == bindparam("item_key"),
+                ),
+                [{"item_key": k} for k in keys],
             )
 
     def remove(self, environment_id: int, key: str) -> None:
