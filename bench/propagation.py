@@ -3,9 +3,12 @@
 Starts a real server process (SQLite in a temporary folder), connects N
 server-sent-events clients with one asyncio process, then makes writes one
 at a time and records, for every client, the time from sending the write to
-receiving its patch. Prints p50, p99 and max for each N.
+receiving its patch. Prints p50, p99 and max for each N. With ``--flags N``
+the environment holds N generated flags first (as bench/scale.py makes
+them; every client is sent that whole snapshot when it connects), so a
+write is one flag among many.
 
-    .venv/bin/python bench/propagation.py [--clients 100 1000] [--writes 20]
+    .venv/bin/python bench/propagation.py [--clients 100 1000] [--writes 20] [--flags N]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.scale import environment
 from tests.server_process import ADMIN_TOKEN, sdk_key, start_server, stop
 
 FLAGS = "/api/v1/projects/shop/environments/production/flags"
@@ -96,7 +100,7 @@ async def measure(url: str, key: str, clients: int, writes: int) -> tuple[list[f
             for _ in range(clients)
         ]
         for _ in range(clients):
-            await asyncio.wait_for(connected.get(), 60)
+            await asyncio.wait_for(connected.get(), 600)
         # the load generator's own garbage collection must not stall the timing
         gc.collect()
         gc.freeze()
@@ -125,10 +129,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--writes", type=int, default=20)
+    parser.add_argument("--flags", type=int, default=0, help="generated flags in the environment")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
-    print("propagation: write through the API -> patch received by every stream client")
+    print(
+        "propagation: write through the API -> patch received by every stream client"
+        f" ({args.flags} other flags in the environment)"
+    )
     print(
         f"{'clients':>8} {'writes':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
         f"   {'write answered p50/p99 ms':>26}"
@@ -138,6 +146,14 @@ def main() -> None:
             url = f"sqlite:///{folder}/bench.db"
             server = start_server(url, heartbeat=15.0)  # the production default
             try:
+                if args.flags:
+                    seeded = httpx.put(
+                        f"{server.url}/api/v1/projects/shop/environments/production/document",
+                        json=environment(args.flags),
+                        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                        timeout=600,
+                    )
+                    seeded.raise_for_status()
                 key = sdk_key(url)
                 latencies, acks = asyncio.run(measure(server.url, key, clients, args.writes))
             finally:

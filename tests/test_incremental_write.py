@@ -201,3 +201,27 @@ def test_a_rolled_back_write_leaves_nothing_in_memory(
         kept.ruleset.document
         == Ruleset.from_data(flags.snapshot("shop", "production").document).document
     )
+
+
+def test_large_changes_are_not_kept_twice_and_the_snapshot_is_rebuilt_whole(
+    two_nodes: tuple[FlagService, FlagService, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from unveil.server.hub import Hub
+    from unveil.service import documents
+
+    monkeypatch.setattr(documents, "HISTORY_ENTRIES", 3)
+    flags, _, env_id = two_nodes
+    hub = Hub(flags, check_interval=3600)
+    flags.store.after_commit.append(hub.changed_here)
+    flags.apply_document("shop", "production", BASE, WHO)
+    first = hub.ready(env_id)
+    many = {"flags": {f"x{i}": {"default": "on"} for i in range(5)}, "segments": {}}
+    flags.apply_document("shop", "production", many, WHO)  # ten entries changed
+    version = flags.version_of(env_id)
+    assert flags.documents.changes(env_id, first.version, version) is None
+    served = hub.ready(env_id)
+    assert served.version == version
+    whole = Hub(FlagService(flags.store), check_interval=3600).ready(env_id)
+    assert served.body == whole.body
+    flags.put_item("flags", "shop", "production", "x0", {"default": "off"}, WHO, version)
+    assert flags.documents.changes(env_id, version, version + 1) is not None  # small: kept

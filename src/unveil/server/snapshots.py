@@ -91,9 +91,13 @@ class CachedSnapshot:
         self._gzipped: bytes | None = None
 
     @classmethod
-    def whole(cls, loaded: Loaded) -> CachedSnapshot:
-        """The snapshot of an environment read whole: every entry encoded."""
-        data = document_to_data(loaded.ruleset.document)
+    def whole(cls, loaded: Loaded, data: Mapping[str, Any] | None = None) -> CachedSnapshot:
+        """The snapshot of an environment read whole: every entry encoded.
+
+        ``data`` is the document's canonical data when the caller has it already.
+        """
+        if data is None:
+            data = document_to_data(loaded.ruleset.document)
         fragments = {
             part: {k: fragment(k, v) for k, v in data.get(part, {}).items()} for part in PARTS
         }
@@ -109,8 +113,8 @@ class CachedSnapshot:
         whose bytes differ.
         """
         if changes is None:
-            fresh = CachedSnapshot.whole(loaded)
             data = document_to_data(loaded.ruleset.document)
+            fresh = CachedSnapshot.whole(loaded, data)
             patch: Changes = {}
             for part in PARTS:
                 old, new = self._fragments[part], fresh._fragments[part]

@@ -51,8 +51,11 @@ __all__ = ["Changes", "Documents", "Loaded", "changes_patch", "whole_document"]
 #: What one version changed: per part ("flags", "segments"), key -> canonical data or None.
 Changes = dict[str, dict[str, Any]]
 
-#: Versions whose changes are remembered per environment (a snapshot further behind reads whole).
+#: Versions whose changes are remembered per environment (a snapshot further behind is
+#: rebuilt from the whole document), and the most changed entries they may hold in all:
+#: a whole document applied is not kept in memory twice over.
 HISTORY = 64
+HISTORY_ENTRIES = 2_000
 #: Attempts at reading an environment whole while other nodes keep writing to it.
 _READ_ATTEMPTS = 5
 
@@ -100,7 +103,7 @@ class Documents:
         self._history = history
         self._lock = threading.Lock()
         self._known: dict[int, Loaded] = {}
-        self._log: dict[int, deque[tuple[int, int, Changes]]] = {}
+        self._log: dict[int, deque[tuple[int, int, Changes, int]]] = {}
         self._pending: WeakKeyDictionary[UnitOfWork, dict[int, Loaded]] = WeakKeyDictionary()
         #: how many times an environment was read whole (the slow way), for tests and metrics
         self.whole_reads = 0
@@ -119,7 +122,7 @@ class Documents:
             log = list(self._log.get(environment_id, ()))
         merged = no_changes()
         at = since
-        for previous, version, changes in log:
+        for previous, version, changes, _size in log:
             if version <= at:
                 continue
             if previous != at:
@@ -139,10 +142,14 @@ class Documents:
                 return
             self._known[loaded.environment_id] = loaded
             log = self._log.setdefault(loaded.environment_id, deque(maxlen=self._history))
-            if previous is not None and changes is not None:
-                log.append((previous, loaded.version, changes))
-            else:
-                log.clear()  # read whole: nothing before it follows on
+            size = 0 if changes is None else sum(len(entries) for entries in changes.values())
+            if previous is None or changes is None or size > HISTORY_ENTRIES:
+                log.clear()  # read whole (or too large to keep): nothing before it follows on
+                return
+            log.append((previous, loaded.version, changes, size))
+            total = sum(entry[3] for entry in log)
+            while total > HISTORY_ENTRIES:
+                total -= log.popleft()[3]
 
     def forget(self, environment_id: int) -> None:
         """Drop what is kept of an environment (the next use reads it whole)."""

@@ -181,7 +181,8 @@ class FlagService:
             elif if_match is not None:
                 raise NotFound(f"no {what}")
             version = work.environments.version(environment_id) or 0
-            ruleset = self._changed(work, environment_id, version, part, key, dict(data))
+            body = dict(data) if isinstance(data, Mapping) else data  # not one: refused, named
+            ruleset = self._changed(work, environment_id, version, part, key, body)
             canonical = entry_data(ruleset.document, part, key)
             if before is not None and canonical == before.data:
                 # the same flag again: nothing to write, nobody's ETag goes stale
@@ -302,7 +303,7 @@ class FlagService:
         version: int,
         part: Part,
         key: str,
-        data: dict[str, Any] | None,
+        data: object,
     ) -> Ruleset:
         """The environment's flags with ``key`` set to ``data`` (None: removed), validated.
 
