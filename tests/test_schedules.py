@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -279,3 +280,22 @@ def test_the_cli_schedules_lists_and_cancels(tmp_path: Path) -> None:
             assert "at:" in bad.output
         finally:
             stop(server)
+
+
+def test_checking_a_schedule_leaves_nothing_behind_in_what_is_served(running: Server) -> None:
+    """The check when a schedule (or a change request) is made carries the change out and rolls
+    it back: nothing of it may survive in the node's memory either (snapshot, model)."""
+    from tests.server_process import sdk_key
+
+    _schedule(running, action="flag.put", key="promo", data={**FLAG, "default": "on"}, at=_in(600))
+    with httpx.Client(base_url=running.url, timeout=30) as http:
+        key = sdk_key(running.database_url)
+        snapshot = http.get("/sdk/v1/snapshot", headers={"Authorization": f"Bearer {key}"})
+    assert snapshot.json()["flags"]["promo"]["default"] == "off"
+    with running.client() as api:  # and the next write is checked against the real state
+        etag = api.get(f"{ENV}/flags/promo").headers["etag"]
+        put = api.put(
+            f"{ENV}/flags/promo", json={**FLAG, "description": "x"}, headers={"If-Match": etag}
+        )
+        assert put.status_code == 200, put.text
+    assert _flag(running)["default"] == "off"

@@ -162,13 +162,10 @@ class ChangeService:
             if not work.settings.requires_approval(environment_id):
                 return None
             before, base_version = self._current(work, environment_id, action, target)
-            savepoint = work.conn.begin_nested()
-            try:  # it must be able to apply now; what it would write is its diff
+            with work.savepoint(keep=False):  # it must apply now; what it writes is its diff
                 after = self._apply(
                     work, project, env, action, target, payload, Change(actor, reason), expect
                 )
-            finally:
-                savepoint.rollback()
             if action == "flag.put" and _only_turns_off(before, after):
                 return EMERGENCY
             row = work.changes.add(
@@ -224,14 +221,11 @@ class ChangeService:
                     f"(version {row.base_version} then, {now_version} now); ask again"
                 )
             else:
-                savepoint = work.conn.begin_nested()
                 try:
-                    self._apply(work, project, env, row.action, row.target, row.payload, change)
+                    with work.savepoint():
+                        self._apply(work, project, env, row.action, row.target, row.payload, change)
                 except UnveilError as exc:
-                    savepoint.rollback()
                     state, outcome = "refused", f"not applied: {exc}"
-                else:
-                    savepoint.commit()
             comments = _with_comment(row, who, comment, self._clock())
             self._move(work, row, state=state, decided_by=who, outcome=outcome, comments=comments)
             self._record(work, row, who, "approved", comment)

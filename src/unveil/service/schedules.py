@@ -198,8 +198,8 @@ class ScheduleService:
             base = self._current(work, environment_id, request.action, target)
             if request.action.endswith(".delete") and base is None:
                 raise NotFound(f"no {request.action.split('.')[0]} '{target}' to delete")
-            savepoint = work.conn.begin_nested()
-            try:  # carried out now and rolled back: it must apply to the environment as it is
+            # carried out now and rolled back: it must apply to the environment as it is
+            with work.savepoint(keep=False):
                 written = self._write(
                     work,
                     project,
@@ -210,8 +210,6 @@ class ScheduleService:
                     wanted,
                     Change(actor, request.reason),
                 )
-            finally:
-                savepoint.rollback()
             change = {"base": base, **written}
             if request.action == "release.start":  # the release the check made is gone with it
                 change = {"base": None, **wanted}
@@ -386,23 +384,21 @@ class ScheduleService:
         now = self._clock()
         before = self._current(work, row.environment_id, row.action, row.target)
         change = Change(schedule_actor(row.id), row.reason)
-        savepoint = work.conn.begin_nested()
         try:
-            written = self._write(
-                work,
-                project,
-                env,
-                row.action,
-                row.target,
-                row.change.get("base"),
-                _wanted(row),
-                change,
-            )
+            with work.savepoint():  # all of it, or nothing of it
+                written = self._write(
+                    work,
+                    project,
+                    env,
+                    row.action,
+                    row.target,
+                    row.change.get("base"),
+                    _wanted(row),
+                    change,
+                )
         except UnveilError as exc:  # nothing of it is applied; the failure is told
-            savepoint.rollback()
             state, outcome, written = FAILED, f"not applied: {exc}", None
         else:
-            savepoint.commit()
             state, outcome = APPLIED, "applied"
         if not work.schedules.settle(row, state, outcome, now):
             raise Conflict(f"schedule {row.id} changed meanwhile")

@@ -100,6 +100,35 @@ class UnitOfWork(Reading):
         """
         self.committed.append(callback)
 
+    @contextmanager
+    def savepoint(self, keep: bool = True) -> Iterator[None]:
+        """A part of the transaction that is undone whole if its block raises (or, with
+        ``keep=False``, always: to try a change and keep nothing of it).
+
+        Undone means everything the part did: its rows, and what it asked to
+        happen on commit (a node's memory of the state it wrote, the notices
+        of changed environments), which must not outlive its rows.
+        """
+        marks = (len(self.committed), set(self.changed_environments), len(self.records))
+        nested = self.conn.begin_nested()
+        try:
+            yield
+        except BaseException:
+            nested.rollback()
+            self._undo_to(marks)
+            raise
+        if keep:
+            nested.commit()
+        else:
+            nested.rollback()
+            self._undo_to(marks)
+
+    def _undo_to(self, marks: tuple[int, set[int], int]) -> None:
+        committed, changed, records = marks
+        del self.committed[committed:]
+        self.changed_environments = changed
+        del self.records[records:]
+
     def record(
         self,
         *,
