@@ -42,7 +42,14 @@ from unveil.core.model import (
     SegmentRule,
     Serve,
 )
-from unveil.core.operators import OPERATORS, TEXT_OPERATORS, Arity, is_number
+from unveil.core.operators import (
+    OPERATORS,
+    TEXT_OPERATORS,
+    Arity,
+    _check_scalar,
+    _check_string,
+    is_number,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -856,7 +863,18 @@ def read_entry(
 
 
 def parse_document(data: object) -> Document:
-    """Validate plain data as a flags document; raise InvalidDocument if it is not one."""
+    """Validate plain data as a flags document; raise InvalidDocument if it is not one.
+
+    The quick reading (``read_quickly``, below) answers most documents; where
+    it doubts, the whole document is read again with paths, and refused with
+    every problem.
+    """
+    quick = read_quickly(data)
+    return quick if quick is not None else read_whole(data)
+
+
+def read_whole(data: object) -> Document:
+    """``parse_document`` the slow way, with a path for every part: it reports every problem."""
     r = _Reader()
     body = r.mapping(data, "", _DOCUMENT_FIELDS)
     if body is None:
@@ -936,6 +954,414 @@ def _check_references(
         _check_depth(
             r, flag_graph, "flags", "prerequisites", MAX_PREREQUISITE_DEPTH, ".prerequisites"
         )
+
+
+# -- the quick reading ------------------------------------------------------------------
+#
+# Most documents are valid and their entries have a few common shapes. The
+# quick reading reads those with every check of the reading above, in the
+# same terms, but builds no path and keeps no problem: it answers the
+# document the reading above would, or it doubts (``_Doubt``) and
+# ``parse_document`` reads the whole document the slow way, which finds and
+# reports every problem. An entry of a shape the quick reading does not know
+# (a sample, weights, json variants, a tuple for a list...) it hands to
+# ``read_entry`` with a reader of its own, so an unusual entry costs its own
+# slow reading, not the document's. It may doubt a valid document (that only
+# costs time); it never accepts anything the reading above refuses:
+# tests/test_quick_reading.py checks that on random documents, good and bad.
+
+#: The value checks that every string passes
+_ANY_TEXT = (_check_scalar, _check_string)
+_KINDS: Mapping[str, FlagKind] = MappingProxyType(
+    {k.value: k for k in FlagKind if k is not FlagKind.JSON}  # json values: read_entry
+)
+#: Per operator name: the operator, its arity, its check of one value, and whether
+#: every string passes that check (then strings are not shown to it)
+_OPERATOR_ROWS: Mapping[str, tuple[Operator, Arity, Callable[[object], str | None], bool]] = (
+    MappingProxyType(
+        {
+            op.value: (op, spec_.arity, spec_.check, spec_.check in _ANY_TEXT)
+            for op, spec_ in OPERATORS.items()
+        }
+    )
+)
+
+
+class _Doubt(Exception):
+    """The quick reading cannot vouch for this: the reading with problems decides."""
+
+
+def _quick_key(value: object) -> str:
+    if (
+        value.__class__ is not str
+        or not _KEY.fullmatch(value)
+        or not value.isprintable()
+        or value in _DOT_SEGMENTS
+    ):
+        raise _Doubt
+    return value
+
+
+def _quick_name(value: object) -> str:
+    if value.__class__ is not str or not value or len(value) > _MAX_NAME:
+        raise _Doubt
+    return value
+
+
+def _quick_flag_bool(value: object) -> bool:
+    if value.__class__ is not bool:
+        raise _Doubt
+    return value
+
+
+def _quick_body(value: object, fields: frozenset[str], needed: frozenset[str]) -> None:
+    """A mapping with only these fields, and at least the needed ones."""
+    if value.__class__ is not dict or not fields.issuperset(value) or not needed <= value.keys():
+        raise _Doubt
+
+
+def _quick_percent(raw: object) -> int:
+    """``_read_weight`` without its messages."""
+    if raw.__class__ is int and 0 <= raw <= 100:
+        return raw * 1000
+    if not isinstance(raw, int | float) or not is_number(raw) or not 0 <= raw <= 100:
+        raise _Doubt
+    scaled = float(raw) * 1000
+    weight = round(scaled)
+    if not math.isclose(scaled, weight, abs_tol=1e-6):
+        raise _Doubt
+    return weight
+
+
+class _Quick:
+    """One quick reading: what it weighed and what the entries name, for the checks after."""
+
+    __slots__ = ("prerequisites", "segment_refs", "weight")
+
+    def __init__(self) -> None:
+        self.weight = 0
+        self.segment_refs: list[tuple[str, str | None]] = []  # (name, owner)
+        self.prerequisites: list[tuple[str, tuple[Prerequisite, ...]]] = []  # (owner, ..)
+
+    def text(self, value: object, limit: int) -> str:
+        if value.__class__ is not str or len(value) > limit:
+            raise _Doubt
+        self.weight += len(value)
+        return value
+
+    def items(self, value: object, limit: int) -> list[Any]:
+        if value.__class__ is not list or len(value) > limit:
+            raise _Doubt
+        self.weight += _ENTRY_WEIGHT * len(value)
+        return value
+
+    def keys(self, value: object) -> tuple[str, ...]:
+        items = self.items(value, MAX_KEYS)
+        weight = 0
+        for item in items:
+            if item.__class__ is not str or not item or len(item) > MAX_TEXT:
+                raise _Doubt
+            weight += len(item)
+        self.weight += weight
+        return tuple(items)
+
+    def when(self, raw: object, owner: str | None) -> tuple[Condition, ...]:
+        if raw.__class__ is not list or not raw or len(raw) > MAX_CONDITIONS:
+            raise _Doubt
+        items: list[Any] = raw
+        weight = _ENTRY_WEIGHT * len(items)
+        out: list[Condition] = []
+        for body in items:
+            if body.__class__ is not dict:
+                raise _Doubt
+            negate = body.get("not", False)
+            if negate is not False and negate is not True:
+                raise _Doubt
+            if "segment" in body:
+                if not _SEGMENT_FIELDS.issuperset(body):
+                    raise _Doubt
+                name = _quick_key(body["segment"])
+                self.segment_refs.append((name, owner))
+                out.append(SegmentMatch(name, negate))
+                continue
+            if "sample" in body or not _CLAUSE_FIELDS.issuperset(body):
+                raise _Doubt  # a sample: read_entry
+            attr = body.get("attr")
+            if attr.__class__ is not str or not attr or len(attr) > _MAX_NAME:
+                raise _Doubt
+            op_name = body.get("op")
+            row = _OPERATOR_ROWS.get(op_name) if op_name.__class__ is str else None
+            if row is None:
+                raise _Doubt
+            op, arity, check, any_text = row
+            ignore_case = body.get("ignore_case", False)
+            if ignore_case is not False and (ignore_case is not True or op not in TEXT_OPERATORS):
+                raise _Doubt
+            if "values" in body:
+                values = body["values"]
+                if values.__class__ is not list or len(values) > MAX_VALUES:
+                    raise _Doubt
+                count = len(values)
+                if (arity is Arity.ONE and count != 1) or (arity is Arity.NONE and count):
+                    raise _Doubt
+                weight += _ENTRY_WEIGHT * count
+                for value in values:
+                    if value.__class__ is str:
+                        if len(value) > MAX_TEXT or not (any_text or check(value) is None):
+                            raise _Doubt
+                        weight += len(value)
+                    elif isinstance(value, str) or check(value) is not None:
+                        raise _Doubt  # a str of another class: read_entry
+                out.append(Clause(attr, op, tuple(values), negate, ignore_case))
+            elif arity is Arity.NONE:
+                out.append(Clause(attr, op, (), negate, ignore_case))
+            else:
+                raise _Doubt
+        self.weight += weight
+        return tuple(out)
+
+    def serve(self, raw: object, variants: Mapping[str, JsonValue]) -> Serve:
+        if raw.__class__ is str:
+            if raw not in variants:
+                raise _Doubt
+            return raw
+        if (
+            raw.__class__ is not dict
+            or "rollout" not in raw
+            or "weights" in raw
+            or not _SERVE_FIELDS.issuperset(raw)
+        ):
+            raise _Doubt  # weights: read_entry
+        body: dict[str, Any] = raw
+        by = _quick_name(body["by"]) if "by" in body else "key"
+        salt = self.text(body["salt"], MAX_TEXT) if "salt" in body else None
+        shares = body["rollout"]
+        if shares.__class__ is not dict or not shares:
+            raise _Doubt
+        weights: dict[str, int] = {}
+        for name, share in shares.items():
+            if name not in variants:
+                raise _Doubt
+            weights[name] = _quick_percent(share)
+        if sum(weights.values()) != FULL_WEIGHT:
+            raise _Doubt
+        return Rollout(tuple((v, weights[v]) for v in variants if v in weights), by, salt)
+
+    def variants(self, body: Mapping[str, Any], kind: FlagKind) -> dict[str, JsonValue]:
+        if "variants" not in body:
+            if kind is FlagKind.BOOLEAN:
+                return dict(BOOLEAN_VARIANTS)
+            raise _Doubt
+        raw = body["variants"]
+        if raw.__class__ is not dict or not raw or len(raw) > MAX_VARIANTS:
+            raise _Doubt
+        test = _KIND_CHECKS[kind][0]
+        weight = 0
+        for name, value in raw.items():
+            _quick_name(name)
+            weight += _ENTRY_WEIGHT + len(name)
+            if value.__class__ is str:
+                weight += len(value)
+            elif isinstance(value, str):
+                raise _Doubt
+            if not test(value):
+                raise _Doubt
+        self.weight += weight
+        return dict(raw)
+
+    def targets(
+        self, raw: object, variants: Mapping[str, JsonValue]
+    ) -> Mapping[str, tuple[str, ...]]:
+        if raw.__class__ is not dict or not raw.keys() <= variants.keys():
+            raise _Doubt
+        body: dict[str, Any] = raw
+        seen: set[str] = set()
+        out: dict[str, tuple[str, ...]] = {}
+        for variant in variants:
+            if variant not in body:
+                continue
+            keys = self.keys(body[variant])
+            for key in keys:
+                if key in seen:
+                    raise _Doubt
+                seen.add(key)
+            if keys:
+                out[variant] = keys
+        return MappingProxyType(out)
+
+    def prerequisite_list(self, raw: object) -> tuple[Prerequisite, ...]:
+        out: list[Prerequisite] = []
+        for body in self.items(raw, MAX_PREREQUISITES):
+            _quick_body(body, _PREREQ_FIELDS, _PREREQ_FIELDS)
+            variants = self.keys(body["variants"])
+            if not variants:
+                raise _Doubt
+            out.append(Prerequisite(_quick_key(body["flag"]), variants))
+        return tuple(out)
+
+    def flag(self, key: str, raw: object) -> Flag:
+        if raw.__class__ is not dict or not _FLAG_FIELDS.issuperset(raw):
+            raise _Doubt
+        body: dict[str, Any] = raw
+        kind_name = body.get("kind", "boolean")
+        kind = _KINDS.get(kind_name) if kind_name.__class__ is str else None
+        if kind is None:
+            raise _Doubt
+        variants = self.variants(body, kind)
+        description = (
+            self.text(body["description"], MAX_DESCRIPTION) if "description" in body else ""
+        )
+        enabled = _quick_flag_bool(body["enabled"]) if "enabled" in body else True
+        if "off_variant" in body:
+            off_variant = body["off_variant"]
+            if off_variant.__class__ is not str or off_variant not in variants:
+                raise _Doubt
+        elif "off" in variants:
+            off_variant = "off"
+        else:
+            raise _Doubt
+        targets: Mapping[str, tuple[str, ...]] = (
+            self.targets(body["targets"], variants) if "targets" in body else _NO_TARGETS
+        )
+        prerequisites: tuple[Prerequisite, ...] = ()
+        if "prerequisites" in body:
+            prerequisites = self.prerequisite_list(body["prerequisites"])
+            self.prerequisites.append((key, prerequisites))
+        rules: list[Rule] = []
+        if "rules" in body:
+            for rule in self.items(body["rules"], MAX_RULES):
+                _quick_body(rule, _RULE_FIELDS, _RULE_FIELDS)
+                rules.append(
+                    Rule(self.when(rule["when"], None), self.serve(rule["serve"], variants))
+                )
+        if "default" not in body:
+            raise _Doubt
+        default = self.serve(body["default"], variants)
+        salt = self.text(body["salt"], MAX_TEXT) if "salt" in body else None
+        bucketing = body.get("bucketing", DEFAULT_SCHEME)
+        if bucketing.__class__ is not str or bucketing not in SCHEMES:
+            raise _Doubt
+        return Flag(  # by position: the fields' order, and a little faster
+            key,
+            kind,
+            MappingProxyType(variants),
+            off_variant,
+            default,
+            enabled,
+            description,
+            targets,
+            prerequisites,
+            tuple(rules),
+            salt,
+            bucketing,
+        )
+
+    def segment(self, key: str, raw: object) -> Segment:
+        if raw.__class__ is not dict or not _SEGMENT_BODY_FIELDS.issuperset(raw):
+            raise _Doubt
+        body: dict[str, Any] = raw
+        description = (
+            self.text(body["description"], MAX_DESCRIPTION) if "description" in body else ""
+        )
+        include = self.keys(body["include"]) if "include" in body else ()
+        exclude = self.keys(body["exclude"]) if "exclude" in body else ()
+        rules: list[SegmentRule] = []
+        if "rules" in body:
+            for rule in self.items(body["rules"], MAX_RULES):
+                _quick_body(rule, _SEGMENT_RULE_FIELDS, _SEGMENT_RULE_FIELDS)
+                rules.append(SegmentRule(self.when(rule["when"], key)))
+        return Segment(key, description, include, exclude, tuple(rules))
+
+    def section(
+        self,
+        raw: object,
+        limit: int,
+        section: str,
+        noun: str,
+        quick: Callable[[str, object], _T],
+        slow: Callable[[_Reader, str, object, str], _T | None],
+    ) -> dict[str, _T]:
+        """The entries of ``flags`` or ``segments``: each read quickly, else by ``read_entry``
+        alone (an entry of a shape the quick reading does not know); a problem is a doubt."""
+        if raw is None:
+            return {}
+        if raw.__class__ is not dict or len(raw) > limit:
+            raise _Doubt
+        out: dict[str, _T] = {}
+        for key, body in raw.items():
+            name = _quick_key(key)
+            weight, refs, needs = self.weight, len(self.segment_refs), len(self.prerequisites)
+            try:
+                out[name] = quick(name, body)
+            except _Doubt:
+                del self.segment_refs[refs:], self.prerequisites[needs:]
+                r = _Reader()
+                found = read_entry(r, section, noun, key, body, slow)
+                if found is None or r.problems:
+                    raise
+                out[name] = found
+                self.weight = weight  # read_entry weighed it
+                self.segment_refs.extend((seg, owner) for _, seg, owner in r.segment_refs)
+                self.prerequisites.extend((owner, pres) for _, owner, pres in r.prerequisites)
+                continue
+            if self.weight - weight > MAX_ITEM_BYTES:
+                raise _Doubt
+        return out
+
+    def document(self, data: object) -> Document:
+        if data.__class__ is not dict or not _DOCUMENT_FIELDS.issuperset(data):
+            raise _Doubt
+        body: dict[str, Any] = data
+        if "version" in body and (
+            not isinstance(body["version"], int) or body["version"] != FORMAT_VERSION
+        ):
+            raise _Doubt
+        segments = self.section(
+            body.get("segments"), MAX_SEGMENTS, "segments", "segment", self.segment, _read_segment
+        )
+        flags = self.section(body.get("flags"), MAX_FLAGS, "flags", "flag", self.flag, _read_flag)
+        check = _Reader()  # the chain checks report into one; any problem is a doubt
+        segment_graph: dict[str, list[str]] = {}
+        for name, owner in self.segment_refs:
+            if name not in segments:
+                raise _Doubt
+            if owner is not None:
+                segment_graph.setdefault(owner, []).append(name)
+        if segment_graph:
+            if next(_find_cycle(segment_graph), None) is not None:
+                raise _Doubt
+            _check_depth(check, segment_graph, "segments", "segments", MAX_SEGMENT_DEPTH, "")
+        flag_graph: dict[str, list[str]] = {}
+        for owner, prerequisites in self.prerequisites:
+            for pre in prerequisites:
+                other = flags.get(pre.flag)
+                if pre.flag == owner or other is None:
+                    raise _Doubt
+                if any(variant not in other.variants for variant in pre.variants):
+                    raise _Doubt
+                flag_graph.setdefault(owner, []).append(pre.flag)
+        if flag_graph:
+            if next(_find_cycle(flag_graph), None) is not None:
+                raise _Doubt
+            _check_depth(check, flag_graph, "flags", "prerequisites", MAX_PREREQUISITE_DEPTH, "")
+        if check.problems:
+            raise _Doubt
+        return Document(
+            flags=MappingProxyType(flags),
+            segments=MappingProxyType(segments),
+            version=FORMAT_VERSION,
+        )
+
+
+_NO_TARGETS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+
+
+def read_quickly(data: object) -> Document | None:
+    """The document ``parse_document`` would read, or None where it has to read it itself."""
+    try:
+        return _Quick().document(data)
+    except _Doubt:
+        return None
 
 
 # -- back to data ----------------------------------------------------------------------

@@ -7,10 +7,10 @@ Everything here is plain data. Validation lives in ``codec``, meaning in
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
 from types import MappingProxyType
-from typing import TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 __all__ = [
     "BOOLEAN_VARIANTS",
@@ -35,6 +35,44 @@ __all__ = [
     "SegmentRule",
     "Serve",
 ]
+
+_C = TypeVar("_C")
+
+
+def _quick_init(cls: type[_C]) -> type[_C]:
+    """Give a frozen, slotted dataclass an ``__init__`` that stores into its slots directly.
+
+    The ``__init__`` dataclasses writes for a frozen class calls
+    ``object.__setattr__`` for every field, which made building the model of
+    a large document cost as much as checking it. This one stores each field
+    through its slot's own descriptor: the same parameters, defaults and
+    factories, in about half the time. The source is made from the field
+    names of the classes below, never from data.
+    """
+    params: list[str] = []
+    lines: list[str] = []
+    names: dict[str, Any] = {"_MISSING": MISSING}
+    for f in fields(cls):  # type: ignore[arg-type]
+        names[f"_set_{f.name}"] = vars(cls)[f.name].__set__  # the slot's member descriptor
+        value = f.name
+        if f.default is not MISSING:
+            names[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        elif f.default_factory is not MISSING:
+            names[f"_factory_{f.name}"] = f.default_factory
+            params.append(f"{f.name}=_MISSING")
+            value = f"_factory_{f.name}() if {f.name} is _MISSING else {f.name}"
+        else:
+            params.append(f.name)
+        lines.append(f"    _set_{f.name}(self, {value})")
+    source = f"def __init__(self, {', '.join(params)}):\n" + "\n".join(lines)
+    exec(source, names)  # the source holds field names of this module's classes only
+    init = names["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__doc__ = cls.__init__.__doc__
+    setattr(cls, "__init__", init)  # noqa: B010 - mypy refuses an assignment to a method
+    return cls
+
 
 JsonValue: TypeAlias = "bool | int | float | str | list[JsonValue] | dict[str, JsonValue] | None"
 Scalar: TypeAlias = "str | int | float | bool"
@@ -103,6 +141,7 @@ class Operator(StrEnum):
     EXISTS = "exists"
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class Clause:
     """Compare one context attribute with the clause's values."""
@@ -115,6 +154,8 @@ class Clause:
     ignore_case: bool = False
 
 
+@_quick_init
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class SegmentMatch:
     """True when the context belongs to the named segment."""
@@ -123,6 +164,7 @@ class SegmentMatch:
     negate: bool = False
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class Sample:
     """True for a stable share of contexts: those whose bucket is below ``percent``.
@@ -141,6 +183,7 @@ class Sample:
 Condition: TypeAlias = "Clause | SegmentMatch | Sample"
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class Rollout:
     """Serve variants by weight, placing each context in a stable bucket.
@@ -164,6 +207,7 @@ class Rollout:
 Serve: TypeAlias = "str | Rollout"
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class Rule:
     """When every condition holds, serve."""
@@ -172,6 +216,7 @@ class Rule:
     serve: Serve
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class Prerequisite:
     """Another flag must give this context one of these variants first."""
@@ -180,6 +225,7 @@ class Prerequisite:
     variants: tuple[str, ...]
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class Flag:
     """One feature flag as a flags document describes it."""
@@ -203,6 +249,8 @@ class Flag:
         return self.key if self.salt is None else self.salt
 
 
+@_quick_init
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class SegmentRule:
     """A context that meets every condition is in the segment."""
@@ -210,6 +258,7 @@ class SegmentRule:
     when: tuple[Condition, ...]
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class Segment:
     """A named group of contexts: listed keys, or those that meet a rule.
@@ -224,6 +273,7 @@ class Segment:
     rules: tuple[SegmentRule, ...] = ()
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class Document:
     """An environment's flags and segments: what a flags file holds."""
