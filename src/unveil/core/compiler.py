@@ -7,8 +7,13 @@ compiled patterns, precomputed results, rollout thresholds), no loops over
 the model, no allocation on the way to an answer.
 
 Generated source never contains text from the document: every attribute
-name, value and result is passed in as a bound constant (``_a0``, ``_s0``,
-``_r0``...), so no document can inject code.
+name, value, number and result is passed in as a bound constant (``_a0``,
+``_s0``, ``_r0``...), so no document can inject code, and flags of the same
+shape have the same source. That source is compiled once, into a maker
+whose parameters are the constants; each flag's function is the maker's
+inner function over its own constants (closure cells, the fastest names
+Python reads). Flags of one shape share one code object: a compiled flag
+holds its function, its constants and its cells, not code of its own.
 
 The fast path covers the common shapes (string attributes, string keys). If
 it meets anything else it hands the context to ``ReferenceEvaluator``, the
@@ -17,17 +22,24 @@ definition of evaluation; tests check that both always agree.
 
 from __future__ import annotations
 
+import builtins
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from types import MappingProxyType
 from typing import Any
 
 import mmh3
 
 from unveil.core.bucketing import scheme
-from unveil.core.evaluation import Evaluation, ReferenceEvaluator, sample_check, sole_variant
+from unveil.core.evaluation import (
+    Evaluation,
+    ReferenceEvaluator,
+    predicate_of,
+    sample_check,
+    sole_variant,
+)
 from unveil.core.model import (
     DEFAULT_SCHEME,
     Clause,
@@ -41,7 +53,6 @@ from unveil.core.model import (
     SegmentMatch,
     Serve,
 )
-from unveil.core.operators import build_predicate
 
 __all__ = ["FlagFunction", "closure", "compile_flag", "compile_flags"]
 
@@ -61,7 +72,14 @@ class _Source:
         return name
 
     def emit(self, depth: int, text: str) -> None:
-        self.lines.append("    " * depth + text)
+        """A line of ``_flag`` at ``depth`` (1: its ``try``), inside the maker ``_make``."""
+        self.lines.append("    " * (depth + 1) + text)
+
+
+@lru_cache(maxsize=65_536)
+def _strings(values: tuple[str, ...]) -> frozenset[str]:
+    """One set for all the clauses that list the same strings (sets are a fifth of a kB)."""
+    return frozenset(values)
 
 
 def _clause_expr(src: _Source, clause: Clause) -> str:
@@ -69,13 +87,13 @@ def _clause_expr(src: _Source, clause: Clause) -> str:
     strings_only = all(isinstance(v, str) for v in clause.values)
     plain = not clause.ignore_case
     if clause.op in (Operator.EQ, Operator.IN) and strings_only and plain:
-        return f"(ctx.get({attr}) in {src.bind('s', frozenset(clause.values))})"
+        return f"(ctx.get({attr}) in {src.bind('s', _strings(clause.values))})"
     if clause.op in (Operator.STARTS_WITH, Operator.ENDS_WITH) and plain:
         method = "startswith" if clause.op is Operator.STARTS_WITH else "endswith"
         var = src.bind("v", None)
         needles = src.bind("x", tuple(clause.values))
         return f"(_isinstance({var} := ctx.get({attr}), _str) and {var}.{method}({needles}))"
-    predicate = src.bind("p", build_predicate(clause.op, clause.values, clause.ignore_case))
+    predicate = src.bind("p", predicate_of(clause))
     return f"{predicate}(ctx.get({attr}))"
 
 
@@ -110,7 +128,7 @@ def _emit_serve(
     # keys that are not plain strings (numbers, missing, wrong type) take the walker
     src.emit(depth, "if v.__class__ is not _str:")
     src.emit(depth + 1, "return _walk(ctx)")
-    total = serve.total
+    total = src.bind("n", serve.total)
     if flag.bucketing == DEFAULT_SCHEME:
         # murmur3_bucket inlined: the hash of "salt.value", modulo the total
         prefix = src.bind("k", f"{salt}.")
@@ -126,7 +144,7 @@ def _emit_serve(
         uppers.append(upper)
     if len(results) == 2:
         first, second = src.bind("r", results[0]), src.bind("r", results[1])
-        src.emit(depth, f"return {first} if b < {uppers[0]} else {second}")
+        src.emit(depth, f"return {first} if b < {src.bind('n', uppers[0])} else {second}")
     else:
         table, bounds = src.bind("r", tuple(results)), src.bind("t", tuple(uppers))
         src.emit(depth, f"return {table}[_bisect({bounds}, b)]")
@@ -138,16 +156,7 @@ def _compile_flag(
     if not flag.enabled:
         disabled = _result(flag, flag.off_variant, Reason.DISABLED, None)
         return lambda ctx: disabled
-    src = _Source(
-        ["def _flag(ctx):", "    try:"],
-        {
-            "_walk": partial(walker.evaluate, flag.key),
-            "_hash": mmh3.hash,
-            "_bisect": bisect_right,
-            "_isinstance": isinstance,
-            "_str": str,
-        },
-    )
+    src = _Source([], {"_walk": partial(walker.evaluate, flag.key)})
     body = 2
     if flag.prerequisites:
         failed = src.bind("r", _result(flag, flag.off_variant, Reason.PREREQUISITE_FAILED, None))
@@ -173,12 +182,36 @@ def _compile_flag(
     _emit_serve(src, body, flag, flag.default, Reason.DEFAULT, None)
     src.emit(1, "except Exception:")
     src.emit(2, "return _walk(ctx)")
-    namespace = dict(src.names)
-    code = compile("\n".join(src.lines), f"<unveil flag {flag.key}>", "exec")
-    exec(code, namespace)  # the source holds only names we made; see the module docstring
-    function: FlagFunction = namespace["_flag"]  # type: ignore[assignment]
-    function.__doc__ = "\n".join(src.lines)
+    make = _maker(f"def _make({', '.join(src.names)}):", "\n".join(src.lines))
+    function: FlagFunction = make(*src.names.values())
+    function.__doc__ = make.__doc__
     return function
+
+
+#: The names every generated function reads, shared by all of them.
+_SHARED = {
+    "__builtins__": builtins,
+    "_hash": mmh3.hash,
+    "_bisect": bisect_right,
+    "_isinstance": isinstance,
+    "_str": str,
+}
+
+
+@lru_cache(maxsize=4096)
+def _maker(head: str, body: str) -> Callable[..., FlagFunction]:
+    """The compiled maker of every flag whose generated source this is.
+
+    A cache of a pure function (the same source always makes the same
+    maker), so that flags of one shape share one code object.
+    """
+    source = f"{head}\n    def _flag(ctx):\n        try:\n{body}\n    return _flag"
+    made: dict[str, Callable[..., FlagFunction]] = {}
+    # the source holds only names we made; see the module docstring
+    exec(compile(source, "<unveil flag>", "exec"), _SHARED, made)
+    make = made["_make"]
+    make.__doc__ = source
+    return make
 
 
 def closure(document: Document, flag: Flag) -> Document:

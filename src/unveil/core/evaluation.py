@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from unveil.core.bucketing import bucket_text, scheme
@@ -35,9 +36,11 @@ from unveil.core.model import (
     Document,
     ErrorCode,
     Flag,
+    Operator,
     Reason,
     Rollout,
     Sample,
+    Scalar,
     Serve,
 )
 from unveil.core.operators import Predicate, build_predicate
@@ -46,6 +49,7 @@ __all__ = [
     "Evaluation",
     "ReferenceEvaluator",
     "as_context",
+    "predicate_of",
     "rollout_pick",
     "sample_check",
     "sole_variant",
@@ -80,6 +84,25 @@ def as_context(context: object) -> dict[str, Any] | None:
     if isinstance(context, Mapping):
         return dict(context)
     return None
+
+
+@lru_cache(maxsize=65_536)
+def _predicate(
+    op: Operator, values: tuple[Scalar, ...], types: tuple[type, ...], ignore_case: bool
+) -> Predicate:
+    return build_predicate(op, values, ignore_case)
+
+
+def predicate_of(clause: Clause) -> Predicate:
+    """The clause's predicate, one for every clause with the same operator and values.
+
+    A predicate is a pure function of the operator, the values and
+    ``ignore_case``, so flags that compare alike (and the walkers of every
+    flag that uses one segment) share one. The values' types are part of
+    the key: ``1 == True`` in Python, not in a clause.
+    """
+    values = clause.values
+    return _predicate(clause.op, values, tuple(map(type, values)), clause.ignore_case)
 
 
 def rollout_pick(rollout: Rollout, bucket: int) -> str:
@@ -119,25 +142,19 @@ def sample_check(flag: Flag, sample: Sample) -> ContextCheck:
 
 
 class ReferenceEvaluator:
-    """Evaluates flags of one document by walking the model."""
+    """Evaluates flags of one document by walking the model.
+
+    A clause's predicate (and a sample's check) is built the first time the
+    walk meets it: every compiled flag keeps a walker for its fallbacks and
+    segments, and most of those never walk most of their conditions.
+    """
+
+    __slots__ = ("_predicates", "_samples", "document")
 
     def __init__(self, document: Document) -> None:
         self.document = document
         self._predicates: dict[Clause, Predicate] = {}
         self._samples: dict[tuple[str, Sample], ContextCheck] = {}
-        for flag in document.flags.values():
-            for rule in flag.rules:
-                self._prepare(rule.when, flag)
-        for segment in document.segments.values():
-            for srule in segment.rules:
-                self._prepare(srule.when, None)
-
-    def _prepare(self, conditions: tuple[Condition, ...], flag: Flag | None) -> None:
-        for cond in conditions:
-            if isinstance(cond, Clause) and cond not in self._predicates:
-                self._predicates[cond] = build_predicate(cond.op, cond.values, cond.ignore_case)
-            elif isinstance(cond, Sample) and flag is not None:
-                self._samples[flag.key, cond] = sample_check(flag, cond)
 
     def evaluate(self, key: str, context: Mapping[str, Any]) -> Evaluation:
         """Evaluate flag ``key``; never raises."""
@@ -175,12 +192,22 @@ class ReferenceEvaluator:
     ) -> bool:
         """Whether one condition holds for the context (samples need their flag)."""
         if isinstance(cond, Clause):
-            held = self._predicates[cond](context.get(cond.attr))
+            predicate = self._predicates.get(cond)
+            if predicate is None:  # two threads may both look it up: the same predicate
+                predicate = self._predicates[cond] = predicate_of(cond)
+            held = predicate(context.get(cond.attr))
         elif isinstance(cond, Sample):
-            held = flag_key is not None and self._samples[flag_key, cond](context)
+            held = flag_key is not None and self._sample(flag_key, cond)(context)
         else:
             held = self.in_segment(cond.segment, context)
         return held != cond.negate
+
+    def _sample(self, flag_key: str, sample: Sample) -> ContextCheck:
+        check = self._samples.get((flag_key, sample))
+        if check is None:
+            check = sample_check(self.document.flags[flag_key], sample)
+            self._samples[flag_key, sample] = check
+        return check
 
     def in_segment(self, name: str, context: Mapping[str, Any]) -> bool:
         """Excluded keys are out, included keys are in, else any rule decides."""
