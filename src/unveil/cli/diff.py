@@ -4,8 +4,11 @@
 data (the canonical flags-file form) and must say what differs in a way a
 person can check at a glance: which flags and segments are added, changed
 or removed, how many, and inside a changed one which fields moved from what
-to what. Large changes stay readable: counts come first, and the per-field
-lines are bounded per item and left out when very many items changed.
+to what. Large changes stay readable: counts come first, the per-field
+lines are bounded per item and left out when very many items changed, and
+the keys listed are bounded too (an environment of ten thousand flags
+applied for the first time shows its counts, fifty keys and "… and 9950
+more flags added").
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ __all__ = [
     "ABSENT",
     "DocumentDiff",
     "FieldChange",
+    "KEYS_SHOWN",
     "diff_documents",
     "diff_values",
     "document_lines",
@@ -33,6 +37,8 @@ MAX_DEPTH: Final = 6
 FIELD_LINES: Final = 12
 #: beyond this many changed items, only their keys are listed
 DETAILED_ITEMS: Final = 25
+#: keys listed per kind of change (added, changed, removed) of flags or of segments
+KEYS_SHOWN: Final = 50
 #: a value is cut to this many characters on a line
 VALUE_WIDTH: Final = 100
 
@@ -191,12 +197,23 @@ def _count_line(diff: DocumentDiff) -> str:
     return "; ".join(parts) if parts else "no changes"
 
 
+def _capped(lines: list[str], limit: int, rest: str) -> list[str]:
+    """The first ``limit`` lines, then one saying how many more (``rest`` names them)."""
+    if len(lines) <= limit:
+        return lines
+    return [*lines[:limit], f"… and {len(lines) - limit} more {rest}"]
+
+
 def document_lines(
     diff: DocumentDiff,
     keys: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
     detailed_items: int = DETAILED_ITEMS,
+    keys_shown: int = KEYS_SHOWN,
 ) -> list[str]:
     """Counts first, then ``+``/``~``/``-`` per item and, under ``~``, its changed fields.
+
+    At most ``keys_shown`` items of each kind (flags added, flags changed...)
+    are listed; a last line says how many more.
 
     ``keys`` (``{"added": {"flags": [...]}, ...}``) is the server's own list of
     what it added, changed and removed, when it gave one: it decides the
@@ -218,12 +235,17 @@ def document_lines(
     many = sum(len(shown.changed[p]) for p in PARTS) > detailed_items
     for part in PARTS:
         noun = part[:-1]
-        lines += [f"+ {noun} {key}" for key in shown.added[part]]
-        for key, fields in shown.changed[part].items():
+        added = [f"+ {noun} {key}" for key in shown.added[part]]
+        lines += _capped(added, keys_shown, f"{part} added")
+        changed = list(shown.changed[part].items())
+        for key, fields in changed[:keys_shown]:
             lines.append(f"~ {noun} {key}")
             if not many:
                 lines += [f"    {line}" for line in field_lines(fields)]
-        lines += [f"- {noun} {key}" for key in shown.removed[part]]
+        if len(changed) > keys_shown:
+            lines.append(f"… and {len(changed) - keys_shown} more {part} changed")
+        removed = [f"- {noun} {key}" for key in shown.removed[part]]
+        lines += _capped(removed, keys_shown, f"{part} removed")
     if many:
         lines.append(f"(fields left out: more than {detailed_items} items changed)")
     return lines

@@ -232,6 +232,15 @@ def db_upgrade(data_dir: Path, database_url: str | None) -> None:
     help="Seconds after a metrics window ends before releases judge it (SDKs report late).",
 )
 @click.option(
+    "--document-limit",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, 4096),
+    envvar="UNVEIL_DOCUMENT_LIMIT",
+    help="MiB a whole flags document (PUT .../document) may send; "
+    "other bodies stay at 1 MiB (or UNVEIL_DOCUMENT_LIMIT).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -250,6 +259,7 @@ def serve(
     release_tick: float,
     prometheus_url: str | None,
     metrics_lag: int,
+    document_limit: int,
     log_level: str,
 ) -> None:
     """Run the server: admin API, SDK API, health and metrics.
@@ -262,6 +272,7 @@ def serve(
     import uvicorn
 
     from unveil.server.app import create_app
+    from unveil.server.guard import Limits
     from unveil.server.logs import configure_logging
     from unveil.server.runtime import tune_garbage_collector
     from unveil.service.access import AccessService
@@ -286,6 +297,7 @@ def serve(
         click.echo(f"unveil serving on http://{_url_host(host)}:{port}", err=True)
         app = create_app(
             engine,
+            limits=Limits(document=document_limit << 20),
             heartbeat_seconds=stream_heartbeat,
             events_memory=events_memory << 20,
             events_series=events_series,

@@ -42,6 +42,9 @@ reason_option = click.option("--reason", "-r", default=None, help="Why, for the 
 
 #: attempts at a read-change-write before giving up on a busy flag or environment
 ATTEMPTS = 5
+#: seconds a whole document may take to read or apply (ten thousand flags take
+#: seconds, well past the 30 s every other call is allowed on a busy server)
+DOCUMENT_TIMEOUT = 300.0
 
 
 def _versions(written: Mapping[str, Any], noun: str = "flag") -> str:
@@ -275,7 +278,7 @@ def push_document(
     if reason:
         params["reason"] = reason
     for _ in range(ATTEMPTS):
-        current = remote.call("GET", remote.env_path(env, "/document"))
+        current = remote.call("GET", remote.env_path(env, "/document"), timeout=DOCUMENT_TIMEOUT)
         try:
             before = current.json()
         except ValueError:
@@ -288,6 +291,7 @@ def push_document(
                 json=wanted,
                 params=params,
                 headers={"If-Match": etag} if etag else None,
+                timeout=DOCUMENT_TIMEOUT,
             )
         except RemoteError as exc:
             if exc.status == 412:
@@ -374,7 +378,7 @@ def apply(
 @remote_options
 def export(remote: Remote, env: str, fmt: str, output: Path | None) -> None:
     """An environment's flags file, canonical (what apply takes back)."""
-    data = remote.json("GET", remote.env_path(env, "/document"))
+    data = remote.json("GET", remote.env_path(env, "/document"), timeout=DOCUMENT_TIMEOUT)
     try:
         document = parse_document(data)
     except InvalidDocument as exc:

@@ -69,13 +69,27 @@ class Limits:
     document: int = 16 * MIB
     events: int = MIB
 
+    def kind(self, method: str, path: str) -> str:
+        """Which limit a request falls under: document, events or default."""
+        if method == "PUT" and _DOCUMENT.match(path):
+            return "document"
+        if method == "POST" and path == "/sdk/v1/events":
+            return "events"
+        return "default"
+
     def for_request(self, method: str, path: str) -> int:
         """The limit of one request, by its method and path."""
-        if method == "PUT" and _DOCUMENT.match(path):
-            return self.document
-        if method == "POST" and path == "/sdk/v1/events":
-            return self.events
-        return self.default
+        limit: int = getattr(self, self.kind(method, path))
+        return limit
+
+
+#: What a 413 says the limit is, by the kind of request (``Limits.kind``).
+_LIMIT_NAMES = {
+    "document": "the limit of a whole flags document "
+    "(unveil serve --document-limit, or UNVEIL_DOCUMENT_LIMIT, sets it)",
+    "events": "the limit of one batch of events",
+    "default": "the limit of one request here (a whole document goes to PUT .../document)",
+}
 
 
 class BodyRefused(Exception):
@@ -194,8 +208,8 @@ class Guard:
             if refusal is not None:
                 await refusal(scope, receive, counting_send)
                 return
-        limit = self.limits.for_request(scope["method"], path)
-        body, refusal = await self._read(scope, receive, limit)
+        bound = self.limits.kind(scope["method"], path)
+        body, refusal = await self._read(scope, receive, getattr(self.limits, bound), bound)
         if refusal is not None:
             await refusal(scope, receive, counting_send)
             return
@@ -237,10 +251,12 @@ class Guard:
 
     @staticmethod
     async def _read(
-        scope: Scope, receive: Receive, limit: int
+        scope: Scope, receive: Receive, limit: int, kind: str
     ) -> tuple[bytes, JSONResponse | None]:
         """The whole body, or the 413 as soon as it is known to be too large."""
-        too_large = _refuse(413, f"the body is larger than {limit} bytes", _CLOSE)
+        too_large = _refuse(
+            413, f"the body is larger than {limit} bytes, {_LIMIT_NAMES[kind]}", _CLOSE
+        )
         declared = _header(scope, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return b"", too_large
