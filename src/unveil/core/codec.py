@@ -1036,10 +1036,14 @@ def _quick_percent(raw: object) -> int:
 class _Quick:
     """One quick reading: what it weighed and what the entries name, for the checks after."""
 
-    __slots__ = ("prerequisites", "segment_refs", "weight")
+    __slots__ = ("clauses", "prerequisites", "rollouts", "segment_refs", "weight")
 
     def __init__(self) -> None:
         self.weight = 0
+        # equal parts are read into one object, which every flag that has them shares
+        # (a document of ten thousand flags repeats its rollouts and clauses a lot)
+        self.clauses: dict[tuple[Any, ...], Clause] = {}
+        self.rollouts: dict[tuple[Any, ...], Rollout] = {}
         self.segment_refs: list[tuple[str, str | None]] = []  # (name, owner)
         self.prerequisites: list[tuple[str, tuple[Prerequisite, ...]]] = []  # (owner, ..)
 
@@ -1105,6 +1109,7 @@ class _Quick:
                 if (arity is Arity.ONE and count != 1) or (arity is Arity.NONE and count):
                     raise _Doubt
                 weight += _ENTRY_WEIGHT * count
+                text_only = True
                 for value in values:
                     if value.__class__ is str:
                         if len(value) > MAX_TEXT or not (any_text or check(value) is None):
@@ -1112,7 +1117,17 @@ class _Quick:
                         weight += len(value)
                     elif isinstance(value, str) or check(value) is not None:
                         raise _Doubt  # a str of another class: read_entry
-                out.append(Clause(attr, op, tuple(values), negate, ignore_case))
+                    else:
+                        text_only = False
+                found = tuple(values)
+                if not text_only:  # 1 == True == 1.0 as keys: only texts are shared
+                    out.append(Clause(attr, op, found, negate, ignore_case))
+                    continue
+                key = (attr, op, found, negate, ignore_case)
+                clause = self.clauses.get(key)
+                if clause is None:
+                    clause = self.clauses[key] = Clause(attr, op, found, negate, ignore_case)
+                out.append(clause)
             elif arity is Arity.NONE:
                 out.append(Clause(attr, op, (), negate, ignore_case))
             else:
@@ -1145,12 +1160,16 @@ class _Quick:
             weights[name] = _quick_percent(share)
         if sum(weights.values()) != FULL_WEIGHT:
             raise _Doubt
-        return Rollout(tuple((v, weights[v]) for v in variants if v in weights), by, salt)
+        key = (tuple([(v, weights[v]) for v in variants if v in weights]), by, salt)
+        rollout = self.rollouts.get(key)
+        if rollout is None:
+            rollout = self.rollouts[key] = Rollout(*key)
+        return rollout
 
     def variants(self, body: Mapping[str, Any], kind: FlagKind) -> dict[str, JsonValue]:
         if "variants" not in body:
             if kind is FlagKind.BOOLEAN:
-                return dict(BOOLEAN_VARIANTS)
+                return _BOOLEAN_VARIANTS
             raise _Doubt
         raw = body["variants"]
         if raw.__class__ is not dict or not raw or len(raw) > MAX_VARIANTS:
@@ -1208,6 +1227,7 @@ class _Quick:
         if kind is None:
             raise _Doubt
         variants = self.variants(body, kind)
+        shown = _SHARED_BOOLEAN_VARIANTS if variants is _BOOLEAN_VARIANTS else None
         description = (
             self.text(body["description"], MAX_DESCRIPTION) if "description" in body else ""
         )
@@ -1244,7 +1264,7 @@ class _Quick:
         return Flag(  # by position: the fields' order, and a little faster
             key,
             kind,
-            MappingProxyType(variants),
+            MappingProxyType(variants) if shown is None else shown,
             off_variant,
             default,
             enabled,
@@ -1354,6 +1374,9 @@ class _Quick:
 
 
 _NO_TARGETS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+#: the variants of every boolean flag that names none: one read-only mapping for all
+_BOOLEAN_VARIANTS: dict[str, JsonValue] = dict(BOOLEAN_VARIANTS)
+_SHARED_BOOLEAN_VARIANTS: Mapping[str, JsonValue] = MappingProxyType(_BOOLEAN_VARIANTS)
 
 
 def read_quickly(data: object) -> Document | None:

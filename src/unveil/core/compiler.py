@@ -9,11 +9,12 @@ the model, no allocation on the way to an answer.
 Generated source never contains text from the document: every attribute
 name, value, number and result is passed in as a bound constant (``_a0``,
 ``_s0``, ``_r0``...), so no document can inject code, and flags of the same
-shape have the same source. That source is compiled once, into a maker
-whose parameters are the constants; each flag's function is the maker's
-inner function over its own constants (closure cells, the fastest names
-Python reads). Flags of one shape share one code object: a compiled flag
-holds its function, its constants and its cells, not code of its own.
+shape have the same source. That source is compiled once; each flag's
+function is that code with its own constants as the defaults of its
+parameters after ``ctx`` (read as locals, the fastest names Python has).
+Flags of one shape share one code object: a compiled flag holds a function
+object and a tuple of its constants, not code of its own. Only this module
+calls these functions, always with the context alone.
 
 The fast path covers the common shapes (string attributes, string keys). If
 it meets anything else it hands the context to ``ReferenceEvaluator``, the
@@ -27,7 +28,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from types import MappingProxyType
+from types import CodeType, FunctionType, MappingProxyType
 from typing import Any
 
 import mmh3
@@ -72,8 +73,7 @@ class _Source:
         return name
 
     def emit(self, depth: int, text: str) -> None:
-        """A line of ``_flag`` at ``depth`` (1: its ``try``), inside the maker ``_make``."""
-        self.lines.append("    " * (depth + 1) + text)
+        self.lines.append("    " * depth + text)
 
 
 @lru_cache(maxsize=65_536)
@@ -151,12 +151,15 @@ def _emit_serve(
 
 
 def _compile_flag(
-    flag: Flag, walker: ReferenceEvaluator, compiled: Mapping[str, FlagFunction]
+    flag: Flag,
+    walker: ReferenceEvaluator,
+    compiled: Mapping[str, FlagFunction],
+    walk: FlagFunction | None = None,
 ) -> FlagFunction:
     if not flag.enabled:
         disabled = _result(flag, flag.off_variant, Reason.DISABLED, None)
         return lambda ctx: disabled
-    src = _Source([], {"_walk": partial(walker.evaluate, flag.key)})
+    src = _Source([], {"_walk": walk or partial(walker.evaluate, flag.key)})
     body = 2
     if flag.prerequisites:
         failed = src.bind("r", _result(flag, flag.off_variant, Reason.PREREQUISITE_FAILED, None))
@@ -182,9 +185,9 @@ def _compile_flag(
     _emit_serve(src, body, flag, flag.default, Reason.DEFAULT, None)
     src.emit(1, "except Exception:")
     src.emit(2, "return _walk(ctx)")
-    make = _maker(f"def _make({', '.join(src.names)}):", "\n".join(src.lines))
-    function: FlagFunction = make(*src.names.values())
-    function.__doc__ = make.__doc__
+    code, source = _shape(", ".join(src.names), "\n".join(src.lines))
+    function: FlagFunction = FunctionType(code, _SHARED, "_flag", tuple(src.names.values()))
+    function.__doc__ = source
     return function
 
 
@@ -199,19 +202,17 @@ _SHARED = {
 
 
 @lru_cache(maxsize=4096)
-def _maker(head: str, body: str) -> Callable[..., FlagFunction]:
-    """The compiled maker of every flag whose generated source this is.
+def _shape(names: str, body: str) -> tuple[CodeType, str]:
+    """The code of every flag whose generated source this is, and that source.
 
-    A cache of a pure function (the same source always makes the same
-    maker), so that flags of one shape share one code object.
+    A cache of a pure function (the same source always compiles to the same
+    code), so that flags of one shape share one code object.
     """
-    source = f"{head}\n    def _flag(ctx):\n        try:\n{body}\n    return _flag"
-    made: dict[str, Callable[..., FlagFunction]] = {}
+    source = f"def _flag(ctx, {names}):\n    try:\n{body}"
+    made: dict[str, FunctionType] = {}
     # the source holds only names we made; see the module docstring
     exec(compile(source, "<unveil flag>", "exec"), _SHARED, made)
-    make = made["_make"]
-    make.__doc__ = source
-    return make
+    return made["_flag"].__code__, source
 
 
 def closure(document: Document, flag: Flag) -> Document:
@@ -257,8 +258,38 @@ def compile_flag(
     checks) walks only the flag's closure (see ``closure``).
     """
     if not flag.enabled:
-        return _compile_flag(flag, ReferenceEvaluator(Document()), prerequisites)
-    return _compile_flag(flag, ReferenceEvaluator(closure(document, flag)), prerequisites)
+        return _compile_flag(flag, _NO_WALKER, prerequisites)
+    if flag.prerequisites or any(
+        isinstance(cond, SegmentMatch) for rule in flag.rules for cond in rule.when
+    ):
+        return _compile_flag(flag, ReferenceEvaluator(closure(document, flag)), prerequisites)
+    # its closure is the flag alone: the walker waits for the first unusual context
+    return _compile_flag(flag, _NO_WALKER, prerequisites, _Fallback(flag))
+
+
+_NO_WALKER = ReferenceEvaluator(Document())
+
+
+class _Fallback:
+    """The walk of a flag that needs no other flag and no segment, made when first needed.
+
+    Most compiled flags never meet a context their fast path hands over; a
+    walker and its one-flag document are half a kB each flag would hold
+    for nothing.
+    """
+
+    __slots__ = ("_flag", "_walker")
+
+    def __init__(self, flag: Flag) -> None:
+        self._flag = flag
+        self._walker: ReferenceEvaluator | None = None
+
+    def __call__(self, context: dict[str, Any]) -> Evaluation:
+        walker = self._walker
+        if walker is None:  # two threads may both make one: the same walk
+            only = MappingProxyType({self._flag.key: self._flag})
+            walker = self._walker = ReferenceEvaluator(Document(flags=only))
+        return walker.evaluate(self._flag.key, context)
 
 
 def compile_flags(document: Document) -> dict[str, FlagFunction]:
