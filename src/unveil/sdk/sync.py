@@ -174,6 +174,8 @@ class Sync:
         transport = self._transport
         if transport is not None and not isinstance(transport, httpx.BaseTransport):
             transport = transport()
+        if transport is None:  # httpx's own, made once: each loads the TLS roots (0.1 s)
+            transport = httpx.HTTPTransport()
         self._http = httpx.Client(
             base_url=self._url, headers=headers, timeout=self._timeout, transport=transport
         )
