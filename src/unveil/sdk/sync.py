@@ -174,8 +174,12 @@ class Sync:
         transport = self._transport
         if transport is not None and not isinstance(transport, httpx.BaseTransport):
             transport = transport()
-        if transport is None:  # httpx's own, made once: each loads the TLS roots (0.1 s)
-            transport = httpx.HTTPTransport()
+        if transport is None:  # httpx's own, one for both clients: each loads the TLS roots
+            # (a tenth of a second of every start). A plain-HTTP server never negotiates
+            # TLS (every request is relative to it, and no redirect is followed), so for
+            # one the roots are not loaded at all.
+            plain = self._url.lower().startswith("http://")
+            transport = httpx.HTTPTransport(verify=not plain)
         self._http = httpx.Client(
             base_url=self._url, headers=headers, timeout=self._timeout, transport=transport
         )
