@@ -82,9 +82,10 @@ def make(
 ) -> UnveilJudge:
     """The judge with the recommended default configuration.
 
-    canary: PASS at the horizon (or earlier when every guard is clearly
-    within bounds); release: the plan's holds decide when to advance, so the
-    judge only ever answers "continue" or "fail".
+    canary: PASS at the horizon (no early PASS: the default, so that a
+    regression that starts late is still seen); release: the plan's holds
+    decide when to advance, so the judge only ever answers "continue" or
+    "fail".
     """
     if mode not in ("canary", "release"):
         raise ValueError(f"mode: {mode!r} is neither 'canary' nor 'release'")

@@ -74,8 +74,9 @@ def _run(
 def test_the_budget_is_split_across_every_test_and_adds_up_to_alpha() -> None:
     budget = BOTH.budget()
     assert budget == pytest.approx(
-        {"errors:rate": 0.025, "latency:centre": 0.0125, "latency:tail": 0.0125}
+        {"errors:rate": 0.025, "latency:centre": 0.01, "latency:tail": 0.015}
     )
+    assert sum(budget.values()) == pytest.approx(BOTH.alpha)
     weighted = JudgeConfig((ERRORS, RateGuard("5xx", "5xx", weight=3.0)), alpha=0.04)
     assert weighted.budget() == pytest.approx({"errors:rate": 0.01, "5xx:rate": 0.03})
 
@@ -91,6 +92,8 @@ def test_a_bad_configuration_names_every_problem() -> None:
     for part in ("alpha", "horizon_s", "guards[0].margin", "guards[1].name", "guards[1].metric"):
         assert part in message
     assert "guards[1].weight" in message
+    with pytest.raises(JudgeError, match=r"guards\[0\]\.tail_share"):
+        JudgeConfig((ContinuousGuard("latency", "latency_ms", tail_share=1.0),))
     with pytest.raises(JudgeError, match="guards: at least one"):
         JudgeConfig(())
 
@@ -249,6 +252,34 @@ def test_slower_latency_fails_on_the_centre_test_with_an_interval_around_the_tru
     assert "typical latency_ms is higher" in guard["sentence"]
 
 
+def test_latency_just_past_the_margin_is_left_alone_and_twenty_percent_is_found_fast() -> None:
+    # The centre test looks only for effects that matter (evidence.CENTRE_EFFECTS):
+    # 6.5% slower against the default 5% margin is the few percent by which
+    # healthy instances differ; 20% slower must fail within a few batches.
+    for seed in (20, 21):
+        near = _run(BOTH, seed, 120, scale_t=1.065)
+        assert near.decision is not Decision.FAIL, explain(near)["summary"]
+    slow = _run(BOTH, 22, 30, scale_t=1.2)
+    assert slow.fired == "latency:centre"
+    assert slow.exposures_t <= 1000
+
+
+def test_by_default_the_judge_watches_until_the_horizon_and_catches_a_late_regression() -> None:
+    # No early PASS unless asked for: errors triple after ten healthy minutes
+    # and the canary still rolls back, not passes.
+    rng = random.Random(23)
+    state = start(BOTH)
+    batches = 0
+    while state.decision is Decision.CONTINUE:
+        batches += 1
+        p_t = 0.01 if batches <= 60 else 0.03
+        state = observe(state, Batch(10.0 * batches, _arm(rng, 200, p_t), _arm(rng, 200, 0.01)))
+        if batches <= 60:
+            assert state.decision is Decision.CONTINUE
+    assert state.fired == "errors:rate"
+    assert 60 < batches < 180
+
+
 def test_a_slower_tail_alone_fails_on_the_tail_test() -> None:
     state = _run(JudgeConfig((LATENCY,)), 3, 90, tail_t=0.05)
     assert state.decision is Decision.FAIL
@@ -307,8 +338,8 @@ def test_a_healthy_canary_passes_at_the_horizon_and_the_decision_is_final() -> N
     assert explain(state)["summary"].startswith("Healthy")  # type: ignore[union-attr]
 
 
-def test_clearly_healthy_latency_passes_early_within_bounds() -> None:
-    state = _run(JudgeConfig((LATENCY,), horizon_s=None), 7, 60)
+def test_clearly_healthy_latency_passes_early_within_bounds_when_asked_to() -> None:
+    state = _run(JudgeConfig((LATENCY,), horizon_s=None, early_pass=True), 7, 60)
     assert state.decision is Decision.PASS
     assert state.fired == "within-bounds"
     assert state.exposures_t < 12_000

@@ -93,17 +93,23 @@ class ContinuousGuard:
     """A tracked value's distribution (latency or any value), from the histograms.
 
     ``margin``: how much larger (or smaller, for LOWER_IS_WORSE) the
-    treatment's typical value may be; the default 7.5% absorbs the few
+    treatment's typical value may be (default 5%). Together with the effects
+    the centre test looks for (evidence.CENTRE_EFFECTS: none smaller than a
+    request slower in 56% of pairs after the margin) it absorbs the few
     percent by which healthy server instances differ. ``tail_margin``: how
-    much heavier the slowest 1% may be once the typical ratio is accounted for.
+    much heavier the slowest 1% may be once the typical ratio is accounted
+    for (default 0). ``tail_share``: the part of the guard's false-alarm
+    budget that goes to the tail test (the rest to the centre test); the
+    tail test counts rare events, so it gets the larger part by default.
     """
 
     name: str
     metric: str
     direction: Direction = Direction.HIGHER_IS_WORSE
-    margin: float = 0.075
-    tail_margin: float = 0.01
+    margin: float = 0.05
+    tail_margin: float = 0.0
     weight: float = 1.0
+    tail_share: float = 0.6
 
 
 Guard = RateGuard | ContinuousGuard
@@ -114,12 +120,17 @@ class JudgeConfig:
     """The guards and the rules around them.
 
     ``alpha``: the false-alarm budget over all tests and all looks. Each
-    guard gets alpha * weight / total weight; a continuous guard splits its
-    share equally between its centre and tail tests. ``min_exposures``:
+    guard gets alpha * weight / total weight; a continuous guard gives
+    ``tail_share`` of its share to its tail test and the rest to its centre
+    test (``budget()`` states every test's part). ``min_exposures``:
     treatment exposures before any PASS. ``horizon_s``: PASS when it is
     reached with enough data and no failure (None: never by time).
     ``early_pass``: allow PASS before the horizon when every guard has
-    evidence (at level ``pass_alpha``) that it is within its bounds.
+    evidence (at level ``pass_alpha``) that it is within its bounds. Off by
+    default: a judge that has passed no longer watches, so a regression
+    that starts later in the observation period (a cache that fills, a job
+    that runs at minute 10) would go unseen; the horizon is the time the
+    release manager asked to be watched.
     """
 
     guards: tuple[Guard, ...]
@@ -127,7 +138,7 @@ class JudgeConfig:
     pass_alpha: float = DEFAULT_ALPHA
     min_exposures: int = 1000
     horizon_s: float | None = None
-    early_pass: bool = True
+    early_pass: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -158,6 +169,8 @@ class JudgeConfig:
                 problems.append(f"{where}.pass_margin: {guard.pass_margin!r} is not in (0, 10)")
             if isinstance(guard, ContinuousGuard) and not 0.0 <= guard.tail_margin < 10.0:
                 problems.append(f"{where}.tail_margin: {guard.tail_margin!r} is not in [0, 10)")
+            if isinstance(guard, ContinuousGuard) and not 0.0 < guard.tail_share < 1.0:
+                problems.append(f"{where}.tail_share: {guard.tail_share!r} is not in (0, 1)")
         if problems:
             raise JudgeError("; ".join(problems))
 
@@ -170,8 +183,8 @@ class JudgeConfig:
             if isinstance(guard, RateGuard):
                 out[f"{guard.name}:rate"] = share
             else:
-                out[f"{guard.name}:centre"] = share / 2.0
-                out[f"{guard.name}:tail"] = share / 2.0
+                out[f"{guard.name}:centre"] = share * (1.0 - guard.tail_share)
+                out[f"{guard.name}:tail"] = share * guard.tail_share
         return out
 
 
