@@ -18,6 +18,7 @@ import math
 import multiprocessing
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -243,8 +244,9 @@ def run_release(healthy: bool, seed: int, run: int) -> dict[str, object]:
             judge.observe("control", e_c, n_c, l_c, float(t))
             judge.observe("treatment", e_t, n_t, l_t, float(t))
             if judge.decision() == "fail":
-                return {"rolled_back": True, "step": step, "seconds": t}
-    return {"rolled_back": False, "step": len(RELEASE_PLAN), "seconds": t}
+                fired = str(judge.explain().get("fired"))
+                return {"rolled_back": True, "step": step, "seconds": t, "fired": fired}
+    return {"rolled_back": False, "step": len(RELEASE_PLAN), "seconds": t, "fired": ""}
 
 
 def _task(args: tuple[str, str, int, int]) -> object:
@@ -271,12 +273,21 @@ def _fmt(x: float, digits: int = 0) -> str:
     return "-" if not math.isfinite(x) else f"{x:,.{digits}f}"
 
 
+def _rollbacks(runs: list[dict[str, object]]) -> str:
+    """Which rule rolled the releases back, and at which step of the plan."""
+    shares = [f"{share:.0%}" for share, _ in RELEASE_PLAN]
+    rules = Counter(
+        f"{r['fired']} at {shares[int(str(r['step']))]}" for r in runs if r["rolled_back"]
+    )
+    return ", ".join(f"{rule}: {k}" for rule, k in sorted(rules.items())) or "-"
+
+
 def table(results: list[RunResult], releases: list[tuple[str, dict[str, object]]]) -> str:
     lines = [
         "| scenario | judge | runs | FAIL rate [Wilson 95%] | requests to decision "
         "median / p90 | seconds median | exposure: errors / added latency req-s (median) "
-        "| inconclusive | goal |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| inconclusive | rules that failed (runs) | goal |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for sc in SCENARIOS:
         runs = [r for r in results if r.scenario == sc.key]
@@ -296,18 +307,21 @@ def table(results: list[RunResult], releases: list[tuple[str, dict[str, object]]
             err = np.array([o.errors_served for o in fails]) if fails else np.array([math.nan])
             add = np.array([o.added_latency_s for o in fails]) if fails else np.array([math.nan])
             inconclusive = sum(o.decision == "none" for o in outs) / n
+            rules = Counter(o.fired for o in fails if o.fired)
+            fired = ", ".join(f"{rule} {k}" for rule, k in sorted(rules.items())) or "-"
             lines.append(
                 f"| {sc.key}. {sc.title} | {name} | {n} | {kind} {len(fails) / n:.1%} "
                 f"[{lo:.1%}, {hi:.1%}] | {_fmt(float(np.median(req)))} / "
                 f"{_fmt(float(np.percentile(req, 90)))} | {_fmt(float(np.median(sec)))} | "
                 f"{_fmt(float(np.median(err)))} / {_fmt(float(np.median(add)), 1)} | "
-                f"{inconclusive:.1%} | {sc.goal if name == 'unveil' else ''} |"
+                f"{inconclusive:.1%} | {fired} | {sc.goal if name == 'unveil' else ''} |"
             )
     if releases:
         lines += [
             "",
-            "| release mode (unveil) | runs | outcome [Wilson 95%] | goal |",
-            "|---|---|---|---|",
+            "| release mode (unveil) | runs | outcome [Wilson 95%] | rollbacks by rule (step) "
+            "| goal |",
+            "|---|---|---|---|---|",
         ]
         bad = [r for k, r in releases if k == "errors"]
         good = [r for k, r in releases if k == "healthy"]
@@ -316,14 +330,14 @@ def table(results: list[RunResult], releases: list[tuple[str, dict[str, object]]
             lo, hi = wilson(k, len(bad))
             lines.append(
                 f"| errors x2: rolled back while at 1% | {len(bad)} | {k / len(bad):.1%} "
-                f"[{lo:.1%}, {hi:.1%}] | >= 98% |"
+                f"[{lo:.1%}, {hi:.1%}] | {_rollbacks(bad)} | >= 98% |"
             )
         if good:
             k = sum(1 for r in good if not r["rolled_back"])
             lo, hi = wilson(k, len(good))
             lines.append(
                 f"| healthy: completed without a rollback | {len(good)} | {k / len(good):.1%} "
-                f"[{lo:.1%}, {hi:.1%}] | >= 97% |"
+                f"[{lo:.1%}, {hi:.1%}] | {_rollbacks(good)} | >= 97% |"
             )
     return "\n".join(lines)
 
