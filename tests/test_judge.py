@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unveil.release.evidence import RateEvidence
+from unveil.release.evidence import RateEvidence, rank_counts
 from unveil.release.histogram import Histogram
 from unveil.release.judge import (
     ArmBatch,
@@ -171,6 +171,33 @@ def test_the_judge_decides_the_same_on_the_same_data_cut_differently(
         assert fine.fired == coarse.fired
     else:
         assert fine.decision is Decision.FAIL
+
+
+buckets = st.dictionaries(st.integers(0, 241), st.integers(1, 30), min_size=1, max_size=25)
+
+
+@settings(max_examples=60, deadline=None)
+@given(buckets, buckets, st.lists(st.floats(-40.0, 40.0), min_size=1, max_size=5))
+def test_the_rank_count_is_the_pairwise_count_of_values_spread_in_their_buckets(
+    t: dict[int, int], c: dict[int, int], shifts: list[float]
+) -> None:
+    # Definition: each pair of buckets (i, j) counts P(i + U1 - shift > j + U2)
+    # for independent uniforms, times the pairs of values in them.
+    def kernel(y: float) -> float:
+        return min(max(0.5 * (1 + y) ** 2 if y <= 0 else 1 - 0.5 * (1 - y) ** 2, 0.0), 1.0)
+
+    h_t, h_c = Histogram.from_counts(t, 0.0), Histogram.from_counts(c, 0.0)
+    expected = [
+        sum(
+            a * b * kernel(i - shift - j)
+            if -1 < i - shift - j < 1
+            else a * b * (i - shift - j >= 1)
+            for i, a in t.items()
+            for j, b in c.items()
+        )
+        for shift in shifts
+    ]
+    assert rank_counts(h_t, h_c, shifts) == pytest.approx(expected, rel=1e-9, abs=1e-9)
 
 
 # ---------------------------------------------------------------- false alarms

@@ -47,3 +47,19 @@ def test_the_adapter_speaks_the_harness_interface() -> None:
     judge.set_share(0.05, 300.0, 900.0)
     with pytest.raises(ValueError, match="mode"):
         judge_adapter.make(mode="blue-green")
+
+
+def test_the_adapter_aggregates_exactly_as_the_server_does() -> None:
+    import numpy as np
+
+    from unveil.release.histogram import Histogram
+
+    rng = np.random.default_rng(1)
+    values = np.concatenate([np.exp(rng.normal(4.6, 2.0, 2000)), [0.0, -3.0, 0.01, 1e9, 1e12]])
+    fast = judge_adapter.histogram_of(values)
+    slow = Histogram.of(float(x) for x in values)
+    assert fast.buckets == slow.buckets
+    assert fast.count == slow.count
+    assert fast.total == pytest.approx(slow.total)
+    with pytest.raises(ValueError, match="finite"):
+        judge_adapter.histogram_of(np.array([1.0, np.nan]))

@@ -46,7 +46,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from unveil.release.histogram import BUCKETS_PER_DOUBLING, EMPTY, Histogram
+from unveil.release.histogram import BUCKETS_PER_DOUBLING, EMPTY, OVERFLOW, Histogram
 
 __all__ = [
     "CENTRE_EFFECTS",
@@ -244,6 +244,46 @@ def _kernel(y: float) -> float:
     return 1.0
 
 
+_PAD = 32  # rank_counts reads the control's buckets this far past either end
+
+
+def rank_counts(treatment: Histogram, control: Histogram, shifts: Sequence[float]) -> list[float]:
+    """The Mann-Whitney count at each shift: pairs (treatment moved down by the
+    shift, control) in which the treatment is the larger, values spread evenly
+    inside their buckets (so a pair of buckets counts _kernel of their distance).
+
+    For a treatment bucket i moved to x = i - shift, with f = floor(x), every
+    control bucket below f counts whole, f and f + 1 count _kernel(x - j),
+    higher ones not at all; x - f is the same for every i, so each shift
+    costs one pass over the treatment's buckets.
+    """
+    counts = [0] * (OVERFLOW + 1 + 2 * _PAD)
+    for j, n in control.buckets:
+        counts[j + _PAD] = n
+    below = [0] * len(counts)  # below[k]: control values in buckets lower than k
+    for k in range(1, len(counts)):
+        below[k] = below[k - 1] + counts[k - 1]
+    out = []
+    last = len(counts) - 2
+    for shift in shifts:
+        offset = math.floor(-shift)
+        frac = -shift - offset
+        whole, next_ = _kernel(frac), _kernel(frac - 1.0)
+        base = offset + _PAD
+        if base >= 0 and OVERFLOW + base <= last:  # every bucket lands inside the padding
+            u = sum(
+                a * (below[i + base] + whole * counts[i + base] + next_ * counts[i + base + 1])
+                for i, a in treatment.buckets
+            )
+        else:  # a shift past the padding: control buckets beyond either end are empty
+            u = 0.0
+            for i, a in treatment.buckets:
+                k = min(max(i + base, 0), last)
+                u += a * (below[k] + whole * counts[k] + next_ * counts[k + 1])
+        out.append(float(u))
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class CentreEvidence:
     """Summed standardised rank counts on a grid of shifts of the treatment.
@@ -287,23 +327,12 @@ class CentreEvidence:
             )
         n_t, n_c = pending_t.count, pending_c.count
         total = n_t + n_c
-        # c[d]: pairs (treatment in bucket i, control in bucket j) with i - j = d.
-        pairs: dict[int, int] = {}
-        for i, a in pending_t.buckets:
-            for j, b in pending_c.buckets:
-                pairs[i - j] = pairs.get(i - j, 0) + a * b
-        differences = sorted(pairs)
         half = n_t * n_c / 2.0
         scale = 12.0 / (total + 1)
         score = []
-        for shift, value in zip(self.shifts, self.score, strict=True):
-            u = 0.0
-            for d in differences:
-                y = d - shift
-                if y >= 1.0:
-                    u += pairs[d]
-                elif y > -1.0:
-                    u += pairs[d] * _kernel(y)
+        for u, value in zip(
+            rank_counts(pending_t, pending_c, self.shifts), self.score, strict=True
+        ):
             score.append(value + scale * (u - half))
         return CentreEvidence(
             self.shifts,
