@@ -2,8 +2,9 @@
 
 It is consulted after every 10-second batch of aggregates (exposures per
 arm, counts of counted metrics, histograms of tracked values: what the
-server keeps) and answers FAIL (a guard found a regression), PASS (every
-guard is healthy, or the horizon came with enough data) or CONTINUE. Its
+server keeps) and answers FAIL (a guard found a regression), PASS (the
+horizon came with enough data, or, only if asked for, every guard is
+already clearly healthy) or CONTINUE. Its
 tests are sequential and anytime-valid (release/evidence.py): reading them
 after every batch does not raise the false-alarm rate above ``alpha``, which
 is split across the tests and stated in every explanation.
