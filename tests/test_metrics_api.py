@@ -96,6 +96,17 @@ def test_the_metrics_of_a_flag_come_back_per_variant_and_window(server: Server) 
         ({"flag": "checkout", "metric": "m", "since": 2000, "until": 1000}, ["since"]),
         ({"flag": "checkout", "metric": "m", "since": 0, "until": 90000}, ["until"]),
         ({"flag": "checkout", "metric": "m\x01"}, ["metric"]),
+        ({"flag": "c", "metric": "m", "since": -99999999999, "until": -99999999000}, ["until", "since"]),
+        ({"flag": "c", "metric": "m", "since": 253402300000, "until": 253402310000}, ["until", "since"]),
+        (
+            {
+                "flag": "c",
+                "metric": "m",
+                "since": "9999-12-31T23:00:00Z",
+                "until": "9999-12-31T23:59:59Z",
+            },
+            ["until", "since"],
+        ),
     ],
 )
 def test_bad_parameters_are_refused_with_422_naming_them(

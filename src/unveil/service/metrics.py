@@ -194,6 +194,10 @@ class GuardReader:
         }
 
 
+#: the latest instant a range may name: a day before the end of year 9999
+_LAST_INSTANT = 253_402_214_400
+
+
 def _instant(raw: str | None, name: str, problems: list[Problem], default: float) -> float:
     if raw is None or raw == "":
         return default
@@ -203,6 +207,9 @@ def _instant(raw: str | None, name: str, problems: list[Problem], default: float
     found = parse_instant(number)
     if found is None:
         problems.append(Problem(name, "must be an RFC 3339 time or epoch seconds"))
+        return default
+    if not 0 <= found <= _LAST_INSTANT:  # windows around it must be times Python can write
+        problems.append(Problem(name, "must be between 1970 and the year 9999"))
         return default
     return found
 
