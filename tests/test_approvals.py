@@ -129,6 +129,10 @@ def test_a_kill_switch_and_stopping_a_release_bypass_approval(people: People) ->
         assert api.post(f"{ENV}/changes/{release_request}/approve").status_code == 200
         (release,) = api.get(f"{ENV}/releases").json()["releases"]
     assert release["phase"] == "running"
+    with people("rita") as api:  # moving a release on is a change: it waits too
+        ahead = api.post(f"{ENV}/releases/{release['id']}/advance")
+        assert ahead.status_code == 202, ahead.text
+        assert ahead.json()["change_request"]["action"] == "release.advance"
     with people("ed") as api:  # pausing needs no approval
         assert api.post(f"{ENV}/releases/{release['id']}/pause").status_code == 200
     flag, etag = _flag(people)

@@ -139,6 +139,6 @@ def test_the_releasing_quick_start_starts_a_release_on_the_demo_server(tmp_path:
                 args = [str(releases) if a == "releases.yaml" else a for a in args]
                 result = CliRunner().invoke(main, args, env=env, catch_exceptions=False)
                 assert result.exit_code == 0, (args, result.output)
-            assert "r1  new-checkout  running  step 1/4  1% treatment" in result.output
+            assert "r1  new-checkout  running  step 1/4  25% treatment" in result.output
         finally:
             stop(running)

@@ -168,3 +168,52 @@ def test_release_check_names_every_problem_of_a_bad_plan(tmp_path: Path, where: 
     prefix = "releases[1]." if where == "releases" else ""
     assert f"{prefix}steps[0].percent" in result.output
     assert f"{prefix}guards[0]" in result.output
+
+
+def test_flags_a_release_cannot_move_cleanly_are_refused(server: Server) -> None:
+    three = {
+        "kind": "string",
+        "variants": {"a": "a", "b": "b", "c": "c"},
+        "off_variant": "a",
+        "default": {"rollout": {"a": 80, "b": 10, "c": 10}},
+    }
+    ahead = {**FLAG, "default": {"rollout": {"off": 80, "on": 20}}}
+    with server.client() as api:
+        for key, flag in (("three", three), ("ahead", ahead), ("dark", {**FLAG, "enabled": False})):
+            assert api.put(f"{ENV}/flags/{key}", json=flag).status_code == 201
+        plan = {**_plan("three"), "control": "a", "treatment": "b"}
+        for body, words in (
+            ({"plan": plan}, "also serves 'c'"),  # c's users would be moved too
+            ({"plan": _plan("ahead")}, "more than the first step"),  # on's users would lose it
+            ({"plan": _plan("dark")}, "is off"),
+            ({"plan": _plan("dark"), "start_at": "2020-01-01T00:00:00Z"}, "in the past"),
+        ):
+            refused = api.post(f"{ENV}/releases", json=body)
+            assert refused.status_code == 422, refused.text
+            assert words in refused.text
+        assert api.get(f"{ENV}/releases").json()["releases"] == []
+        assert api.get(f"{ENV}/flags/three").json()["data"]["default"] == three["default"]
+
+
+def test_command_bodies_are_read_strictly_and_nobody_approves_their_own_release(
+    server: Server,
+) -> None:
+    with server.client() as api:
+        api.put(f"{ENV}/flags/checkout", json=FLAG)
+    rita, rob = _token(server, "releaser"), None
+    with server.client() as api:
+        made = api.post("/api/v1/tokens", json={"name": "rob", "kind": "admin", "role": "releaser"})
+        rob = made.json()["secret"]
+    with server.client(rita) as api:
+        started = api.post(f"{ENV}/releases", json={"plan": _plan(require_approval=True)})
+        assert started.json()["phase"] == "waiting_for_approval"
+        own = api.post(f"{ENV}/releases/r1/approve")
+        assert own.status_code == 403
+        assert "someone else" in own.json()["error"]
+    with server.client(rob) as api:
+        assert api.post(f"{ENV}/releases/r1/approve").json()["phase"] == "running"
+        assert api.post(f"{ENV}/releases/r1/advance", json={"force": True}).status_code == 400
+        assert api.post(f"{ENV}/releases/r1/advance", json=[1, 2]).status_code == 400
+        kept = api.post(f"{ENV}/releases/r1/abort", json={"keep_share": "yes"})
+        assert kept.status_code == 400
+        assert api.get(f"{ENV}/releases/r1").json()["phase"] == "running"

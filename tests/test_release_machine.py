@@ -206,7 +206,7 @@ def test_hold_on_regression_pauses_at_the_share_and_alerts() -> None:
     assert actions[-1] == Notify(
         Decision.HELD,
         "a regression at 10%: held there as the plan says (on_regression: hold); "
-        "a person decides: resume, advance or abort",
+        "a person decides: resume (and then advance, if need be) or abort",
     )
     # held: nothing moves it by itself, not even more failures
     assert step(state, at(500), failing()) == (state, ())

@@ -140,6 +140,11 @@ def start(
 ) -> None:
     """Start a release of the plan in PATH; a bad plan is refused whole, nothing starts."""
     plan = _pick(_plans_in(path), flag, path)
+    if schedule_at is not None and start_at is not None:
+        raise click.UsageError(
+            "--at makes the release now and lets it wait; --schedule makes it later: "
+            "give one of them"
+        )
     if schedule_at is not None:
         post_schedule(remote, env, When(schedule_at, None, tz), "release.start", None, plan=plan)
         return
@@ -207,7 +212,10 @@ def status(remote: Remote, release_id: str, env: str) -> None:
     """Where a release is, what it waits for, and its latest decisions with their reasons."""
     answer = remote.json("GET", _path(remote, env, release_id))
     click.echo(_line(answer))
-    for key, words in (("hold_ends_at", "hold ends"), ("verification_ends_at", "verified at")):
+    for key, words in (
+        ("hold_ends_at", "hold ends"),
+        ("verification_ends_at", "verification ends"),
+    ):
         if answer.get(key):
             click.echo(f"  {words}: {answer[key]}")
     _history(answer, SHOWN_DECISIONS)

@@ -319,7 +319,7 @@ def _regression(state: ReleaseState, now: datetime, verdict: Verdict) -> Result:
         now,
         Decision.HELD,
         f"{where}: held there as the plan says (on_regression: hold); "
-        "a person decides: resume, advance or abort",
+        "a person decides: resume (and then advance, if need be) or abort",
         verdict=verdict,
         phase=Phase.PAUSED,
         paused_from=state.phase,

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.concurrency import run_in_threadpool
 
 from unveil.server.auth import Admin, Editor, Releaser, Viewer
@@ -55,7 +55,7 @@ class _Strict(BaseModel):
 
 
 class Settings(_Strict):
-    requires_approval: bool = Field(description="Changes become change requests")
+    requires_approval: StrictBool = Field(description="Changes become change requests")
 
 
 class Comment(_Strict):

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.concurrency import run_in_threadpool
 
 from unveil.core import Problem
@@ -47,7 +47,11 @@ class Reasoned(_Strict):
 
 
 class Stop(Reasoned):
-    keep_share: bool = Field(False, description="Leave the flag at its current share")
+    keep_share: StrictBool = Field(False, description="Leave the flag at its current share")
+
+
+class Nothing(_Strict):
+    """A command that takes no fields: an empty object, or no body at all."""
 
 
 class Again(_Strict):
@@ -145,23 +149,44 @@ async def abort_release(
 
 @router.post(ONE + "/resume", tags=["releases"])
 async def resume_release(
-    project: str, env: str, release_id: str, who: Releaser, svc: Svc
+    project: str,
+    env: str,
+    release_id: str,
+    who: Releaser,
+    svc: Svc,
+    _body: Annotated[Nothing | None, Body()] = None,
 ) -> JSONResponse:
     """Take decisions again; the step's hold starts anew and the share is set again."""
+    request, _ = await gated(svc, project, env, who, "release.resume", release_id, {}, None)
+    if request is not None:
+        return request
     return await _command(svc, project, env, release_id, Resume(who.name))
 
 
 @router.post(ONE + "/advance", tags=["releases"])
 async def advance_release(
-    project: str, env: str, release_id: str, who: Releaser, svc: Svc
+    project: str,
+    env: str,
+    release_id: str,
+    who: Releaser,
+    svc: Svc,
+    _body: Annotated[Nothing | None, Body()] = None,
 ) -> JSONResponse:
     """Go to the next step now, whatever the hold, the data or the window."""
+    request, _ = await gated(svc, project, env, who, "release.advance", release_id, {}, None)
+    if request is not None:
+        return request
     return await _command(svc, project, env, release_id, Advance(who.name))
 
 
 @router.post(ONE + "/approve", tags=["releases"])
 async def approve_release(
-    project: str, env: str, release_id: str, who: Releaser, svc: Svc
+    project: str,
+    env: str,
+    release_id: str,
+    who: Releaser,
+    svc: Svc,
+    _body: Annotated[Nothing | None, Body()] = None,
 ) -> JSONResponse:
     """Approve a release that waits for approval."""
     return await _command(svc, project, env, release_id, Approve(who.name))
@@ -169,7 +194,12 @@ async def approve_release(
 
 @router.post(ONE + "/start", tags=["releases"])
 async def start_now(
-    project: str, env: str, release_id: str, who: Releaser, svc: Svc
+    project: str,
+    env: str,
+    release_id: str,
+    who: Releaser,
+    svc: Svc,
+    _body: Annotated[Nothing | None, Body()] = None,
 ) -> JSONResponse:
     """Start a scheduled release now, without waiting for its time or window."""
     return await _command(svc, project, env, release_id, Start(who.name))
@@ -186,6 +216,10 @@ async def restart_release(
 ) -> JSONResponse:
     """A new release of a rolled-back or aborted one's plan, keeping its history."""
     start_at = _aware(body.start_at if body else None, "start_at")
+    payload = {} if start_at is None else {"start_at": start_at.isoformat()}
+    request, _ = await gated(svc, project, env, who, "release.restart", release_id, payload, None)
+    if request is not None:
+        return request
     release = await run_in_threadpool(
         svc.releases.restart, project, env, release_id, who.name, start_at
     )

@@ -25,6 +25,7 @@ from typing import Any
 
 from unveil.core import UnveilError
 from unveil.core.errors import Problem
+from unveil.release.machine import Advance, Resume
 from unveil.service.errors import Conflict, Forbidden, Invalid, NotFound
 from unveil.service.flags import Change, FlagService
 from unveil.service.releases import ReleaseService
@@ -44,6 +45,9 @@ ACTIONS: dict[str, Part | None] = {
     "segment.delete": "segments",
     "document.apply": None,
     "release.start": None,
+    "release.resume": None,
+    "release.advance": None,
+    "release.restart": None,
     "schedule.create": None,
 }
 #: what the reason of an emergency change starts with in the audit log
@@ -362,6 +366,21 @@ class ChangeService:
                 project, env, payload["document"], change, if_match=if_match, within=work
             )
             return diff.as_data()
+        if action in ("release.resume", "release.advance"):  # ``target`` is the release
+            command = Resume(change.actor) if action == "release.resume" else Advance(change.actor)
+            moved = self.releases.command(project, env, target, command, within=work)
+            return {"release": moved.id, "phase": moved.state.phase.value}
+        if action == "release.restart":
+            at = payload.get("start_at")
+            again = self.releases.restart(
+                project,
+                env,
+                target,
+                change.actor,
+                None if at is None else datetime.fromisoformat(str(at)),
+                within=work,
+            )
+            return {"release": again.id, "restarted": target}
         if action == "release.start":
             at = payload.get("start_at")
             started = self.releases.start(

@@ -46,14 +46,17 @@ from unveil.core.errors import Problem
 from unveil.release import judge
 from unveil.release.errors import InvalidPlan
 from unveil.release.judge import Batch, JudgeState
-from unveil.release.judging import WINDOW, ceil_window, floor_window, judge_config, windows
+from unveil.release.judging import WINDOW, floor_window, judge_config, windows
 from unveil.release.machine import (
     Abort,
     Action,
+    Advance,
+    Approve,
     Command,
     Event,
     FlagEdited,
     RecordDecision,
+    Resume,
     SetRollout,
     Tick,
     new_release,
@@ -71,7 +74,7 @@ from unveil.release.plan import (
 )
 from unveil.release.state import Decision, Phase, ReleaseState, state_from_data, state_to_data
 from unveil.release.verdict import Observation, Verdict, VerdictKind
-from unveil.service.errors import Conflict, Invalid, NotFound
+from unveil.service.errors import Conflict, Forbidden, Invalid, NotFound
 from unveil.service.flags import Change, FlagService
 from unveil.service.jobs import Again, Handler, JobService
 from unveil.service.scope import require_environment
@@ -191,6 +194,58 @@ def _judge_start(state: ReleaseState) -> datetime | None:
     return None
 
 
+#: how far ahead a release may be set to start (as a scheduled change)
+MAX_AHEAD = timedelta(days=5 * 366)
+_GRACE = timedelta(seconds=5)
+
+
+def _check_start_at(start_at: datetime | None, now: datetime) -> None:
+    if start_at is None:
+        return
+    if start_at < now - _GRACE:
+        raise Invalid((Problem("start_at", f"{start_at.isoformat()} is in the past"),))
+    if start_at > now + MAX_AHEAD:
+        raise Invalid((Problem("start_at", "is more than five years ahead"),))
+
+
+def _unfit_flag(data: Mapping[str, Any], plan: Plan) -> str | None:
+    """Why the flag cannot be released as the plan says, or None.
+
+    A release moves users between control and treatment only, by the flag's
+    default serve, so that default may serve nothing else: another variant's
+    users would be moved too, and a treatment that already has more than the
+    first step would lose users. A flag that is off serves nobody: its
+    release would judge nothing.
+    """
+    if data.get("enabled", True) is False:
+        return f"flag '{plan.flag}' is off (its kill switch): turn it on before releasing it"
+    served = data.get("default")
+    if isinstance(served, str):
+        shares = {served: 100.0}
+    elif isinstance(served, Mapping) and isinstance(served.get("rollout"), Mapping):
+        shares = {k: float(v) for k, v in served["rollout"].items() if float(v) > 0}
+    else:
+        return (
+            f"flag '{plan.flag}' serves its default by weights: give it to "
+            f"'{plan.control}' (or a percentage rollout of control and treatment) first"
+        )
+    others = sorted(set(shares) - {plan.control, plan.treatment})
+    if others:
+        return (
+            f"flag '{plan.flag}' also serves {', '.join(repr(o) for o in others)} by default: "
+            f"a release moves users between '{plan.control}' and '{plan.treatment}' only; "
+            f"give the default to '{plan.control}' first"
+        )
+    first = percent(plan.steps[0].share)
+    if shares.get(plan.treatment, 0.0) > first:
+        return (
+            f"flag '{plan.flag}' already serves '{plan.treatment}' to "
+            f"{shares[plan.treatment]:g}%, more than the first step's {first}%: "
+            "users would lose it; start the plan at or above that share"
+        )
+    return None
+
+
 def _served(data: Mapping[str, Any], action: SetRollout) -> dict[str, Any]:
     """The flag with its default serve at the release's share; rules and targets untouched.
 
@@ -277,6 +332,7 @@ class ReleaseService:
         """A new release of a plan for this environment; started at once if it is due."""
         if isinstance(plan_data, Mapping) and "environment" not in plan_data:
             plan_data = {**plan_data, "environment": env}
+        _check_start_at(start_at, self._clock())
         with self.store.unit_of_work(within) as work:
             environment_id = require_environment(work, project, env, lock=True)
             plan = self._checked_plan(work, environment_id, env, plan_data)
@@ -292,9 +348,11 @@ class ReleaseService:
         release_id: str,
         actor: str,
         start_at: datetime | None = None,
+        within: UnitOfWork | None = None,
     ) -> Release:
         """A new release of a rolled-back or aborted one's plan, with its history."""
-        with self.store.unit_of_work() as work:
+        _check_start_at(start_at, self._clock())
+        with self.store.unit_of_work(within) as work:
             environment_id = require_environment(work, project, env, lock=True)
             old_row = self._row(work.releases.get(release_id), environment_id, release_id)
             old = state_from_data(old_row.state)
@@ -327,6 +385,9 @@ class ReleaseService:
             raise Invalid((Problem("environment", message),))
         if flag is None:
             raise Invalid((Problem("flag", f"no flag '{plan.flag}' in this environment"),))
+        unfit = _unfit_flag(flag.data, plan)
+        if unfit:
+            raise Invalid((Problem("flag", unfit),))
         active = work.releases.active_of(environment_id, plan.flag)
         if active is not None:
             raise Conflict(
@@ -384,16 +445,45 @@ class ReleaseService:
 
     # -- commands ----------------------------------------------------------------------
 
-    def command(self, project: str, env: str, release_id: str, command: Command) -> Release:
+    def command(
+        self,
+        project: str,
+        env: str,
+        release_id: str,
+        command: Command,
+        within: UnitOfWork | None = None,
+    ) -> Release:
         """A person's command; ``CommandRefused`` (nothing changes) when the phase forbids it."""
-        with self.store.unit_of_work() as work:
+        with self.store.unit_of_work(within) as work:
             environment_id = require_environment(work, project, env, lock=True)
             row = self._row(work.releases.get(release_id, lock=True), environment_id, release_id)
             now = self._clock()
             state = state_from_data(row.state)
+            self._check_command(work, environment_id, row, state, command)
             row, state = self._notice_hand_edit(work, project, env, environment_id, row, state, now)
             row = self._advance(work, project, env, environment_id, row, state, command, now)
             return self._view(project, env, row)
+
+    @staticmethod
+    def _check_command(
+        work: UnitOfWork,
+        environment_id: int,
+        row: ReleaseRow,
+        state: ReleaseState,
+        command: Command,
+    ) -> None:
+        """What no phase allows: approving one's own release, moving one whose flag is off."""
+        if isinstance(command, Approve):
+            started_by = work.audit.actor_of(environment_id, "release.create", row.flag, row.id)
+            if started_by is not None and started_by == command.by:
+                raise Forbidden("you started this release: someone else must approve it")
+        if isinstance(command, Resume | Advance):
+            flag = work.flags.get(environment_id, state.plan.flag)
+            if flag is not None and flag.data.get("enabled", True) is False:
+                raise Conflict(
+                    f"flag '{state.plan.flag}' is off (its kill switch): turn it on before "
+                    "the release moves it again"
+                )
 
     # -- the worker's tick -------------------------------------------------------------
 
@@ -455,7 +545,9 @@ class ReleaseService:
         if judged is not None:
             with self._judges_lock:
                 self._judges[row.id] = (until, judged)
-        step_from = ceil_window(state.step_started_at or begin)
+        # the window the step began in counts: exposures come once a minute per user,
+        # in the first window of each, and leaving it out can cost the step a minute
+        step_from = floor_window(state.step_started_at or begin)
         exposures = 0
         if step_from < until:
             exposures = self._arms(row, plan, step_from, until).treatment.exposures

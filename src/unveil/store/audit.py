@@ -71,6 +71,23 @@ class AuditRepository:
         ).one_or_none()
         return None if row is None else (row.actor, row.reason)
 
+    def actor_of(self, environment_id: int, action: str, target: str, subject: str) -> str | None:
+        """Who made the entry of ``action`` on ``target`` whose ``after`` names ``subject``."""
+        rows = self._conn.execute(
+            select(t.audit.c.actor, t.audit.c.after)
+            .where(
+                t.audit.c.environment_id == environment_id,
+                t.audit.c.action == action,
+                t.audit.c.target == target,
+            )
+            .order_by(t.audit.c.id.desc())
+        )
+        for row in rows:
+            after = json.loads(row.after) if row.after else {}
+            if isinstance(after, dict) and subject in after.values():
+                return str(row.actor)
+        return None
+
     def read(
         self,
         environment_id: int | None,
