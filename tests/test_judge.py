@@ -385,3 +385,25 @@ def test_the_state_machine_hears_no_data_continue_pass_or_fail_with_the_explanat
     assert answer.explanation["fired"] == "errors:rate"
     passed = _run(JudgeConfig((ERRORS,), horizon_s=100, min_exposures=100), 2, 12)
     assert verdict(passed).kind is VerdictKind.PASS
+
+
+def test_every_test_past_its_bound_says_so_not_only_the_one_that_decided() -> None:
+    """Errors and latency both far worse in one batch: the decision names the first test,
+    and the explanation must not call the other guard healthy (the review found it did)."""
+    slow = Histogram.of([300.0] * 400)
+    fast = Histogram.of([100.0] * 400)
+    config = JudgeConfig((RateGuard("errors", "errors"), ContinuousGuard("latency", "ms")))
+    state = start(config)
+    for k in range(30):
+        treatment = ArmBatch(2000, {"errors": 200}, {"ms": slow})
+        control = ArmBatch(2000, {"errors": 20}, {"ms": fast})
+        state = observe(state, Batch(10.0 * (k + 1), treatment, control))
+    explained = explain(state)
+    assert explained["fired"] == "errors:rate"
+    guards = {g["guard"]: g for g in explained["guards"]}  # type: ignore[union-attr]
+    latency = guards["latency"]
+    assert "no regression found" not in latency["sentence"]
+    centre = next(t for t in latency["tests"] if t["test"] == "latency:centre")
+    assert centre["evidence"] >= centre["bound"]
+    assert centre["fired"] is True
+    assert centre["decided"] is False

@@ -414,14 +414,22 @@ def explain(state: JudgeState) -> dict[str, object]:
     }
 
 
+def _crossed(log_e: float, alpha: float) -> bool:
+    """Whether a test's evidence has reached its bound (the test has fired)."""
+    return log_e >= math.log(1.0 / alpha)
+
+
 def _test_entry(name: str, log_e: float, alpha: float, fired: str | None) -> dict[str, object]:
+    # ``fired``: the test reached its bound (several may in one batch); ``decided``: it is
+    # the one the decision names (the first to be looked at)
     return {
         "test": name,
         "evidence": _num(math.exp(min(log_e, 700.0)), 3),
         "log_evidence": _num(log_e, 3),
         "bound": _num(1.0 / alpha, 1),
         "alpha": _num(alpha, 6),
-        "fired": fired == name,
+        "fired": fired == name or _crossed(log_e, alpha),
+        "decided": fired == name,
     }
 
 
@@ -438,7 +446,7 @@ def _explain_rate(
         t_events, t_exp, c_events, c_exp = c_events, c_exp, t_events, t_exp
     rate_t = t_events / t_exp if t_exp else None
     rate_c = c_events / c_exp if c_exp else None
-    if fired == name:
+    if fired == name or _crossed(ev.log_fail(), alpha):
         worse = "higher" if guard.direction is Direction.HIGHER_IS_WORSE else "lower"
         sentence = (
             f"{guard.name}: the treatment's {guard.metric} rate is {worse} than control's "
@@ -497,13 +505,13 @@ def _explain_continuous(
     if lower and tail_value:
         tail_value = 1.0 / tail_value
     worse = "lower" if lower else "higher"
-    if fired == centre_name:
+    if fired == centre_name or _crossed(centre.log_fail(), alpha_c):
         sentence = (
             f"{guard.name}: the treatment's typical {guard.metric} is {worse} than control's "
             f"beyond the allowed {_share(guard.margin)} (estimate {_pct(estimate)}, "
             f"{1 - 2 * alpha_c:.1%} interval {_pct(low)} to {_pct(high)})."
         )
-    elif fired == tail_name:
+    elif fired == tail_name or _crossed(tail.log_fail(), alpha_t):
         sentence = (
             f"{guard.name}: the treatment's slowest requests are worse than control's: "
             f"{tail.above_t:.0f} of {tail.counted_t} treatment values against "
