@@ -216,4 +216,8 @@ def test_command_bodies_are_read_strictly_and_nobody_approves_their_own_release(
         assert api.post(f"{ENV}/releases/r1/advance", json=[1, 2]).status_code == 400
         kept = api.post(f"{ENV}/releases/r1/abort", json={"keep_share": "yes"})
         assert kept.status_code == 400
+        escape = api.post(f"{ENV}/releases/r1/pause", json={"reason": "ok\x1b[2J"})
+        assert escape.status_code == 400
+        assert escape.json()["problems"][0]["path"] == "body.reason"
+        assert "control characters" in escape.text
         assert api.get(f"{ENV}/releases/r1").json()["phase"] == "running"

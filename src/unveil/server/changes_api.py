@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from unveil.server.auth import Admin, Editor, Releaser, Viewer
 from unveil.server.services import Services, services
+from unveil.server.texts import Comment as CommentText
 from unveil.service.access import Principal
 from unveil.service.changes import EMERGENCY, ChangeRequest, Expect
 
@@ -59,11 +60,11 @@ class Settings(_Strict):
 
 
 class Comment(_Strict):
-    comment: str | None = Field(None, max_length=2000)
+    comment: CommentText | None = None
 
 
 class Note(_Strict):
-    text: str = Field(min_length=1, max_length=2000)
+    text: CommentText = Field(min_length=1)
 
 
 @router.get("/settings", tags=["approvals"])

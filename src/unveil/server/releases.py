@@ -21,6 +21,7 @@ from unveil.release.machine import Abort, Advance, Approve, Command, Pause, Resu
 from unveil.server.auth import Editor, Releaser, Viewer
 from unveil.server.changes_api import gated
 from unveil.server.services import Services, services
+from unveil.server.texts import Reason
 from unveil.service.errors import Invalid
 from unveil.service.releases import Release
 
@@ -43,7 +44,7 @@ class NewRelease(_Strict):
 
 
 class Reasoned(_Strict):
-    reason: str = Field("", max_length=1000, description="Why, for the audit log")
+    reason: Reason = Field("", description="Why, for the audit log")
 
 
 class Stop(Reasoned):

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from unveil.server.auth import Editor, Viewer
 from unveil.server.changes_api import gated
 from unveil.server.services import Services, services
+from unveil.server.texts import Reason
 from unveil.service.schedules import ScheduleRequest
 
 __all__ = ["router"]
@@ -40,13 +41,13 @@ class NewSchedule(BaseModel):
     data: dict[str, Any] | None = Field(None, description="The flag or segment to write")
     document: dict[str, Any] | None = Field(None, description="The flags file to apply")
     plan: dict[str, Any] | None = Field(None, description="The release plan to start")
-    reason: str | None = Field(None, max_length=1000, description="Why, for the audit log")
+    reason: Reason | None = Field(None, description="Why, for the audit log")
 
 
 class Cancel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str | None = Field(None, max_length=1000)
+    reason: Reason | None = None
 
 
 @router.post("", tags=["schedules"], status_code=201)
