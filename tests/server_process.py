@@ -92,7 +92,12 @@ def start_server(
     process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log)
     log.close()
     url = f"http://127.0.0.1:{port}"
-    _wait_until_up(url, process)
+    try:
+        _wait_until_up(url, process)
+    except BaseException:  # a server that never came up must not outlive the test
+        process.kill()
+        process.wait(timeout=30)
+        raise
     server = Server(url, database_url, process, port)
     if seed:
         _seed(database_url)
