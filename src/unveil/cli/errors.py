@@ -105,8 +105,16 @@ class RemoteError(CliError):
             body = None
         if not isinstance(body, Mapping):
             body = {"error": response.text[:500] or response.reason_phrase}
-        lines = [f"{response.status_code}: {body.get('error') or 'request failed'}"]
         problems = body.get("problems")
+        error = str(body.get("error") or "request failed")
+        listed = isinstance(problems, Sequence) and not isinstance(problems, str) and problems
+        if listed:  # the problems follow one a line: the error's own text would repeat them
+            error = error.splitlines()[0]
+            if ": " in error and any(
+                isinstance(p, Mapping) and error.startswith(f"{p.get('path')}: ") for p in problems
+            ):
+                error = "refused"
+        lines = [f"{response.status_code}: {error}"]
         if isinstance(problems, Sequence) and not isinstance(problems, str):
             lines += [
                 f"  {p.get('path') or '(document)'}: {p.get('message')}"
