@@ -231,6 +231,10 @@ def db_upgrade(data_dir: Path, database_url: str | None) -> None:
     type=click.IntRange(1, 3600),
     help="Seconds after a metrics window ends before releases judge it (SDKs report late).",
 )
+@click.option("--webhook-retry-base", default=10.0, type=click.FloatRange(0.01, 3600), hidden=True)
+@click.option(
+    "--webhook-give-up", default=86_400.0, type=click.FloatRange(1, 7 * 86_400), hidden=True
+)
 @click.option(
     "--document-limit",
     default=16,
@@ -260,6 +264,8 @@ def serve(
     prometheus_url: str | None,
     metrics_lag: int,
     document_limit: int,
+    webhook_retry_base: float,
+    webhook_give_up: float,
     log_level: str,
 ) -> None:
     """Run the server: admin API, SDK API, health and metrics.
@@ -305,6 +311,8 @@ def serve(
             release_tick=release_tick,
             prometheus_url=prometheus_url,
             metrics_lag=metrics_lag,
+            webhook_retry_base=webhook_retry_base,
+            webhook_give_up=webhook_give_up,
         )
         configure_logging(log_level)
         tune_garbage_collector()

@@ -31,6 +31,7 @@ from unveil.server import (
     releases,
     schedules_api,
     sdk,
+    webhooks_api,
 )
 from unveil.server.errors import error_response
 from unveil.server.guard import Guard, Limits
@@ -50,6 +51,7 @@ from unveil.service.outbox import prune_outbox
 from unveil.service.prometheus import PrometheusSource
 from unveil.service.releases import RELEASE_TICK, ReleaseService
 from unveil.service.schedules import SCHEDULE_RUN, ScheduleService
+from unveil.service.webhooks import Deliverer, RetryPolicy, WebhookService
 from unveil.store.events import EventCounts
 from unveil.store.link import link_for
 from unveil.store.unit import Store
@@ -75,6 +77,8 @@ def build_services(
     release_tick: float = 5.0,
     prometheus_url: str | None = None,
     metrics_lag: int = LAG,
+    webhook_retry_base: float = 10.0,
+    webhook_give_up: float = 86_400.0,
 ) -> Services:
     """The services of one server process over one database."""
     store = Store(engine)
@@ -111,6 +115,11 @@ def build_services(
     jobs.register(SCHEDULE_RUN, schedules.handler())
     changes = ChangeService(store, flags, releases, schedules)
     link = link_for(store, cluster.node, hub.changed, worker_interval)
+    retry = RetryPolicy(webhook_retry_base, give_up_after=timedelta(seconds=webhook_give_up))
+    webhooks = WebhookService(store, retry)
+    jobs.register_recurring("webhooks.prune", timedelta(hours=1), webhooks.prune)
+    deliverer = Deliverer(webhooks, link, cluster.node, worker_interval)
+    store.after_commit.append(deliverer.wake)
     built = Services(
         store=store,
         flags=flags,
@@ -129,6 +138,8 @@ def build_services(
         releases=releases,
         schedules=schedules,
         changes=changes,
+        webhooks=webhooks,
+        deliverer=deliverer,
     )
     metrics.watch(built)
     return built
@@ -147,6 +158,7 @@ def create_app(engine: Engine, limits: Limits | None = None, **options: Any) -> 
         svc.link.start()
         svc.worker.start()
         svc.intake.start()
+        svc.deliverer.start()
 
         async def report_alive() -> None:
             while True:
@@ -161,6 +173,7 @@ def create_app(engine: Engine, limits: Limits | None = None, **options: Any) -> 
             yield
         finally:
             alive.cancel()
+            svc.deliverer.stop()
             svc.intake.stop()
             svc.worker.stop()
             svc.link.stop()
@@ -194,6 +207,6 @@ def create_app(engine: Engine, limits: Limits | None = None, **options: Any) -> 
 
     checked = [Depends(checked_parameters)]  # every parameter of every route, as text
     routers = [ops.router, admin.router, releases.router, schedules_api.router, changes_api.router]
-    for router in [*routers, metrics_api.router, sdk.router, ofrep.router]:
+    for router in [*routers, metrics_api.router, sdk.router, webhooks_api.router, ofrep.router]:
         app.include_router(router, dependencies=checked)
     return app

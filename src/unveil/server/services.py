@@ -21,6 +21,7 @@ from unveil.service.jobs import JobService, Worker
 from unveil.service.meta import MetaService
 from unveil.service.releases import ReleaseService
 from unveil.service.schedules import ScheduleService
+from unveil.service.webhooks import Deliverer, WebhookService
 from unveil.store.link import FileLink, PostgresLink
 from unveil.store.unit import Store
 
@@ -158,6 +159,8 @@ class Services:
     releases: ReleaseService
     schedules: ScheduleService
     changes: ChangeService
+    webhooks: WebhookService
+    deliverer: Deliverer
 
 
 def services(request: Request) -> Services:

@@ -307,3 +307,60 @@ leadership = Table(
 def utc_text(value: datetime) -> str:
     """A stored time as RFC 3339: SQLite gives times back without their zone, always UTC."""
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+# Webhooks: a project's subscriptions, one delivery per outbox row a subscription
+# wants (made by the leader from the outbox), and every attempt to send one.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("project_id", Integer, ForeignKey("projects.id"), nullable=False),
+    Column("url", String(2000), nullable=False),
+    Column("events", Text, nullable=False),  # JSON list of event names
+    Column("environments", Text, nullable=True),  # JSON list of keys; NULL: every one
+    Column("format", String(10), nullable=False),  # json | slack
+    # kept as is: signing needs the secret itself, not a hash of it
+    Column("secret", String(100), nullable=False),
+    # only outbox rows after this one (changes made after the subscription) are sent
+    Column("after_outbox_id", BigInteger, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("webhook_id", Integer, ForeignKey("webhooks.id"), nullable=False),
+    # no foreign key: the outbox is pruned, a delivery's record outlives it
+    Column("outbox_id", BigInteger, nullable=False),
+    Column("audit_id", BigInteger, nullable=False),
+    Column("event", String(50), nullable=False),
+    Column("payload", Text, nullable=False),  # the body without its id, as JSON
+    Column("state", String(20), nullable=False),  # pending | sending | delivered | failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_at", DateTime(timezone=True), nullable=False),
+    Column("give_up_at", DateTime(timezone=True), nullable=False),
+    Column("version", BigInteger, nullable=False),  # compare-and-set on every move
+    Column("epoch", BigInteger, nullable=True),  # the leadership that claimed it to send
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("webhook_id", "outbox_id"),
+)
+Index("webhook_deliveries_due", webhook_deliveries.c.state, webhook_deliveries.c.next_at)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("delivery_id", Integer, ForeignKey("webhook_deliveries.id"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("status", Integer, nullable=True),  # the HTTP status; NULL: no answer
+    Column("error", Text, nullable=True),
+    Column("duration_ms", Float, nullable=False),
+    Column("node", String(64), nullable=False),
+)
+Index("webhook_attempts_of", webhook_attempts.c.delivery_id)

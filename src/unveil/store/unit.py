@@ -40,6 +40,7 @@ from unveil.store.nodes import NodeRepository
 from unveil.store.outbox import OutboxRepository
 from unveil.store.releases import ReleaseRepository
 from unveil.store.schedules import ScheduleRepository
+from unveil.store.webhooks import WebhookRepository
 
 __all__ = ["CHANNEL", "Reading", "Recorded", "Store", "UnitOfWork"]
 
@@ -69,6 +70,7 @@ class Reading:
         self.schedules = ScheduleRepository(conn)
         self.changes = ChangeRepository(conn)
         self.settings = SettingsRepository(conn)
+        self.webhooks = WebhookRepository(conn)
 
     def items(self, part: Part) -> ItemRepository:
         return self.flags if part == "flags" else self.segments

@@ -1,0 +1,358 @@
+"""Webhooks against a real server process and a real receiver process on loopback.
+
+The signature is checked with the recipe of docs/governance.md, copied here
+exactly (a test below also checks that the doc still says it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.server_process import (
+    Server,
+    _free_port,
+    database,
+    start_server,
+    stop,
+    wait_for,
+)
+
+ENV = "/api/v1/projects/shop/environments/production"
+HOOKS = "/api/v1/projects/shop/webhooks"
+RECEIVER = Path(__file__).with_name("webhook_receiver.py")
+GOVERNANCE = Path(__file__).resolve().parents[1] / "docs" / "governance.md"
+#: retries within a fraction of a second, so that tests wait for events, not for backoff
+FAST = ("--webhook-retry-base", "0.2", "--worker-interval", "0.2")
+
+
+# -- the recipe of docs/governance.md, exactly -------------------------------------------------
+
+
+def verify(secret: str, header: str, body: bytes, tolerance: int = 300) -> bool:
+    """True if the Unveil-Signature header signs this body with this secret."""
+    parts = dict(item.split("=", 1) for item in header.split(","))
+    timestamp = int(parts["t"])
+    if abs(time.time() - timestamp) > tolerance:
+        return False  # too old (or from the future): a replay
+    expected = hmac.new(
+        secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256
+    ).hexdigest()
+    return hmac.compare_digest(expected, parts["v1"])
+
+
+# -- a receiver process ------------------------------------------------------------------------
+
+
+@dataclass
+class Receiver:
+    port: int
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def start(self, *options: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(RECEIVER), str(self.port), str(self.log), *options],
+            stdout=subprocess.PIPE,
+        )
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline().strip() == b"ready"
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def received(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line]
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[Receiver]:
+    made = Receiver(_free_port(), tmp_path / "received.jsonl")
+    try:
+        yield made
+    finally:
+        made.stop()
+
+
+@contextmanager
+def serving(url: str, *extra: str, seed: bool = True) -> Iterator[Server]:
+    running = start_server(url, None, seed, *extra)
+    try:
+        yield running
+    finally:
+        stop(running)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with database(request.param, tmp_path) as url:
+        yield url
+
+
+def _subscribe(api: httpx.Client, url: str, *events: str, **more: Any) -> dict[str, Any]:
+    made = api.post(HOOKS, json={"url": url, "events": list(events), **more})
+    assert made.status_code == 201, made.text
+    return dict(made.json())
+
+
+def _flag(api: httpx.Client, key: str, **fields: Any) -> httpx.Response:
+    path = f"{ENV}/flags/{key}"
+    current = api.get(path)
+    headers = {"If-Match": current.headers["etag"]} if current.status_code == 200 else {}
+    answer = api.put(path, json={"default": "off", **fields}, headers=headers)
+    assert answer.status_code < 300, answer.text
+    return answer
+
+
+def _deliveries(api: httpx.Client, hook: int) -> list[dict[str, Any]]:
+    answer = api.get(f"{HOOKS}/{hook}/deliveries")
+    assert answer.status_code == 200, answer.text
+    return list(answer.json()["deliveries"])
+
+
+# -- the tests ---------------------------------------------------------------------------------
+
+
+def test_deliveries_are_signed_as_the_doc_says_and_carry_the_change(
+    database_url: str, receiver: Receiver
+) -> None:
+    receiver.start()
+    with serving(database_url, *FAST) as server, server.client() as api:
+        hook = _subscribe(api, receiver.url, "flag.changed", "flag.switched_off")
+        assert hook["secret"].startswith("whsec_")
+        assert "secret" not in api.get(f"{HOOKS}/{hook['id']}").json()
+        assert "secret" not in api.get(HOOKS).text
+        _flag(api, "checkout", description="new checkout")
+        _flag(api, "checkout", enabled=False)
+        assert wait_for(lambda: len(receiver.received()) == 2)
+        first, second = receiver.received()
+        for got in (first, second):
+            body = got["body"].encode()
+            assert verify(hook["secret"], got["headers"]["Unveil-Signature"], body)
+            assert not verify("whsec_another", got["headers"]["Unveil-Signature"], body)
+            assert not verify(hook["secret"], got["headers"]["Unveil-Signature"], body + b" ")
+        created, off = json.loads(first["body"]), json.loads(second["body"])
+        assert created["event"] == "flag.changed"
+        assert created["action"] == "flag.create"
+        assert off["event"] == "flag.switched_off"
+        assert second["headers"]["Unveil-Event"] == "flag.switched_off"
+        assert second["headers"]["Unveil-Delivery"] == str(off["id"])
+        assert {k: off[k] for k in ("project", "environment", "target", "actor")} == {
+            "project": "shop",
+            "environment": "production",
+            "target": "checkout",
+            "actor": "admin (UNVEIL_ADMIN_TOKEN)",
+        }
+        audit = api.get(f"{ENV}/audit", params={"target": "checkout"}).json()["entries"]
+        assert off["audit_id"] == audit[-1]["id"]
+        assert off["environment_version"] == audit[-1]["environment_version"]
+        assert set(off) == {
+            "id",
+            "event",
+            "action",
+            "occurred_at",
+            "project",
+            "environment",
+            "target",
+            "actor",
+            "reason",
+            "environment_version",
+            "audit_id",
+            "explanation",
+        }
+        shown = _deliveries(api, hook["id"])
+        assert [d["state"] for d in shown] == ["delivered", "delivered"]
+        assert shown[0]["attempts"][0]["status"] == 200
+        assert shown[0]["body"] == off
+
+
+def test_the_doc_holds_the_recipe_this_test_uses() -> None:
+    import inspect
+
+    doc = GOVERNANCE.read_text()
+    assert inspect.getsource(verify) in doc
+    assert "openssl dgst -sha256 -hmac" in doc
+
+
+def test_a_receiver_down_for_a_while_gets_every_event_in_order_once_back(
+    database_url: str, receiver: Receiver
+) -> None:
+    with serving(database_url, *FAST) as server, server.client() as api:
+        hook = _subscribe(api, receiver.url, "flag.changed")
+        for i in range(5):
+            _flag(api, f"f{i}")
+        # down for a while: the first delivery is tried again and again, the rest wait
+        assert wait_for(lambda: len(_deliveries(api, hook["id"])[-1]["attempts"]) >= 3)
+        first, *rest = reversed(_deliveries(api, hook["id"]))
+        assert all(d["attempts"] == [] for d in rest)  # per subscription, one at a time
+        assert first["attempts"][0]["status"] is None  # nobody answered
+        assert "Connect" in first["attempts"][0]["error"]
+        receiver.start()
+        delivered = ["delivered"] * 5
+        assert wait_for(
+            lambda: [d["state"] for d in _deliveries(api, hook["id"])] == delivered, timeout=60
+        )
+        bodies = [json.loads(r["body"]) for r in receiver.received()]
+        assert [b["target"] for b in bodies] == [f"f{i}" for i in range(5)]  # each once, in order
+
+
+def test_a_hanging_receiver_never_delays_a_change(database_url: str, receiver: Receiver) -> None:
+    receiver.start("--hang", "30")
+    with serving(database_url, *FAST) as server, server.client() as api:
+        hook = _subscribe(api, receiver.url, "flag.changed")
+        _flag(api, "slow")
+        # the delivery is in flight and hanging, held by the receiver
+        assert wait_for(lambda: [d["state"] for d in _deliveries(api, hook["id"])] == ["sending"])
+        latencies = []
+        for i in range(10):
+            started = time.monotonic()
+            _flag(api, "slow", description=f"change {i}")
+            latencies.append(time.monotonic() - started)
+        assert max(latencies) < 2.0, latencies
+        # the hanging attempt ends at the read timeout, recorded as such
+        assert wait_for(lambda: bool(_deliveries(api, hook["id"])[-1]["attempts"]), timeout=20)
+        attempt = _deliveries(api, hook["id"])[-1]["attempts"][0]
+        assert attempt["status"] is None
+        assert "Timeout" in attempt["error"]
+        assert 9_000 <= attempt["duration_ms"] <= 15_000
+
+
+def test_kill_9_between_the_change_and_its_delivery_still_delivers_after_restart(
+    database_url: str, receiver: Receiver
+) -> None:
+    with serving(database_url, *FAST) as server:
+        with server.client() as api:
+            hook = _subscribe(api, receiver.url, "flag.changed")
+            _flag(api, "survivor")
+        server.kill()  # the receiver is not up: nothing can have been delivered
+    receiver.start()
+    with serving(database_url, *FAST, seed=False) as again, again.client() as api:
+        assert wait_for(lambda: len(receiver.received()) >= 1, timeout=30)
+        body = json.loads(receiver.received()[0]["body"])
+        assert body["target"] == "survivor"
+        assert verify(
+            hook["secret"],
+            receiver.received()[0]["headers"]["Unveil-Signature"],
+            receiver.received()[0]["body"].encode(),
+        )
+        assert _deliveries(api, hook["id"])[0]["state"] == "delivered"
+
+
+def test_redelivery_sends_the_same_body_again_and_is_audited(
+    database_url: str, receiver: Receiver
+) -> None:
+    receiver.start()
+    with serving(database_url, *FAST) as server, server.client() as api:
+        hook = _subscribe(api, receiver.url, "flag.changed")
+        _flag(api, "again")
+        assert wait_for(lambda: len(receiver.received()) == 1)
+        delivery = _deliveries(api, hook["id"])[0]
+        redone = api.post(f"{HOOKS}/{hook['id']}/deliveries/{delivery['id']}/redeliver")
+        assert redone.status_code == 200, redone.text
+        assert wait_for(lambda: len(receiver.received()) == 2)
+        first, second = receiver.received()
+        assert first["body"] == second["body"]
+        assert first["headers"]["Unveil-Delivery"] == second["headers"]["Unveil-Delivery"]
+        assert wait_for(lambda: len(_deliveries(api, hook["id"])[0]["attempts"]) == 2)
+        missing = api.post(f"{HOOKS}/{hook['id']}/deliveries/999999/redeliver")
+        assert missing.status_code == 404
+
+
+def test_a_slack_subscription_gets_one_line_of_text(database_url: str, receiver: Receiver) -> None:
+    receiver.start()
+    with serving(database_url, *FAST) as server, server.client() as api:
+        _subscribe(api, receiver.url, "flag.switched_off", format="slack")
+        _flag(api, "pay")  # a change that is not a switch-off: not sent
+        _flag(api, "pay", enabled=False)
+        assert wait_for(lambda: len(receiver.received()) == 1)
+        text = json.loads(receiver.received()[0]["body"])
+        assert list(text) == ["text"]
+        assert "flag.switched_off" in text["text"]
+        assert "pay" in text["text"]
+        assert "shop/production" in text["text"]
+
+
+def test_environments_filter_and_removal(database_url: str, receiver: Receiver) -> None:
+    receiver.start()
+    with serving(database_url, *FAST) as server, server.client() as api:
+        hook = _subscribe(api, receiver.url, "flag.changed", environments=["staging"])
+        _flag(api, "prod-only")
+        api.put("/api/v1/projects/shop/environments/staging/flags/st", json={"default": "on"})
+        assert wait_for(lambda: len(receiver.received()) == 1)
+        assert json.loads(receiver.received()[0]["body"])["environment"] == "staging"
+        assert api.delete(f"{HOOKS}/{hook['id']}").status_code == 204
+        assert api.get(f"{HOOKS}/{hook['id']}").status_code == 404
+        assert api.get(HOOKS).json()["webhooks"] == []
+        audit = api.get("/api/v1/audit").json()["entries"]
+        actions = [e["action"] for e in audit if e["target"].startswith("shop/webhooks/")]
+        assert actions == ["webhook.create", "webhook.delete"]
+        assert "whsec_" not in json.dumps(audit)
+
+
+#: Subscriptions refused, and the field each refusal names.
+BAD_SUBSCRIPTIONS: list[tuple[dict[str, Any], str]] = [
+    ({"url": "ftp://example.com/x", "events": ["flag.changed"]}, "url"),
+    ({"url": "file:///etc/passwd", "events": ["flag.changed"]}, "url"),
+    ({"url": "javascript:alert(1)", "events": ["flag.changed"]}, "url"),
+    ({"url": "http://user:pw@example.com/", "events": ["flag.changed"]}, "url"),
+    ({"url": "https://example.com/#frag", "events": ["flag.changed"]}, "url"),
+    ({"url": "https://example.com/" + "a" * 2000, "events": ["flag.changed"]}, "url"),
+    ({"url": "http:///nohost", "events": ["flag.changed"]}, "url"),
+    ({"url": "http://example.com:99999/", "events": ["flag.changed"]}, "url"),
+    ({"url": "http://exa mple.com/", "events": ["flag.changed"]}, "url"),
+    ({"url": "https://example.com/", "events": ["flag.changed", "flag.exploded"]}, "events[1]"),
+    ({"url": "https://example.com/", "events": []}, "events"),
+    ({"url": "https://example.com/", "events": ["flag.changed"], "format": "xml"}, "format"),
+    (
+        {"url": "https://example.com/", "events": ["flag.changed"], "environments": ["moon"]},
+        "environments[0]",
+    ),
+]
+
+
+def test_bad_subscriptions_are_refused_naming_the_field(server: Server) -> None:
+    with server.client() as api:
+        for body, field in BAD_SUBSCRIPTIONS:
+            answer = api.post(HOOKS, json=body)
+            assert answer.status_code == 422, (body, answer.text)
+            assert field in [p["path"] for p in answer.json()["problems"]], body
+        assert api.get(HOOKS).json()["webhooks"] == []
+        actions = [e["action"] for e in api.get("/api/v1/audit").json()["entries"]]
+        assert "webhook.create" not in actions
+
+
+def test_a_viewer_reads_without_the_secret_and_changes_nothing(server: Server) -> None:
+    with server.client() as api:
+        made = api.post(
+            "/api/v1/tokens", json={"name": "watcher", "kind": "admin", "role": "viewer"}
+        )
+        viewer = made.json()["secret"]
+        hook = _subscribe(api, "https://example.invalid/hook", "release.started")
+    with server.client(viewer) as api:
+        assert api.get(HOOKS).status_code == 200
+        assert "secret" not in api.get(f"{HOOKS}/{hook['id']}").json()
+        assert api.get(f"{HOOKS}/{hook['id']}/deliveries").json() == {"deliveries": []}
+        refused = api.post(HOOKS, json={"url": "https://x.invalid/", "events": ["flag.changed"]})
+        assert refused.status_code == 403
+        assert api.delete(f"{HOOKS}/{hook['id']}").status_code == 403
