@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -134,8 +136,27 @@ def _deliveries(api: httpx.Client, hook: int) -> list[dict[str, Any]]:
 # -- the tests ---------------------------------------------------------------------------------
 
 
+def _openssl_hex(secret: str, header: str, body: bytes, where: Path) -> str:
+    """The shell one-liner of docs/governance.md, run as written."""
+    if shutil.which("openssl") is None:
+        if os.environ.get("UNVEIL_TEST_REQUIRE_SERVICES"):
+            pytest.fail("openssl (Debian's openssl package) is required here")
+        pytest.skip("openssl is not installed")
+    (line,) = [x for x in GOVERNANCE.read_text().splitlines() if x.startswith("printf ")]
+    (where / "body.json").write_bytes(body)
+    timestamp = dict(item.split("=", 1) for item in header.split(","))["t"]
+    done = subprocess.run(
+        ["bash", "-c", line],
+        cwd=where,
+        env={"T": timestamp, "SECRET": secret, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        check=True,
+    )
+    return done.stdout.decode().strip()
+
+
 def test_deliveries_are_signed_as_the_doc_says_and_carry_the_change(
-    database_url: str, receiver: Receiver
+    database_url: str, receiver: Receiver, tmp_path: Path
 ) -> None:
     receiver.start()
     with serving(database_url, *FAST) as server, server.client() as api:
@@ -152,6 +173,8 @@ def test_deliveries_are_signed_as_the_doc_says_and_carry_the_change(
             assert verify(hook["secret"], got["headers"]["Unveil-Signature"], body)
             assert not verify("whsec_another", got["headers"]["Unveil-Signature"], body)
             assert not verify(hook["secret"], got["headers"]["Unveil-Signature"], body + b" ")
+            signature = got["headers"]["Unveil-Signature"]
+            assert f"v1={_openssl_hex(hook['secret'], signature, body, tmp_path)}" in signature
         created, off = json.loads(first["body"]), json.loads(second["body"])
         assert created["event"] == "flag.changed"
         assert created["action"] == "flag.create"
@@ -192,7 +215,7 @@ def test_the_doc_holds_the_recipe_this_test_uses() -> None:
 
     doc = GOVERNANCE.read_text()
     assert inspect.getsource(verify) in doc
-    assert "openssl dgst -sha256 -hmac" in doc
+    assert "| openssl dgst -sha256 -hmac" in doc
 
 
 def test_a_receiver_down_for_a_while_gets_every_event_in_order_once_back(
