@@ -379,3 +379,54 @@ def test_a_viewer_reads_without_the_secret_and_changes_nothing(server: Server) -
         refused = api.post(HOOKS, json={"url": "https://x.invalid/", "events": ["flag.changed"]})
         assert refused.status_code == 403
         assert api.delete(f"{HOOKS}/{hook['id']}").status_code == 403
+
+
+def test_the_cli_adds_lists_shows_redelivers_and_removes(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    import re
+
+    from click.testing import CliRunner
+
+    from tests.server_process import ADMIN_TOKEN
+    from unveil.cli.main import main
+
+    receiver.start()
+    with serving(f"sqlite:///{tmp_path / 'unveil.db'}", *FAST) as server, server.client() as api:
+        env = {
+            "UNVEIL_URL": server.url,
+            "UNVEIL_TOKEN": ADMIN_TOKEN,
+            "UNVEIL_PROJECT": "shop",
+            "UNVEIL_CONFIG": "/none",
+        }
+
+        def cli(*args: str) -> Any:
+            return CliRunner().invoke(main, ["webhooks", *args], env=env)
+
+        added = cli("add", receiver.url, "--event", "flag.changed", "--env", "production")
+        assert added.exit_code == 0, added.output
+        found = re.search(
+            r"webhook (\d+) sends.*secret \(shown once, keep it\): (whsec_\S+)", added.output, re.S
+        )
+        assert found is not None, added.output
+        hook, secret = int(found.group(1)), found.group(2)
+        listed = cli("list")
+        assert receiver.url in listed.output
+        assert secret not in listed.output
+        refused = cli("add", "ftp://example.com/", "--event", "flag.changed")
+        assert refused.exit_code == 1
+        assert "url" in refused.output
+        _flag(api, "by-cli")
+        assert wait_for(lambda: len(receiver.received()) == 1)
+        assert wait_for(lambda: _deliveries(api, hook)[0]["state"] == "delivered")
+        delivery = _deliveries(api, hook)[0]["id"]
+        shown = cli("deliveries", str(hook))
+        assert shown.exit_code == 0, shown.output
+        assert "delivered" in shown.output
+        assert "by-cli" in shown.output
+        again = cli("redeliver", str(hook), str(delivery))
+        assert again.exit_code == 0, again.output
+        assert wait_for(lambda: len(receiver.received()) == 2)
+        assert cli("remove", str(hook)).exit_code == 0
+        assert api.get(HOOKS).json()["webhooks"] == []
+        assert cli("remove", str(hook)).exit_code == 1

@@ -26,6 +26,7 @@ from unveil.cli.release_commands import release
 from unveil.cli.remote import DEFAULT_PROJECT, resolve_remote
 from unveil.cli.schedule_commands import schedules
 from unveil.cli.server_commands import apply, audit, export, flags, push_document
+from unveil.cli.webhook_commands import webhooks
 from unveil.core import Ruleset, UnveilError, parse_document
 from unveil.migrate import import_unleash
 from unveil.sdk.files import dump_document, format_of, load_document, read_data
@@ -460,7 +461,7 @@ def demo() -> None:
     console.print(_evaluation_table(ruleset, DEMO_CONTEXTS, "unveil demo: who gets what"))
 
 
-for _command in (flags, apply, export, audit, release, schedules, changes):
+for _command in (flags, apply, export, audit, release, schedules, changes, webhooks):
     main.add_command(_command)
 
 
