@@ -30,6 +30,8 @@ VALID_PATH = {
     "release_id": "r1",
     "schedule_id": "s1",
     "change_id": "c1",
+    "webhook_id": "1",
+    "delivery_id": "1",
 }
 #: For bodies the schema leaves open: the string fields people send.
 OPEN_BODIES: dict[tuple[str, str], dict[str, Any]] = {

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, func, select
 
-from tests.server_process import Server, access_service, database
+from tests.server_process import Server, access_service, database, wait_for
 from unveil.service.access import AccessService
 from unveil.service.flags import Change, FlagService
 from unveil.service.meta import MetaService
@@ -45,6 +45,26 @@ def _etag(api: Any, path: str) -> str:
 
 
 RELEASES = "/api/v1/projects/{project}/environments/{env}/releases"
+WEBHOOKS = "/api/v1/projects/{project}/webhooks"
+HOOKS = "/api/v1/projects/shop/webhooks"
+
+
+def _redeliver_first(api: Any) -> Any:
+    """Redeliver the first webhook's first delivery, once the leader has made it."""
+    hook = api.get(HOOKS).json()["webhooks"][0]["id"]
+    deliveries = f"{HOOKS}/{hook}/deliveries"
+    assert wait_for(lambda: api.get(deliveries).json()["deliveries"] != [])
+    delivery = api.get(deliveries).json()["deliveries"][0]["id"]
+
+    def resting() -> bool:
+        return bool(api.get(deliveries).json()["deliveries"][0]["state"] != "sending")
+
+    for _ in range(20):  # 409 while an attempt is in flight: wait for it to end, again
+        assert wait_for(resting)
+        answer = api.post(f"{deliveries}/{delivery}/redeliver")
+        if answer.status_code != 409:
+            break
+    return answer
 
 
 def _plan(flag: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -181,6 +201,24 @@ CALLS: list[tuple[str, str, Callable[[Any], Any]]] = [
                 )
             )
         ),
+    ),
+    (
+        "POST",
+        WEBHOOKS,
+        lambda api: api.post(
+            HOOKS, json={"url": "http://127.0.0.1:9/nobody", "events": ["flag.changed"]}
+        ),
+    ),
+    (
+        "PUT",
+        "/api/v1/projects/{project}/environments/{env}/flags/{key}",
+        lambda api: api.put(f"{ENV}/flags/w", json=FLAG),
+    ),
+    ("POST", WEBHOOKS + "/{webhook_id}/deliveries/{delivery_id}/redeliver", _redeliver_first),
+    (
+        "DELETE",
+        WEBHOOKS + "/{webhook_id}",
+        lambda api: api.delete(f"{HOOKS}/{api.get(HOOKS).json()['webhooks'][0]['id']}"),
     ),
     (
         "POST",
