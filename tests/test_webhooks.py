@@ -430,3 +430,37 @@ def test_the_cli_adds_lists_shows_redelivers_and_removes(
         assert cli("remove", str(hook)).exit_code == 0
         assert api.get(HOOKS).json()["webhooks"] == []
         assert cli("remove", str(hook)).exit_code == 1
+
+
+def test_a_release_announces_its_start_with_the_explanation(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    receiver.start()
+    plan = {
+        "flag": "search",
+        "control": "off",
+        "treatment": "on",
+        "steps": [{"percent": 10, "hold": "1h"}, {"percent": 100}],
+    }
+    with serving(f"sqlite:///{tmp_path / 'unveil.db'}", *FAST) as server, server.client() as api:
+        hook = _subscribe(api, receiver.url, "release.started", "release.paused")
+        _flag(api, "search")
+        started = api.post(f"{ENV}/releases", json={"plan": plan})
+        assert started.status_code == 201, started.text
+        release = started.json()["id"]
+        assert api.post(f"{ENV}/releases/{release}/pause", json={"reason": "lunch"}).is_success
+        assert wait_for(lambda: len(receiver.received()) == 2)
+        began, paused = (json.loads(r["body"]) for r in receiver.received())
+        assert (began["event"], paused["event"]) == ("release.started", "release.paused")
+        assert began["target"] == "search"
+        assert began["actor"] == f"release:{release}"
+        assert isinstance(began["explanation"], dict)
+        audit = api.get(f"{ENV}/audit", params={"target": "search"}).json()["entries"]
+        entry = next(e for e in audit if e["id"] == began["audit_id"])
+        assert entry["action"] == "release.started"
+        assert json.loads(entry["after"]) == began["explanation"]
+        assert paused["reason"].endswith(": lunch")
+        assert [d["event"] for d in _deliveries(api, hook["id"])] == [
+            "release.paused",
+            "release.started",
+        ]
