@@ -259,6 +259,10 @@ def test_a_hanging_receiver_never_delays_a_change(database_url: str, receiver: R
         assert attempt["status"] is None
         assert "Timeout" in attempt["error"]
         assert 9_000 <= attempt["duration_ms"] <= 15_000
+        # removing the subscription while an attempt hangs drops it; the attempt ends unheard
+        assert wait_for(lambda: _deliveries(api, hook["id"])[-1]["state"] == "sending")
+        assert api.delete(f"{HOOKS}/{hook['id']}").status_code == 204
+        assert api.get(f"{HOOKS}/{hook['id']}/deliveries").status_code == 404
 
 
 def test_kill_9_between_the_change_and_its_delivery_still_delivers_after_restart(

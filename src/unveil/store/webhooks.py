@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
 from unveil.store import tables as t
-from unveil.store.dialect import insert_or_ignore
+from unveil.store.dialect import insert_or_ignore, locked
 
 __all__ = [
     "Attempt",
@@ -183,6 +183,9 @@ class WebhookRepository:
         deliveries = select(t.webhook_deliveries.c.id).where(
             t.webhook_deliveries.c.webhook_id == webhook_id
         )
+        # a sender recording an attempt holds its delivery's row: wait for it to finish,
+        # so that its attempt is deleted here too, not left pointing at nothing
+        self._conn.execute(locked(self._conn, deliveries)).all()
         self._conn.execute(
             delete(t.webhook_attempts).where(t.webhook_attempts.c.delivery_id.in_(deliveries))
         )
@@ -332,30 +335,42 @@ class WebhookRepository:
         state: str,
         next_at: datetime | None,
     ) -> bool:
-        """Record an attempt, and move the delivery on if it is still as claimed."""
-        self._conn.execute(
-            insert(t.webhook_attempts).values(
-                delivery_id=delivery.id,
-                number=attempt.number,
-                at=attempt.at,
-                status=attempt.status,
-                error=attempt.error,
-                duration_ms=attempt.duration_ms,
-                node=attempt.node,
-            )
-        )
+        """Move the delivery on if it is still as claimed, and record the attempt.
+
+        The attempt is kept even when the delivery was taken over meanwhile (it
+        happened), but not when the delivery is gone (its subscription was removed).
+        """
         d = t.webhook_deliveries
         values: dict[str, Any] = {"state": state, "version": d.c.version + 1, "lease_until": None}
         if next_at is not None:
             values["next_at"] = next_at
         if state == DELIVERED:
             values["delivered_at"] = attempt.at
-        moved = self._conn.execute(
-            update(d)
-            .where(d.c.id == delivery.id, d.c.version == delivery.version, d.c.state == SENDING)
-            .values(**values)
+        moved = (
+            self._conn.execute(
+                update(d)
+                .where(d.c.id == delivery.id, d.c.version == delivery.version, d.c.state == SENDING)
+                .values(**values)
+            ).rowcount
+            == 1
         )
-        return moved.rowcount == 1
+        there = (
+            moved
+            or self._conn.execute(select(d.c.id).where(d.c.id == delivery.id)).first() is not None
+        )
+        if there:
+            self._conn.execute(
+                insert(t.webhook_attempts).values(
+                    delivery_id=delivery.id,
+                    number=attempt.number,
+                    at=attempt.at,
+                    status=attempt.status,
+                    error=attempt.error,
+                    duration_ms=attempt.duration_ms,
+                    node=attempt.node,
+                )
+            )
+        return moved
 
     def redeliver(self, delivery: Delivery, now: datetime, give_up_at: datetime) -> bool:
         """Send again from now on (its time to give up starts anew); False if it moved meanwhile."""
