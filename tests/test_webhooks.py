@@ -468,3 +468,25 @@ def test_a_release_announces_its_start_with_the_explanation(
             "release.paused",
             "release.started",
         ]
+
+
+def test_a_scheduled_change_announces_that_it_was_applied(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    receiver.start()
+    with serving(f"sqlite:///{tmp_path / 'unveil.db'}", *FAST) as server, server.client() as api:
+        _flag(api, "promo")
+        _subscribe(api, receiver.url, "schedule.applied", "schedule.failed")
+        at = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+        made = api.post(
+            f"{ENV}/schedules",
+            json={"action": "flag.put", "key": "promo", "data": {"default": "on"}, "at": at},
+        )
+        assert made.status_code == 201, made.text
+        assert wait_for(lambda: len(receiver.received()) == 1)
+        body = json.loads(receiver.received()[0]["body"])
+        assert (body["event"], body["action"]) == ("schedule.applied", "schedule.applied")
+        assert body["target"] == "promo"
+        assert body["environment"] == "production"
