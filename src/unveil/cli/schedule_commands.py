@@ -112,8 +112,8 @@ def list_(remote: Remote, env: str, state: str | None) -> None:
     params = {"state": state} if state else None
     found = field(remote.json("GET", _path(remote, env), params=params), "schedules", list)
     table = Table(title=f"{remote.project} / {env}: schedules")
-    for column in ("id", "state", "action", "target", "at", "until", "outcome"):
-        table.add_column(column)
+    for column in ("id", "state", "action", "target", "at", "until", "undoes", "outcome"):
+        table.add_column(column, overflow="fold")
     for item in found:
         table.add_row(
             str(field(item, "id", str, "schedule")),
@@ -122,6 +122,7 @@ def list_(remote: Remote, env: str, state: str | None) -> None:
             str(item.get("target") or "(document)"),
             str(item.get("at")),
             str(item.get("until") or ""),
+            str(item.get("undoes") or ""),
             str(item.get("outcome") or ""),
         )
     Console().print(table)
