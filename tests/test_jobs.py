@@ -44,12 +44,12 @@ def _jobs(store: Store, node: str) -> JobService:
     return _services(store, node)[0]
 
 
-def _schedule(store: Store, key: str) -> tuple[str, int]:
-    """A change of flag ``key`` scheduled for now: the schedule's id and its job's."""
-    from datetime import UTC, datetime
+def _schedule(store: Store, key: str, seconds: float = 0) -> tuple[str, int]:
+    """A change of flag ``key`` scheduled ``seconds`` from now: the schedule's id and its job's."""
+    from datetime import UTC, datetime, timedelta
 
     _, schedules = _services(store, "test")
-    at = datetime.now(UTC).isoformat()
+    at = (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
     made = schedules.create(
         "shop", "production", ScheduleRequest("flag.put", at, key=key, data=FLAG), "test"
     )
@@ -174,13 +174,15 @@ def test_two_leaders_at_once_on_postgresql_apply_a_job_once() -> None:
             store = Store(engine)
             environment = access_service(engine).environment_of("shop", "production")
 
+            # made first (making it holds the environment's row too), due once the row is held
+            schedule_id, job_id = _schedule(store, "once", seconds=3)
             blocker = holder.begin()
             holder.execute(
                 select(t.environments.c.id)
                 .where(t.environments.c.id == environment)
                 .with_for_update()
             )
-            schedule_id, job_id = _schedule(store, "once")
+            assert _job_row(engine, job_id).owner is None  # not yet claimed: it was not due
             assert wait_for(lambda: _job_row(engine, job_id).owner == first_node)
             first_epoch = _job_row(engine, job_id).epoch
 
