@@ -155,7 +155,7 @@ CALLS: list[tuple[str, str, Callable[[Any], Any]]] = [
     (
         "POST",
         RELEASES + "/{release_id}/approve",
-        lambda api: api.post(f"{ENV}/releases/r3/approve"),
+        lambda api: _as_second(api, "POST", f"{ENV}/releases/r3/approve"),
     ),
     (
         "PUT",
@@ -166,7 +166,7 @@ CALLS: list[tuple[str, str, Callable[[Any], Any]]] = [
         "POST",
         RELEASES,
         lambda api: api.post(
-            f"{ENV}/releases", json={"plan": _plan("k"), "start_at": "2999-01-01T00:00:00Z"}
+            f"{ENV}/releases", json={"plan": _plan("k"), "start_at": "2030-01-01T00:00:00Z"}
         ),
     ),
     ("POST", RELEASES + "/{release_id}/start", lambda api: api.post(f"{ENV}/releases/r4/start")),
