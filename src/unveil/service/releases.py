@@ -77,7 +77,7 @@ from unveil.release.verdict import Observation, Verdict, VerdictKind
 from unveil.service.errors import Conflict, Forbidden, Invalid, NotFound
 from unveil.service.flags import Change, FlagService
 from unveil.service.jobs import Again, Handler, JobService
-from unveil.service.scope import require_environment
+from unveil.service.scope import require_environment, when_problem
 from unveil.store.jobs import Job
 from unveil.store.releases import ReleaseRow
 from unveil.store.unit import Store, UnitOfWork
@@ -194,18 +194,12 @@ def _judge_start(state: ReleaseState) -> datetime | None:
     return None
 
 
-#: how far ahead a release may be set to start (as a scheduled change)
-MAX_AHEAD = timedelta(days=5 * 366)
-_GRACE = timedelta(seconds=5)
-
-
 def _check_start_at(start_at: datetime | None, now: datetime) -> None:
-    if start_at is None:
-        return
-    if start_at < now - _GRACE:
-        raise Invalid((Problem("start_at", f"{start_at.isoformat()} is in the past"),))
-    if start_at > now + MAX_AHEAD:
-        raise Invalid((Problem("start_at", "is more than five years ahead"),))
+    problem = (
+        None if start_at is None else when_problem(start_at, now, "start_at", start_at.isoformat())
+    )
+    if problem is not None:
+        raise Invalid((problem,))
 
 
 def _unfit_flag(data: Mapping[str, Any], plan: Plan) -> str | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -32,7 +32,12 @@ from unveil.service.errors import Conflict, Invalid, NotFound
 from unveil.service.flags import Change, FlagService
 from unveil.service.jobs import Handler
 from unveil.service.releases import ReleaseService
-from unveil.service.scope import check_state, environment_items, require_environment
+from unveil.service.scope import (
+    check_state,
+    environment_items,
+    require_environment,
+    when_problem,
+)
 from unveil.store.items import Part
 from unveil.store.jobs import Job
 from unveil.store.schedules import APPLIED, CANCELLED, FAILED, PENDING, STATES, ScheduleRow
@@ -50,10 +55,6 @@ ACTIONS: dict[str, Part | None] = {
     "document.apply": None,
     "release.start": None,
 }
-#: how far ahead a change may be scheduled
-MAX_AHEAD = timedelta(days=5 * 366)
-#: a time this little in the past is "now" (clocks of callers drift)
-_GRACE = timedelta(seconds=5)
 _Clock = Callable[[], datetime]
 
 
@@ -256,10 +257,9 @@ class ScheduleService:
         run_at = _instant(request.at, zone, "at", problems)
         until = None if request.until is None else _instant(request.until, zone, "until", problems)
         if not problems:
-            if run_at < now - _GRACE:
-                problems.append(Problem("at", f"{request.at} is in the past"))
-            elif run_at > now + MAX_AHEAD:
-                problems.append(Problem("at", "is more than five years ahead"))
+            ahead = when_problem(run_at, now, "at", request.at)
+            if ahead is not None:
+                problems.append(ahead)
             if until is not None and until <= run_at:
                 problems.append(Problem("until", "must be after at"))
             if until is not None and request.action in (

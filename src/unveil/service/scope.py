@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from unveil.core import Problem
 from unveil.service.errors import Invalid, NotFound
 from unveil.store.unit import Reading
 
-__all__ = ["check_state", "environment_items", "require_environment", "require_project"]
+__all__ = [
+    "MAX_AHEAD",
+    "check_state",
+    "environment_items",
+    "require_environment",
+    "require_project",
+    "when_problem",
+]
 
 
 def require_environment(reading: Reading, project: str, env: str, lock: bool = False) -> int:
@@ -39,3 +47,18 @@ def environment_items(reading: Reading, environment_id: int) -> dict[str, Any]:
         "flags": {i.key: i.data for i in reading.flags.all(environment_id)},
         "segments": {i.key: i.data for i in reading.segments.all(environment_id)},
     }
+
+
+#: how far ahead something may be set to happen (a schedule, a release's start)
+MAX_AHEAD = timedelta(days=5 * 366)
+#: a time this little in the past is "now" (callers' clocks drift)
+_GRACE = timedelta(seconds=5)
+
+
+def when_problem(at: datetime, now: datetime, field: str, text: str) -> Problem | None:
+    """What is wrong with a time something is set to happen at: past, or years ahead."""
+    if at < now - _GRACE:
+        return Problem(field, f"{text} is in the past")
+    if at > now + MAX_AHEAD:
+        return Problem(field, "is more than five years ahead")
+    return None

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from unveil.store import tables as t
 from unveil.store.dialect import insert_or_ignore, is_postgresql
+from unveil.store.ids import row_number
 
 __all__ = ["OPEN", "ChangeRepository", "ChangeRow", "SettingsRepository", "change_number"]
 
@@ -25,13 +26,8 @@ _PREFIX = "c"
 
 
 def change_number(change_id: str) -> int | None:
-    """The row of a public id (``c7``), or None when the text is not one."""
-    digits = change_id.removeprefix(_PREFIX)
-    if not change_id.startswith(_PREFIX) or not (digits.isascii() and digits.isdigit()):
-        return None
-    if len(digits) > 18 or digits.startswith("0"):
-        return None
-    return int(digits)
+    """The row of a public id, or None when the text is not one."""
+    return row_number(change_id, _PREFIX)
 
 
 def _dumps(value: Any) -> str:

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from unveil.store import tables as t
 from unveil.store.dialect import is_postgresql
+from unveil.store.ids import row_number
 
 __all__ = ["ReleaseRepository", "ReleaseRow", "public_id", "row_id"]
 
@@ -36,12 +37,7 @@ def public_id(row_id: int) -> str:
 
 def row_id(release_id: str) -> int | None:
     """The row of a public id, or None when the text is not one."""
-    digits = release_id.removeprefix(_PREFIX)
-    if not release_id.startswith(_PREFIX) or not digits.isascii() or not digits.isdigit():
-        return None
-    if len(digits) > 18 or digits.startswith("0"):
-        return None
-    return int(digits)
+    return row_number(release_id, _PREFIX)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from unveil.store import tables as t
 from unveil.store.dialect import is_postgresql
+from unveil.store.ids import row_number
 
 __all__ = ["PENDING", "ScheduleRepository", "ScheduleRow", "schedule_number"]
 
@@ -26,13 +27,8 @@ _PREFIX = "s"
 
 
 def schedule_number(schedule_id: str) -> int | None:
-    """The row of a public id (``s12``), or None when the text is not one."""
-    digits = schedule_id.removeprefix(_PREFIX)
-    if not schedule_id.startswith(_PREFIX) or not (digits.isascii() and digits.isdigit()):
-        return None
-    if len(digits) > 18 or digits.startswith("0"):
-        return None
-    return int(digits)
+    """The row of a public id, or None when the text is not one."""
+    return row_number(schedule_id, _PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
