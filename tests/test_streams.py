@@ -46,7 +46,9 @@ def _write_big_flag(server: Server, first: int, rounds: int) -> None:
 
 
 def _metric(server: Server, name: str) -> float:
-    found = re.search(rf"^{name} (\S+)$", httpx.get(f"{server.url}/metrics").text, re.M)
+    # 300 streams being opened on a busy two-core machine can hold a scrape past httpx's 5 s
+    scraped = httpx.get(f"{server.url}/metrics", timeout=60).text
+    found = re.search(rf"^{name} (\S+)$", scraped, re.M)
     assert found is not None, name
     return float(found.group(1))
 
