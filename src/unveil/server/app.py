@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from importlib.resources import files
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -20,11 +21,13 @@ from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
+from starlette.staticfiles import StaticFiles
 
 from unveil.core import UnveilError
 from unveil.server import (
     admin,
     changes_api,
+    dashboard,
     metrics_api,
     ofrep,
     ops,
@@ -51,6 +54,7 @@ from unveil.service.outbox import prune_outbox
 from unveil.service.prometheus import PrometheusSource
 from unveil.service.releases import RELEASE_TICK, ReleaseService
 from unveil.service.schedules import SCHEDULE_RUN, ScheduleService
+from unveil.service.sessions import SessionService
 from unveil.service.webhooks import Deliverer, RetryPolicy, WebhookService
 from unveil.store.events import EventCounts
 from unveil.store.link import link_for
@@ -120,6 +124,8 @@ def build_services(
     jobs.register_recurring("webhooks.prune", timedelta(hours=1), webhooks.prune)
     deliverer = Deliverer(webhooks, link, cluster.node, worker_interval)
     store.after_commit.append(deliverer.wake)
+    sessions = SessionService(store)
+    jobs.register_recurring("sessions.forget", timedelta(hours=1), sessions.forget_old)
     built = Services(
         store=store,
         flags=flags,
@@ -140,6 +146,7 @@ def build_services(
         changes=changes,
         webhooks=webhooks,
         deliverer=deliverer,
+        sessions=sessions,
     )
     metrics.watch(built)
     return built
@@ -209,4 +216,6 @@ def create_app(engine: Engine, limits: Limits | None = None, **options: Any) -> 
     routers = [ops.router, admin.router, releases.router, schedules_api.router, changes_api.router]
     for router in [*routers, metrics_api.router, sdk.router, webhooks_api.router, ofrep.router]:
         app.include_router(router, dependencies=checked)
+    app.include_router(dashboard.router, dependencies=checked)
+    app.mount("/static", StaticFiles(directory=str(files("unveil.server.dashboard") / "static")))
     return app

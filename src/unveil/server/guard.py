@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from unveil.server.auth import PRINCIPAL
+from unveil.server.dashboard.sessions import cookie_secret, is_dashboard_write
 from unveil.server.errors import error_response
 from unveil.server.services import Services
 from unveil.service.access import bearer_secret
@@ -68,6 +69,7 @@ class Limits:
     default: int = MIB
     document: int = 16 * MIB
     events: int = MIB
+    form: int = 64 << 10
 
     def kind(self, method: str, path: str) -> str:
         """Which limit a request falls under: document, events or default."""
@@ -75,6 +77,8 @@ class Limits:
             return "document"
         if method == "POST" and path == "/sdk/v1/events":
             return "events"
+        if not path.startswith(_PROTECTED) and method != "GET":
+            return "form"
         return "default"
 
     def for_request(self, method: str, path: str) -> int:
@@ -89,6 +93,7 @@ _LIMIT_NAMES = {
     "(unveil serve --document-limit, or UNVEIL_DOCUMENT_LIMIT, sets it)",
     "events": "the limit of one batch of events",
     "default": "the limit of one request here (a whole document goes to PUT .../document)",
+    "form": "the limit of one dashboard form",
 }
 
 
@@ -208,6 +213,11 @@ class Guard:
             if refusal is not None:
                 await refusal(scope, receive, counting_send)
                 return
+        elif is_dashboard_write(scope["method"], path):
+            unknown = await self._signed_in(scope)
+            if unknown is not None:
+                await unknown(scope, receive, counting_send)
+                return
         bound = self.limits.kind(scope["method"], path)
         body, refusal = await self._read(scope, receive, getattr(self.limits, bound), bound)
         if refusal is not None:
@@ -246,6 +256,21 @@ class Guard:
             return error_response(exc)
         if found is None:
             return _refuse(401, "the token is not valid", _UNKNOWN)
+        scope.setdefault("state", {})[PRINCIPAL] = found
+        return None
+
+    async def _signed_in(self, scope: Scope) -> Response | None:
+        """None when a dashboard change comes with a live session (noted in the scope),
+        else the refusal: the form's body is never read for someone not signed in."""
+        raw = _header(scope, b"cookie")
+        secret = cookie_secret(None if raw is None else raw.decode("latin-1"))
+        check = self.services.sessions.authenticate
+        try:
+            found = None if secret is None else await run_in_threadpool(check, secret)
+        except Exception as exc:  # the database is away: 503, never a bare 500
+            return error_response(exc)
+        if found is None:
+            return PlainTextResponse("sign in first", 403, headers=_CLOSE)
         scope.setdefault("state", {})[PRINCIPAL] = found
         return None
 

@@ -21,6 +21,7 @@ from unveil.service.jobs import JobService, Worker
 from unveil.service.meta import MetaService
 from unveil.service.releases import ReleaseService
 from unveil.service.schedules import ScheduleService
+from unveil.service.sessions import SessionService
 from unveil.service.webhooks import Deliverer, WebhookService
 from unveil.store.link import FileLink, PostgresLink
 from unveil.store.unit import Store
@@ -161,6 +162,7 @@ class Services:
     changes: ChangeService
     webhooks: WebhookService
     deliverer: Deliverer
+    sessions: SessionService
 
 
 def services(request: Request) -> Services:

@@ -306,7 +306,12 @@ leadership = Table(
 
 def utc_text(value: datetime) -> str:
     """A stored time as RFC 3339: SQLite gives times back without their zone, always UTC."""
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return as_utc(value).isoformat()
+
+
+def as_utc(value: datetime) -> datetime:
+    """A stored time with its zone: SQLite gives times back without it, always UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 # Webhooks: a project's subscriptions, one delivery per outbox row a subscription
@@ -364,3 +369,15 @@ webhook_attempts = Table(
     Column("node", String(64), nullable=False),
 )
 Index("webhook_attempts_of", webhook_attempts.c.delivery_id)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("secret_hash", String(64), nullable=False, unique=True),  # the cookie is never stored
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True), nullable=True),  # logged out
+)
+Index("sessions_expiry", sessions.c.expires_at)

@@ -40,6 +40,7 @@ from unveil.store.nodes import NodeRepository
 from unveil.store.outbox import OutboxRepository
 from unveil.store.releases import ReleaseRepository
 from unveil.store.schedules import ScheduleRepository
+from unveil.store.sessions import SessionRepository
 from unveil.store.webhooks import WebhookRepository
 
 __all__ = ["CHANNEL", "Reading", "Recorded", "Store", "UnitOfWork"]
@@ -71,6 +72,7 @@ class Reading:
         self.changes = ChangeRepository(conn)
         self.settings = SettingsRepository(conn)
         self.webhooks = WebhookRepository(conn)
+        self.sessions = SessionRepository(conn)
 
     def items(self, part: Part) -> ItemRepository:
         return self.flags if part == "flags" else self.segments

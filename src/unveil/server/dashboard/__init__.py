@@ -1,0 +1,12 @@
+"""The dashboard: server-rendered pages for people who release without a terminal.
+
+Jinja2 templates, one stylesheet and one small script, all served by the
+server itself (no CDN, no build step). Pages read and change through the same
+services as the API; the Guard authenticates a state-changing request from
+its session cookie before its body is read, and every form carries the
+session's CSRF token.
+"""
+
+from unveil.server.dashboard.pages import router
+
+__all__ = ["router"]

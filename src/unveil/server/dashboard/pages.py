@@ -1,0 +1,390 @@
+"""The dashboard's pages: sign in and out, the flags of an environment, one flag.
+
+Every page is rendered on the server; a change is a plain form post that
+comes back as a redirect (post, redirect, get), so the browser's back button
+and reload never repeat a change. A viewer gets the same pages without the
+forms, and the server refuses the posts anyway.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from importlib.resources import files
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+
+from unveil.core import UnveilError
+from unveil.server.auth import PRINCIPAL
+from unveil.server.changes_api import gated
+from unveil.server.dashboard.sessions import COOKIE, cookie_secret, csrf_matches, same_origin
+from unveil.server.services import Services
+from unveil.service.access import Principal
+from unveil.service.changes import Expect
+from unveil.service.errors import Forbidden, Invalid, NotFound, Overloaded, Unauthenticated
+from unveil.service.flags import Change
+from unveil.service.sessions import csrf_token
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+
+_HERE = files("unveil.server.dashboard")
+_TEMPLATES = Environment(
+    loader=FileSystemLoader(str(_HERE / "templates")),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+#: Sent with every page: scripts and styles only from this server, never inline.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+_MAX_FIELDS = 50
+
+
+class _Refused(Exception):
+    """A form post the dashboard will not carry out (forged, or by a viewer)."""
+
+
+def _services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+def _page(request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
+    who: Principal | None = values.get("who")
+    secret = cookie_secret(request.headers.get("cookie"))
+    html = _TEMPLATES.get_template(template).render(
+        csrf=csrf_token(secret) if secret and who else "", **values
+    )
+    return HTMLResponse(html, status, headers=SECURITY_HEADERS)
+
+
+def _redirect(to: str, **headers: str) -> RedirectResponse:
+    return RedirectResponse(to, 303, headers={**SECURITY_HEADERS, **headers})
+
+
+async def _who(request: Request) -> Principal | None:
+    """The signed-in user (the Guard has already found it for a post)."""
+    known: Principal | None = request.scope.get("state", {}).get(PRINCIPAL)
+    if known is not None:
+        return known
+    secret = cookie_secret(request.headers.get("cookie"))
+    if secret is None:
+        return None
+    return await run_in_threadpool(_services(request).sessions.authenticate, secret)
+
+
+def _sign_in_first(request: Request) -> RedirectResponse:
+    return _redirect("/login?" + urlencode({"next": request.url.path}))
+
+
+async def _form(request: Request, who: Principal | None) -> dict[str, str]:
+    """The posted fields, once the CSRF token and the origin are shown to be right."""
+    secret = cookie_secret(request.headers.get("cookie"))
+    if who is None or secret is None:
+        raise _Refused("sign in first")
+    if not same_origin(request.headers):
+        raise _Refused("the form was sent from another site")
+    try:
+        pairs = parse_qsl(
+            (await request.body()).decode(), keep_blank_values=True, max_num_fields=_MAX_FIELDS
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise _Refused("the form could not be read") from None
+    fields = dict(pairs)
+    if not csrf_matches(secret, fields.get("csrf")):
+        raise _Refused("the form's security token is missing or out of date; reload the page")
+    return fields
+
+
+def _refused(request: Request, reason: str, who: Principal | None) -> HTMLResponse:
+    return _page(request, "refused.html", 403, who=who, reason=reason)
+
+
+# -- signing in and out -------------------------------------------------------------
+
+
+def _local(path: str | None) -> str:
+    """Only a path on this server is followed after signing in (never another site)."""
+    if not path or not path.startswith("/") or path.startswith("//") or "\\" in path:
+        return "/"
+    return path
+
+
+@router.get("/login")
+async def login_page(request: Request, next: str | None = None) -> Response:
+    return _page(request, "login.html", next=_local(next), error=None, name="")
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    svc = _services(request)
+    try:
+        fields = dict(parse_qsl((await request.body()).decode(), max_num_fields=_MAX_FIELDS))
+    except (UnicodeDecodeError, ValueError):
+        fields = {}
+    name, password = fields.get("name", ""), fields.get("password", "")
+    target = _local(fields.get("next"))
+    address = request.client.host if request.client else "unknown"
+    try:
+        signed = await run_in_threadpool(svc.sessions.sign_in, name, password, address)
+    except Unauthenticated as exc:
+        return _page(request, "login.html", 401, next=target, error=str(exc), name=name)
+    except Overloaded as exc:
+        page = _page(request, "login.html", 429, next=target, error=str(exc), name=name)
+        page.headers["Retry-After"] = str(exc.retry_after)
+        return page
+    response = _redirect(target)
+    response.set_cookie(
+        COOKIE,
+        signed.secret,
+        max_age=int((signed.expires_at - datetime.now(UTC)).total_seconds()),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    who = await _who(request)
+    try:
+        await _form(request, who)
+    except _Refused as exc:
+        return _refused(request, str(exc), who)
+    secret = cookie_secret(request.headers.get("cookie"))
+    if secret is not None:
+        await run_in_threadpool(_services(request).sessions.sign_out, secret)
+    response = _redirect("/login")
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+# -- flags --------------------------------------------------------------------------
+
+
+def _state(data: dict[str, Any]) -> str:
+    """One word for what a flag does now: off, on, or rolling out."""
+    if not data.get("enabled", True):
+        return "off"
+    serves = [data.get("default")] + [r.get("serve") for r in data.get("rules", ())]
+    if any(isinstance(s, dict) for s in serves):
+        return "rolling out"
+    return "on"
+
+
+@router.get("/")
+async def home(request: Request) -> Response:
+    who = await _who(request)
+    if who is None:
+        return _sign_in_first(request)
+    projects = await run_in_threadpool(_services(request).access.projects)
+    for project in projects:
+        if project["environments"]:
+            env = project["environments"][0]["key"]
+            return _redirect(f"/p/{quote(project['key'])}/{quote(env)}/flags")
+    return _page(request, "empty.html", who=who)
+
+
+def _nav(projects: list[dict[str, Any]], project: str) -> list[str]:
+    for p in projects:
+        if p["key"] == project:
+            return [e["key"] for e in p["environments"]]
+    raise NotFound(f"no project '{project}'")
+
+
+@router.get("/p/{project}/{env}/flags")
+async def flags_page(
+    request: Request, project: str, env: str, q: str = "", state: str = ""
+) -> Response:
+    who = await _who(request)
+    if who is None:
+        return _sign_in_first(request)
+    svc = _services(request)
+    projects = await run_in_threadpool(svc.access.projects)
+    envs = _nav(projects, project)
+    if env not in envs:
+        raise NotFound(f"no environment '{env}' in project '{project}'")
+    per_env: dict[str, dict[str, Any]] = {}
+    for e in envs:
+        records = await run_in_threadpool(svc.flags.list_items, "flags", project, e)
+        per_env[e] = {r.key: r.data for r in records}
+    active = {r.flag for r in await run_in_threadpool(svc.releases.list, project, env, None, True)}
+    rows = []
+    for key, data in sorted(per_env[env].items()):
+        here = "under release" if key in active else _state(data)
+        if q and q.lower() not in f"{key} {data.get('description', '')}".lower():
+            continue
+        if state and state != here and not (state == "on" and here == "rolling out"):
+            continue
+        rows.append(
+            {
+                "key": key,
+                "description": data.get("description", ""),
+                "state": here,
+                "states": {e: _state(per_env[e][key]) if key in per_env[e] else "" for e in envs},
+            }
+        )
+    return _page(
+        request,
+        "flags.html",
+        who=who,
+        project=project,
+        env=env,
+        envs=envs,
+        projects=projects,
+        rows=rows,
+        q=q,
+        state=state,
+        total=len(per_env[env]),
+    )
+
+
+def _served(svc: Services, project: str, env: str, key: str) -> list[tuple[str, int]]:
+    """Per variant, how often it was served in the last hour (contexts per minute, summed)."""
+    environment_id = svc.access.environment_of(project, env)
+    since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    totals: dict[str, int] = {}
+    for row in svc.intake.counts(environment_id, key):
+        if row["metric"] == "$exposure" and row["minute"] >= since[:16]:
+            totals[row["variant"]] = totals.get(row["variant"], 0) + int(row["count"])
+    return sorted(totals.items(), key=lambda kv: -kv[1])
+
+
+def _history(svc: Services, project: str, env: str, key: str) -> list[dict[str, Any]]:
+    """The flag's audit entries, newest first, each with the lines that changed."""
+    entries = svc.audit.entries(project, env, target=key)
+    shown = []
+    for entry in reversed(entries[-200:]):
+        before = _lines(entry.get("before"))
+        after = _lines(entry.get("after"))
+        removed = [line for line in before if line not in after]
+        added = [line for line in after if line not in before]
+        shown.append({**entry, "removed": removed, "added": added})
+    return shown
+
+
+def _lines(raw: Any) -> list[str]:
+    """A stored before/after as sorted ``path: value`` lines, for a readable diff."""
+    if raw is None:
+        return []
+    value = json.loads(raw) if isinstance(raw, str) else raw
+    out: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+        elif isinstance(node, list) and node and any(isinstance(x, dict | list) for x in node):
+            for i, v in enumerate(node):
+                walk(v, f"{path}[{i}]")
+        else:
+            out.append(f"{path}: {json.dumps(node, ensure_ascii=False)}")
+
+    walk(value, "")
+    return out
+
+
+@router.get("/p/{project}/{env}/flags/{key}")
+async def flag_page(request: Request, project: str, env: str, key: str) -> Response:
+    who = await _who(request)
+    if who is None:
+        return _sign_in_first(request)
+    svc = _services(request)
+    projects = await run_in_threadpool(svc.access.projects)
+    envs = _nav(projects, project)
+    record = await run_in_threadpool(svc.flags.get_item, "flags", project, env, key)
+    served = await run_in_threadpool(_served, svc, project, env, key)
+    history = await run_in_threadpool(_history, svc, project, env, key)
+    return _page(
+        request,
+        "flag.html",
+        who=who,
+        project=project,
+        env=env,
+        envs=envs,
+        projects=projects,
+        key=key,
+        flag=record.data,
+        version=record.version,
+        state=_state(record.data),
+        served=served,
+        history=history,
+        may_edit=who.may("editor"),
+        pretty=lambda v: json.dumps(v, ensure_ascii=False),
+        notice=request.query_params.get("notice", ""),
+    )
+
+
+@router.post("/p/{project}/{env}/flags/{key}/switch")
+async def switch(request: Request, project: str, env: str, key: str) -> Response:
+    """Turn a flag off or on: a first post asks to confirm, the second one changes it."""
+    who = await _who(request)
+    try:
+        fields = await _form(request, who)
+        if who is None or not who.may("editor"):
+            raise _Refused("a viewer can change nothing")
+    except _Refused as exc:
+        return _refused(request, str(exc), who)
+    svc = _services(request)
+    turn_on = fields.get("to") == "on"
+    record = await run_in_threadpool(svc.flags.get_item, "flags", project, env, key)
+    reason = fields.get("reason", "").strip()
+    page = f"/p/{quote(project)}/{quote(env)}/flags/{quote(key)}"
+    values = {
+        "who": who,
+        "project": project,
+        "env": env,
+        "key": key,
+        "turn_on": turn_on,
+        "version": record.version,
+        "reason": reason,
+        "served": await run_in_threadpool(_served, svc, project, env, key),
+        "off_variant": record.data.get("off_variant", "off"),
+        "error": None,
+    }
+    if fields.get("confirmed") != "yes":
+        return _page(request, "confirm_switch.html", **values)
+    if not reason:
+        values["error"] = "say why: the reason goes into the audit log"
+        return _page(request, "confirm_switch.html", 422, **values)
+    data = {**record.data, "enabled": turn_on}
+    version = int(fields.get("version", "0") or 0)
+    try:
+        request_made, reason_written = await gated(
+            svc, project, env, who, "flag.put", key, {"data": data}, reason, Expect(version)
+        )
+        if request_made is not None:
+            opened = "A change request was opened: it waits for approval."
+            return _redirect(page + "?" + urlencode({"notice": opened}))
+        await run_in_threadpool(
+            svc.flags.put_item,
+            "flags",
+            project,
+            env,
+            key,
+            data,
+            Change(who.name, reason_written),
+            version,
+            False,
+        )
+    except (Invalid, Forbidden, UnveilError) as exc:
+        values["error"] = str(exc)
+        return _page(request, "confirm_switch.html", 409, **values)
+    word = "on" if turn_on else "off"
+    return _redirect(page + "?" + urlencode({"notice": f"The flag is {word}."}))

@@ -1,0 +1,328 @@
+"""The dashboard in a real browser (Debian's chromium, driven by Playwright) against a
+real server process: signing in and out, the kill switch (by mouse and by keyboard
+alone) reaching a live SDK client in another process, what a viewer may not do,
+forged posts, accessibility (axe-core from npm) and 200% zoom.
+
+Skipped when chromium or npm is missing, unless UNVEIL_TEST_REQUIRE_SERVICES=1.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.server_process import Server, database, sdk_key, start_server, stop
+
+CHROMIUM = "/usr/bin/chromium"
+AXE_VERSION = "4.10.3"
+CACHE = Path(__file__).resolve().parent.parent / ".cache" / f"axe-core-{AXE_VERSION}"
+SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+FLAGS = "/api/v1/projects/shop/environments/production/flags"
+EDITOR = ("alice", "alice-password-1")
+VIEWER = ("vera", "vera-password-12")
+
+
+def _missing(what: str) -> None:
+    if os.environ.get("UNVEIL_TEST_REQUIRE_SERVICES"):
+        pytest.fail(f"{what} is needed for the dashboard tests")
+    pytest.skip(f"{what} is not installed")
+
+
+def _axe_script() -> str:
+    script = CACHE / "package" / "axe.min.js"
+    if not script.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            _missing("npm")
+        CACHE.mkdir(parents=True, exist_ok=True)
+        out = subprocess.run(
+            [str(npm), "pack", f"axe-core@{AXE_VERSION}", "--silent"],
+            cwd=CACHE,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        )
+        with tarfile.open(CACHE / out.stdout.strip().splitlines()[-1]) as archive:
+            archive.extractall(CACHE, filter="data")
+    return script.read_text()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        _missing("chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright")
+    with sync_playwright() as p:
+        launched = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with database("sqlite", tmp_path_factory.mktemp("dashboard")) as url:
+        server = start_server(url)
+        try:
+            with server.client() as api:
+                for name, password, role in (*[(*EDITOR, "editor")], (*VIEWER, "viewer")):
+                    body = {"name": name, "password": password, "role": role}
+                    assert api.post("/api/v1/users", json=body).status_code == 201
+                flag = {
+                    "variants": {"on": True, "off": False},
+                    "default": "on",
+                    "description": "The new checkout",
+                }
+                assert api.put(f"{FLAGS}/new-checkout", json=flag).status_code == 201
+                plain = {"variants": {"on": True, "off": False}, "default": "off"}
+                assert api.put(f"{FLAGS}/dark-mode", json=plain).status_code == 201
+            yield server
+        finally:
+            stop(server)
+
+
+def _sign_in(browser: Any, site: Server, who: tuple[str, str], **options: Any) -> Any:
+    page = browser.new_page(**options)
+    page.goto(f"{site.url}/login")
+    page.get_by_label("Name").fill(who[0])
+    page.get_by_label("Password").fill(who[1])
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{site.url}/p/shop/*/flags")
+    return page
+
+
+def _serious_violations(page: Any) -> list[str]:
+    # evaluated through the debugging protocol: the page's own policy rightly refuses inline scripts
+    page.evaluate(_axe_script())
+    found = page.evaluate("async () => (await axe.run(document)).violations")
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']}"
+        for v in found
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+def _set_enabled(site: Server, key: str, enabled: bool) -> None:
+    with site.client() as api:
+        got = api.get(f"{FLAGS}/{key}")
+        data = {**got.json()["data"], "enabled": enabled}
+        put = api.put(f"{FLAGS}/{key}", json=data, headers={"If-Match": got.headers["etag"]})
+        assert put.status_code == 200, put.text
+
+
+def _enabled(site: Server, key: str) -> bool:
+    with site.client() as api:
+        return bool(api.get(f"{FLAGS}/{key}").json()["data"].get("enabled", True))
+
+
+def test_signing_in_and_out(browser: Any, site: Server) -> None:
+    page = browser.new_page()
+    page.goto(f"{site.url}/p/shop/production/flags")
+    page.wait_for_url(f"{site.url}/login*")  # not signed in: sent to sign in first
+    page.get_by_label("Name").fill(EDITOR[0])
+    page.get_by_label("Password").fill("not-the-password")
+    page.get_by_role("button", name="Sign in").click()
+    assert page.get_by_role("alert").inner_text() == "the name or the password is not right"
+    page.get_by_label("Password").fill(EDITOR[1])
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{site.url}/p/shop/production/flags")  # back where it was going
+    assert page.get_by_role("link", name="new-checkout").is_visible()
+    cookie = next(c for c in page.context.cookies() if c["name"] == "unveil_session")
+    assert cookie["httpOnly"]
+    assert cookie["sameSite"] == "Strict"
+    assert cookie["expires"] > 0
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(f"{site.url}/login")
+    # the old cookie is dead on the server, not only forgotten by the browser
+    replay = httpx.post(
+        f"{site.url}/p/shop/production/flags/new-checkout/switch",
+        cookies={"unveil_session": cookie["value"]},
+        data={"to": "off"},
+    )
+    assert replay.status_code == 403
+    page.goto(f"{site.url}/p/shop/production/flags")
+    page.wait_for_url(f"{site.url}/login*")
+    page.close()
+
+
+def test_failed_sign_ins_are_slowed_down(site: Server) -> None:
+    with httpx.Client(base_url=site.url) as web:
+        answers = [
+            web.post("/login", data={"name": "mallory-target", "password": f"guess-{n}"})
+            for n in range(5)
+        ]
+    assert [a.status_code for a in answers[:3]] == [401, 401, 401]
+    assert answers[4].status_code == 429
+    assert int(answers[4].headers["retry-after"]) >= 1
+
+
+_WATCHER = """
+import sys, time
+from unveil import Client
+client = Client(sys.argv[1], sys.argv[2], events=False)
+assert client.wait_until_ready(30)
+last = None
+while True:
+    now = client.enabled("new-checkout", {"key": "user-1"})
+    if now != last:
+        print(f"{time.time():.3f} {now}", flush=True)
+        last = now
+    time.sleep(0.005)
+"""
+
+
+def test_kill_switch_reaches_a_live_sdk_client_within_a_second(browser: Any, site: Server) -> None:
+    _set_enabled(site, "new-checkout", True)
+    watcher = subprocess.Popen(
+        [sys.executable, "-c", _WATCHER, site.url, sdk_key(site.database_url)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watcher.stdout is not None
+        assert watcher.stdout.readline().split()[1] == "True"
+        page = _sign_in(browser, site, EDITOR)
+        page.get_by_role("link", name="new-checkout").click()
+        page.get_by_role("button", name="Turn off…").click()
+        assert "Everyone gets “off”" in page.inner_text("main")
+        page.get_by_label("Reason (goes into the audit log)").fill("checkout errors spiking")
+        page.screenshot(path=str(SHOTS / "kill-switch-confirm.png"))
+        page.get_by_role("button", name="Yes, turn it off").click()
+        clicked = time.time()
+        page.wait_for_url("**/flags/new-checkout?notice=*")
+        seen_at, value = watcher.stdout.readline().split()
+        assert value == "False"
+        assert float(seen_at) - clicked < 1.0, (
+            f"the client changed {float(seen_at) - clicked:.2f}s later"
+        )
+        assert page.get_by_role("status").inner_text() == "The flag is off."
+        history = page.locator(".history li").first.inner_text()
+        assert "alice" in history
+        assert "checkout errors spiking" in history
+        assert "+ enabled: false" in history
+        page.screenshot(path=str(SHOTS / "flag.png"), full_page=True)
+        page.close()
+    finally:
+        watcher.kill()
+        watcher.wait(timeout=30)
+    assert not _enabled(site, "new-checkout")
+
+
+def test_kill_switch_with_the_keyboard_alone(browser: Any, site: Server) -> None:
+    _set_enabled(site, "dark-mode", True)
+    page = _sign_in(browser, site, EDITOR)
+    page.goto(f"{site.url}/p/shop/production/flags/dark-mode")
+    for _ in range(30):  # tab until the kill switch has the focus
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.textContent") == "Turn off…":
+            break
+    else:
+        pytest.fail("the kill switch cannot be reached with Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/switch")
+    # the reason field has the focus on arrival; Enter sends the form
+    page.keyboard.type("rolling back by keyboard")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/flags/dark-mode?notice=*")
+    assert not _enabled(site, "dark-mode")
+    page.close()
+
+
+def test_a_viewer_finds_no_control_and_forged_posts_are_refused(browser: Any, site: Server) -> None:
+    _set_enabled(site, "new-checkout", True)
+    page = _sign_in(browser, site, VIEWER)
+    page.goto(f"{site.url}/p/shop/production/flags/new-checkout")
+    buttons = [b.inner_text() for b in page.get_by_role("button").all()]
+    assert buttons == ["Sign out"]  # nothing that changes a flag
+    csrf = page.locator("input[name=csrf]").first.input_value()
+    # the viewer's own session and a valid token: the server still refuses
+    forged = page.request.post(
+        f"{site.url}/p/shop/production/flags/new-checkout/switch",
+        form={"csrf": csrf, "to": "off", "reason": "x", "confirmed": "yes", "version": "0"},
+    )
+    assert forged.status == 403
+    assert "a viewer can change nothing" in forged.text()
+    page.close()
+    editor = _sign_in(browser, site, EDITOR)
+    # an editor's session without the CSRF token (what a forging site would send)
+    no_token = editor.request.post(
+        f"{site.url}/p/shop/production/flags/new-checkout/switch",
+        form={"to": "off", "reason": "x", "confirmed": "yes"},
+    )
+    assert no_token.status == 403
+    assert "security token" in no_token.text()
+    # the token of the session but from another site's page
+    token = editor.locator("input[name=csrf]").first.input_value()
+    cross = editor.request.post(
+        f"{site.url}/p/shop/production/flags/new-checkout/switch",
+        form={"csrf": token, "to": "off", "reason": "x", "confirmed": "yes"},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert cross.status == 403
+    assert "another site" in cross.text()
+    editor.close()
+    assert _enabled(site, "new-checkout")  # none of it changed anything
+
+
+def test_a_post_without_a_session_is_refused_before_its_body_is_read(site: Server) -> None:
+    body = b"to=off&" + b"x" * (10 << 20)
+    answer = httpx.post(
+        f"{site.url}/p/shop/production/flags/new-checkout/switch",
+        content=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=30,
+    )
+    assert answer.status_code == 403
+    assert answer.text == "sign in first"
+
+
+def test_pages_pass_axe_and_carry_a_strict_policy(browser: Any, site: Server) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    login = browser.new_page()
+    login.goto(f"{site.url}/login")
+    assert _serious_violations(login) == []
+    login.close()
+    page = _sign_in(browser, site, EDITOR)
+    policy = page.request.get(f"{site.url}/p/shop/production/flags").headers
+    assert "script-src 'self'" in policy["content-security-policy"]
+    assert "unsafe-inline" not in policy["content-security-policy"]
+    assert _serious_violations(page) == []
+    page.screenshot(path=str(SHOTS / "flags.png"), full_page=True)
+    page.goto(f"{site.url}/p/shop/production/flags/new-checkout")
+    assert _serious_violations(page) == []
+    _set_enabled(site, "dark-mode", True)
+    page.goto(f"{site.url}/p/shop/production/flags/dark-mode")
+    page.get_by_role("button", name="Turn off…").click()
+    assert _serious_violations(page) == []
+    page.close()
+
+
+def test_pages_stay_usable_at_200_percent_zoom(browser: Any, site: Server) -> None:
+    # 200% zoom of a 1280-pixel window is a 640-pixel layout viewport at twice the density
+    page = _sign_in(
+        browser, site, EDITOR, viewport={"width": 640, "height": 400}, device_scale_factor=2
+    )
+    for path in ("/p/shop/production/flags", "/p/shop/production/flags/new-checkout"):
+        page.goto(site.url + path)
+        overflow = page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"{path} scrolls sideways by {overflow}px at 200%"
+    assert page.get_by_role("button", name="Sign out").is_visible()
+    page.close()
