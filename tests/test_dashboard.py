@@ -326,3 +326,39 @@ def test_pages_stay_usable_at_200_percent_zoom(browser: Any, site: Server) -> No
         assert overflow <= 0, f"{path} scrolls sideways by {overflow}px at 200%"
     assert page.get_by_role("button", name="Sign out").is_visible()
     page.close()
+
+
+def _rules(site: Server, key: str) -> list[Any]:
+    with site.client() as api:
+        return list(api.get(f"{FLAGS}/{key}").json()["data"].get("rules", []))
+
+
+def test_a_bad_rule_value_is_shown_at_its_field_and_nothing_is_saved(
+    browser: Any, site: Server
+) -> None:
+    before = _rules(site, "new-checkout")
+    page = _sign_in(browser, site, EDITOR)
+    page.goto(f"{site.url}/p/shop/production/flags/new-checkout")
+    page.get_by_role("link", name="Edit targeting").click()
+    page.get_by_role("button", name="Add a rule").click()
+    rule = len(before)
+    page.locator(f"#f-r{rule}-c0-attr").fill("orders")
+    page.locator(f"#f-r{rule}-c0-op").select_option("gt")
+    page.locator(f"#f-r{rule}-c0-values").fill("many")
+    page.get_by_role("button", name="Save targeting").click()
+    values = page.locator(f"#f-r{rule}-c0-values")
+    assert values.get_attribute("aria-invalid") == "true"
+    described = values.get_attribute("aria-describedby")
+    assert page.locator(f"#{described}").inner_text() == "must be a number, not str"
+    summary = page.get_by_role("alert").inner_text()
+    assert "Not saved: 1 problem" in summary
+    assert f"Rule {rule + 1}, condition 1, values: must be a number, not str" in summary
+    assert _serious_violations(page) == []
+    page.screenshot(path=str(SHOTS / "rules-editor-error.png"), full_page=True)
+    assert _rules(site, "new-checkout") == before  # nothing was written
+    values.fill("3")  # what was typed is still there; only the wrong value changes
+    page.get_by_role("button", name="Save targeting").click()
+    page.wait_for_url("**/flags/new-checkout?notice=*")
+    after = _rules(site, "new-checkout")
+    assert after[rule] == {"when": [{"attr": "orders", "op": "gt", "values": [3]}], "serve": "on"}
+    page.close()

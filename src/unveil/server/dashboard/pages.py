@@ -19,9 +19,19 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
-from unveil.core import UnveilError
+from unveil.core import InvalidDocument, UnveilError
 from unveil.server.auth import PRINCIPAL
 from unveil.server.changes_api import gated
+from unveil.server.dashboard.forms import (
+    OPERATORS,
+    Editor,
+    editor_from_data,
+    editor_from_form,
+    field_for,
+    field_id,
+    field_label,
+    flag_with,
+)
 from unveil.server.dashboard.sessions import COOKIE, cookie_secret, csrf_matches, same_origin
 from unveil.server.services import Services
 from unveil.service.access import Principal
@@ -388,3 +398,100 @@ async def switch(request: Request, project: str, env: str, key: str) -> Response
         return _page(request, "confirm_switch.html", 409, **values)
     word = "on" if turn_on else "off"
     return _redirect(page + "?" + urlencode({"notice": f"The flag is {word}."}))
+
+
+# -- the rules editor -----------------------------------------------------------------
+
+
+def _edit_page(
+    request: Request,
+    who: Principal,
+    project: str,
+    env: str,
+    key: str,
+    editor: Editor,
+    version: int,
+    reason: str = "",
+    problems: list[tuple[str, str]] | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    errors: dict[str, list[str]] = {}
+    for name, message in problems or ():
+        if name:
+            errors.setdefault(name, []).append(message)
+    return _page(
+        request,
+        "edit.html",
+        status,
+        who=who,
+        project=project,
+        env=env,
+        key=key,
+        editor=editor,
+        version=version,
+        reason=reason,
+        problems=problems or [],
+        errors=errors,
+        operators=OPERATORS,
+        field_id=field_id,
+        field_label=field_label,
+    )
+
+
+@router.get("/p/{project}/{env}/flags/{key}/edit")
+async def edit_page(request: Request, project: str, env: str, key: str) -> Response:
+    who = await _who(request)
+    if who is None:
+        return _sign_in_first(request)
+    if not who.may("editor"):
+        return _refused(request, "a viewer can change nothing", who)
+    svc = _services(request)
+    record = await run_in_threadpool(svc.flags.get_item, "flags", project, env, key)
+    editor = editor_from_data(record.data)
+    return _edit_page(request, who, project, env, key, editor, record.version)
+
+
+@router.post("/p/{project}/{env}/flags/{key}/edit")
+async def edit(request: Request, project: str, env: str, key: str) -> Response:
+    """Redraw the form with a rule or condition added or removed, or save it."""
+    who = await _who(request)
+    try:
+        fields = await _form(request, who)
+        if who is None or not who.may("editor"):
+            raise _Refused("a viewer can change nothing")
+    except _Refused as exc:
+        return _refused(request, str(exc), who)
+    svc = _services(request)
+    record = await run_in_threadpool(svc.flags.get_item, "flags", project, env, key)
+    version = int(fields.get("version", "0")) if fields.get("version", "").isdigit() else 0
+    editor = editor_from_form(fields, list(record.data.get("variants", {"on": 1, "off": 0})))
+    reason = fields.get("reason", "").strip()
+    if fields.get("action") != "save":
+        return _edit_page(request, who, project, env, key, editor, version, reason)
+    data = flag_with(record.data, editor)
+    page = f"/p/{quote(project)}/{quote(env)}/flags/{quote(key)}"
+    try:
+        opened, written = await gated(
+            svc, project, env, who, "flag.put", key, {"data": data}, reason or None, Expect(version)
+        )
+        if opened is not None:
+            notice = "A change request was opened: it waits for approval."
+            return _redirect(page + "?" + urlencode({"notice": notice}))
+        await run_in_threadpool(
+            svc.flags.put_item,
+            "flags",
+            project,
+            env,
+            key,
+            data,
+            Change(who.name, written),
+            version,
+            False,
+        )
+    except (InvalidDocument, Invalid) as exc:
+        problems = [(field_for(p.path, key), p.message) for p in exc.problems]
+        return _edit_page(request, who, project, env, key, editor, version, reason, problems, 422)
+    except UnveilError as exc:
+        problems = [("", str(exc))]
+        return _edit_page(request, who, project, env, key, editor, version, reason, problems, 409)
+    return _redirect(page + "?" + urlencode({"notice": "The targeting is saved."}))
