@@ -362,3 +362,33 @@ def test_a_bad_rule_value_is_shown_at_its_field_and_nothing_is_saved(
     after = _rules(site, "new-checkout")
     assert after[rule] == {"when": [{"attr": "orders", "op": "gt", "values": [3]}], "serve": "on"}
     page.close()
+
+
+def test_a_segment_made_on_its_page_is_used_in_a_rule(browser: Any, site: Server) -> None:
+    page = _sign_in(browser, site, EDITOR)
+    page.goto(f"{site.url}/p/shop/production/segments")
+    page.get_by_label("Key").fill("vip customers")  # a space: refused, named
+    page.get_by_role("button", name="Create segment").click()
+    assert page.get_by_role("alert").is_visible()
+    page.get_by_label("Key").fill("vip")
+    page.get_by_role("button", name="Create segment").click()
+    page.wait_for_url("**/segments/vip")
+    page.get_by_label("Always in (keys, one per line)").fill("user-7\nuser-9")
+    page.get_by_role("button", name="Save segment").click()
+    page.wait_for_url("**/segments/vip?notice=*")
+    assert _serious_violations(page) == []
+    page.goto(f"{site.url}/p/shop/production/flags/dark-mode/edit")
+    page.get_by_role("button", name="Add a rule").click()
+    rule = len(_rules(site, "dark-mode"))
+    page.locator(f"#f-r{rule}-c0-kind").select_option("segment")
+    page.locator(f"#f-r{rule}-c0-segment").fill("vip")
+    page.locator(f"#f-r{rule}-serve-mode").select_option("on")
+    page.get_by_role("button", name="Save targeting").click()
+    page.wait_for_url("**/flags/dark-mode?notice=*")
+    assert _rules(site, "dark-mode")[rule] == {"when": [{"segment": "vip"}], "serve": "on"}
+    with site.client() as api:
+        vip = api.get("/api/v1/projects/shop/environments/production/segments/vip").json()
+    assert vip["data"]["include"] == ["user-7", "user-9"]
+    page.goto(f"{site.url}/p/shop/production/segments/nobody-here")
+    assert "no segment 'nobody-here'" in page.inner_text("main")  # a page, not JSON
+    page.close()

@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.gzip import GZipMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.staticfiles import StaticFiles
@@ -206,7 +206,9 @@ def create_app(engine: Engine, limits: Limits | None = None, **options: Any) -> 
         ]
         return JSONResponse({"error": "malformed request", "problems": problems}, 400)
 
-    async def refused(_request: Request, exc: Exception) -> JSONResponse:
+    async def refused(request: Request, exc: Exception) -> Response:
+        if dashboard.is_dashboard_page(request.url.path):
+            return dashboard.error_page(request, exc)
         return error_response(exc)
 
     app.add_exception_handler(UnveilError, refused)

@@ -7,6 +7,7 @@ its session cookie before its body is read, and every form carries the
 session's CSRF token.
 """
 
-from unveil.server.dashboard.pages import router
+from unveil.server.dashboard.pages import error_page, router
+from unveil.server.dashboard.sessions import is_dashboard_page
 
-__all__ = ["router"]
+__all__ = ["error_page", "is_dashboard_page", "router"]

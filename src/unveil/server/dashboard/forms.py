@@ -26,6 +26,9 @@ __all__ = [
     "field_for",
     "field_id",
     "field_label",
+    "segment_editor_from_data",
+    "segment_editor_from_form",
+    "segment_with",
 ]
 
 OPERATORS = tuple(o.value for o in Operator)
@@ -278,9 +281,9 @@ def flag_with(data: Mapping[str, Any], editor: Editor) -> dict[str, Any]:
 _INDEX = re.compile(r"\[(\d+)\]")
 
 
-def field_for(path: str, key: str) -> str:
+def field_for(path: str, key: str, part: str = "flags") -> str:
     """The form field a validation problem belongs to (``r0.c1.values``), or ``""``."""
-    prefix = f"flags.{key}."
+    prefix = f"{part}.{key}."
     if not path.startswith(prefix):
         return ""
     rest = path[len(prefix) :]
@@ -301,6 +304,9 @@ def field_for(path: str, key: str) -> str:
         return "default"
     if rest.startswith("targets."):
         return "targets." + _INDEX.sub("", rest[len("targets.") :]).split(".")[0]
+    for name in ("include", "exclude", "description"):
+        if rest.startswith(name):
+            return name
     return ""
 
 
@@ -315,8 +321,8 @@ def field_label(name: str) -> str:
         elif serve:
             words += ", serves"
         return words
-    if name == "default":
-        return "The default"
+    if name in ("default", "include", "exclude", "description"):
+        return {"default": "The default"}.get(name, name.capitalize())
     if name.startswith("targets."):
         return f"Targets of “{name[len('targets.') :]}”"
     return name
@@ -325,3 +331,62 @@ def field_label(name: str) -> str:
 def field_id(name: str) -> str:
     """An HTML id for a field name (``r0.c1.values`` -> ``f-r0-c1-values``)."""
     return "f-" + re.sub(r"[^A-Za-z0-9_-]", "-", name)
+
+
+@dataclass
+class SegmentEditor:
+    """A segment's editable parts: who is in or out by key, and its rules."""
+
+    description: str
+    include: str  # keys, one per line
+    exclude: str
+    rules: list[RuleForm]
+
+
+def segment_editor_from_data(data: Mapping[str, Any]) -> SegmentEditor:
+    """The form of a stored segment."""
+    rules = [
+        RuleForm([_condition_form(c) for c in rule.get("when", ())])
+        for rule in data.get("rules", ())
+    ]
+    return SegmentEditor(
+        str(data.get("description", "")),
+        "\n".join(data.get("include", ())),
+        "\n".join(data.get("exclude", ())),
+        rules,
+    )
+
+
+def segment_editor_from_form(fields: Mapping[str, str]) -> SegmentEditor:
+    """The posted segment form, with the edit its button asked for made."""
+    rules = [
+        RuleForm(
+            [
+                _posted_condition(fields, f"r{i}.c{j}")
+                for j in range(_count(fields, f"r{i}.conditions", 100))
+            ]
+        )
+        for i in range(_count(fields, "rules", 100))
+    ]
+    editor = SegmentEditor(
+        fields.get("description", ""), fields.get("include", ""), fields.get("exclude", ""), rules
+    )
+    holder = Editor([], {}, editor.rules, ServeForm())
+    _apply_action(holder, fields.get("action", ""))
+    return editor
+
+
+def segment_with(data: Mapping[str, Any], editor: SegmentEditor) -> dict[str, Any]:
+    """The segment with the form's description, keys and rules."""
+    result = {k: v for k, v in data.items() if k not in ("include", "exclude", "rules")}
+    result["description"] = editor.description.strip()
+    if not result["description"]:
+        del result["description"]
+    for name in ("include", "exclude"):
+        keys = [k.strip() for k in getattr(editor, name).splitlines() if k.strip()]
+        if keys:
+            result[name] = keys
+    rules = [{"when": [_condition_data(c) for c in rule.conditions]} for rule in editor.rules]
+    if rules:
+        result["rules"] = rules
+    return result

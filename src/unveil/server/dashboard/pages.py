@@ -31,13 +31,17 @@ from unveil.server.dashboard.forms import (
     field_id,
     field_label,
     flag_with,
+    segment_editor_from_data,
+    segment_editor_from_form,
+    segment_with,
 )
 from unveil.server.dashboard.sessions import COOKIE, cookie_secret, csrf_matches, same_origin
+from unveil.server.errors import error_response
 from unveil.server.services import Services
 from unveil.service.access import Principal
 from unveil.service.changes import Expect
 from unveil.service.errors import Forbidden, Invalid, NotFound, Overloaded, Unauthenticated
-from unveil.service.flags import Change
+from unveil.service.flags import Change, Part
 from unveil.service.sessions import csrf_token
 
 __all__ = ["router"]
@@ -122,6 +126,69 @@ async def _form(request: Request, who: Principal | None) -> dict[str, str]:
 
 def _refused(request: Request, reason: str, who: Principal | None) -> HTMLResponse:
     return _page(request, "refused.html", 403, who=who, reason=reason)
+
+
+async def _put(
+    svc: Services,
+    part: Part,
+    project: str,
+    env: str,
+    key: str,
+    data: dict[str, Any],
+    who: Principal,
+    reason: str | None,
+    expect: Expect,
+) -> bool:
+    """Write a flag or segment as the API does (through the approval gate); True when
+    the environment requires approval and a change request was opened instead."""
+    singular = "flag" if part == "flags" else "segment"
+    opened, written = await gated(
+        svc, project, env, who, f"{singular}.put", key, {"data": data}, reason, expect
+    )
+    if opened is not None:
+        return True
+    await run_in_threadpool(
+        svc.flags.put_item,
+        part,
+        project,
+        env,
+        key,
+        data,
+        Change(who.name, written),
+        expect.if_match,
+        expect.create_only,
+    )
+    return False
+
+
+_OPENED = "A change request was opened: it waits for approval."
+
+
+async def _editing(request: Request) -> tuple[Principal, dict[str, str]] | HTMLResponse:
+    """The editor who posted and the form's fields, or the page refusing the post."""
+    who = await _who(request)
+    try:
+        fields = await _form(request, who)
+        if who is None or not who.may("editor"):
+            raise _Refused("a viewer can change nothing")
+    except _Refused as exc:
+        return _refused(request, str(exc), who)
+    return who, fields
+
+
+def _version(fields: dict[str, str]) -> int:
+    """The version the form was drawn at (its If-Match)."""
+    raw = fields.get("version", "")
+    return int(raw) if raw.isdigit() else 0
+
+
+def _by_field(problems: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """The problems of a form by the field they belong to, to draw them beside it."""
+    errors: dict[str, list[str]] = {}
+    for name, message in problems:
+        if name:
+            errors.setdefault(name, []).append(message)
+    return errors
 
 
 # -- signing in and out -------------------------------------------------------------
@@ -258,6 +325,7 @@ async def flags_page(
         env=env,
         envs=envs,
         projects=projects,
+        section="flags",
         rows=rows,
         q=q,
         state=state,
@@ -329,6 +397,7 @@ async def flag_page(request: Request, project: str, env: str, key: str) -> Respo
         env=env,
         envs=envs,
         projects=projects,
+        section="flags",
         key=key,
         flag=record.data,
         version=record.version,
@@ -344,13 +413,10 @@ async def flag_page(request: Request, project: str, env: str, key: str) -> Respo
 @router.post("/p/{project}/{env}/flags/{key}/switch")
 async def switch(request: Request, project: str, env: str, key: str) -> Response:
     """Turn a flag off or on: a first post asks to confirm, the second one changes it."""
-    who = await _who(request)
-    try:
-        fields = await _form(request, who)
-        if who is None or not who.may("editor"):
-            raise _Refused("a viewer can change nothing")
-    except _Refused as exc:
-        return _refused(request, str(exc), who)
+    posted = await _editing(request)
+    if isinstance(posted, HTMLResponse):
+        return posted
+    who, fields = posted
     svc = _services(request)
     turn_on = fields.get("to") == "on"
     record = await run_in_threadpool(svc.flags.get_item, "flags", project, env, key)
@@ -374,25 +440,10 @@ async def switch(request: Request, project: str, env: str, key: str) -> Response
         values["error"] = "say why: the reason goes into the audit log"
         return _page(request, "confirm_switch.html", 422, **values)
     data = {**record.data, "enabled": turn_on}
-    version = int(fields.get("version", "0") or 0)
+    version = _version(fields)
     try:
-        request_made, reason_written = await gated(
-            svc, project, env, who, "flag.put", key, {"data": data}, reason, Expect(version)
-        )
-        if request_made is not None:
-            opened = "A change request was opened: it waits for approval."
-            return _redirect(page + "?" + urlencode({"notice": opened}))
-        await run_in_threadpool(
-            svc.flags.put_item,
-            "flags",
-            project,
-            env,
-            key,
-            data,
-            Change(who.name, reason_written),
-            version,
-            False,
-        )
+        if await _put(svc, "flags", project, env, key, data, who, reason, Expect(version)):
+            return _redirect(page + "?" + urlencode({"notice": _OPENED}))
     except (Invalid, Forbidden, UnveilError) as exc:
         values["error"] = str(exc)
         return _page(request, "confirm_switch.html", 409, **values)
@@ -415,10 +466,6 @@ def _edit_page(
     problems: list[tuple[str, str]] | None = None,
     status: int = 200,
 ) -> HTMLResponse:
-    errors: dict[str, list[str]] = {}
-    for name, message in problems or ():
-        if name:
-            errors.setdefault(name, []).append(message)
     return _page(
         request,
         "edit.html",
@@ -431,7 +478,7 @@ def _edit_page(
         version=version,
         reason=reason,
         problems=problems or [],
-        errors=errors,
+        errors=_by_field(problems or []),
         operators=OPERATORS,
         field_id=field_id,
         field_label=field_label,
@@ -454,16 +501,13 @@ async def edit_page(request: Request, project: str, env: str, key: str) -> Respo
 @router.post("/p/{project}/{env}/flags/{key}/edit")
 async def edit(request: Request, project: str, env: str, key: str) -> Response:
     """Redraw the form with a rule or condition added or removed, or save it."""
-    who = await _who(request)
-    try:
-        fields = await _form(request, who)
-        if who is None or not who.may("editor"):
-            raise _Refused("a viewer can change nothing")
-    except _Refused as exc:
-        return _refused(request, str(exc), who)
+    posted = await _editing(request)
+    if isinstance(posted, HTMLResponse):
+        return posted
+    who, fields = posted
     svc = _services(request)
     record = await run_in_threadpool(svc.flags.get_item, "flags", project, env, key)
-    version = int(fields.get("version", "0")) if fields.get("version", "").isdigit() else 0
+    version = _version(fields)
     editor = editor_from_form(fields, list(record.data.get("variants", {"on": 1, "off": 0})))
     reason = fields.get("reason", "").strip()
     if fields.get("action") != "save":
@@ -471,23 +515,8 @@ async def edit(request: Request, project: str, env: str, key: str) -> Response:
     data = flag_with(record.data, editor)
     page = f"/p/{quote(project)}/{quote(env)}/flags/{quote(key)}"
     try:
-        opened, written = await gated(
-            svc, project, env, who, "flag.put", key, {"data": data}, reason or None, Expect(version)
-        )
-        if opened is not None:
-            notice = "A change request was opened: it waits for approval."
-            return _redirect(page + "?" + urlencode({"notice": notice}))
-        await run_in_threadpool(
-            svc.flags.put_item,
-            "flags",
-            project,
-            env,
-            key,
-            data,
-            Change(who.name, written),
-            version,
-            False,
-        )
+        if await _put(svc, "flags", project, env, key, data, who, reason or None, Expect(version)):
+            return _redirect(page + "?" + urlencode({"notice": _OPENED}))
     except (InvalidDocument, Invalid) as exc:
         problems = [(field_for(p.path, key), p.message) for p in exc.problems]
         return _edit_page(request, who, project, env, key, editor, version, reason, problems, 422)
@@ -495,3 +524,153 @@ async def edit(request: Request, project: str, env: str, key: str) -> Response:
         problems = [("", str(exc))]
         return _edit_page(request, who, project, env, key, editor, version, reason, problems, 409)
     return _redirect(page + "?" + urlencode({"notice": "The targeting is saved."}))
+
+
+# -- segments -------------------------------------------------------------------------
+
+
+async def _segments_page(
+    request: Request, who: Principal, project: str, env: str, error: str = "", new_key: str = ""
+) -> HTMLResponse:
+    svc = _services(request)
+    projects = await run_in_threadpool(svc.access.projects)
+    records = await run_in_threadpool(svc.flags.list_items, "segments", project, env)
+    rows = [
+        {
+            "key": r.key,
+            "description": r.data.get("description", ""),
+            "include": len(r.data.get("include", ())),
+            "rules": len(r.data.get("rules", ())),
+        }
+        for r in records
+    ]
+    return _page(
+        request,
+        "segments.html",
+        422 if error else 200,
+        who=who,
+        project=project,
+        env=env,
+        envs=_nav(projects, project),
+        projects=projects,
+        section="segments",
+        rows=rows,
+        may_edit=who.may("editor"),
+        error=error,
+        new_key=new_key,
+    )
+
+
+@router.get("/p/{project}/{env}/segments")
+async def segments_page(request: Request, project: str, env: str) -> Response:
+    who = await _who(request)
+    if who is None:
+        return _sign_in_first(request)
+    return await _segments_page(request, who, project, env)
+
+
+@router.post("/p/{project}/{env}/segments")
+async def create_segment(request: Request, project: str, env: str) -> Response:
+    """A new, empty segment (nobody in it), then its page to fill it in."""
+    posted = await _editing(request)
+    if isinstance(posted, HTMLResponse):
+        return posted
+    who, fields = posted
+    svc = _services(request)
+    key = fields.get("key", "").strip()
+    try:
+        await _put(svc, "segments", project, env, key, {}, who, None, Expect(None, True))
+    except (InvalidDocument, Invalid) as exc:
+        message = "; ".join(p.message for p in exc.problems)
+        return await _segments_page(request, who, project, env, message, key)
+    except UnveilError as exc:
+        return await _segments_page(request, who, project, env, str(exc), key)
+    return _redirect(f"/p/{quote(project)}/{quote(env)}/segments/{quote(key)}")
+
+
+async def _segment_page(
+    request: Request,
+    who: Principal,
+    project: str,
+    env: str,
+    key: str,
+    editor: Any,
+    version: int,
+    reason: str = "",
+    problems: list[tuple[str, str]] | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    svc = _services(request)
+    projects = await run_in_threadpool(svc.access.projects)
+    return _page(
+        request,
+        "segment.html",
+        status,
+        who=who,
+        project=project,
+        env=env,
+        envs=_nav(projects, project),
+        projects=projects,
+        section="segments",
+        key=key,
+        editor=editor,
+        version=version,
+        reason=reason,
+        problems=problems or [],
+        errors=_by_field(problems or []),
+        operators=OPERATORS,
+        field_id=field_id,
+        field_label=field_label,
+        may_edit=who.may("editor"),
+        notice=request.query_params.get("notice", ""),
+    )
+
+
+@router.get("/p/{project}/{env}/segments/{key}")
+async def segment_page(request: Request, project: str, env: str, key: str) -> Response:
+    who = await _who(request)
+    if who is None:
+        return _sign_in_first(request)
+    record = await run_in_threadpool(
+        _services(request).flags.get_item, "segments", project, env, key
+    )
+    editor = segment_editor_from_data(record.data)
+    return await _segment_page(request, who, project, env, key, editor, record.version)
+
+
+@router.post("/p/{project}/{env}/segments/{key}")
+async def edit_segment(request: Request, project: str, env: str, key: str) -> Response:
+    posted = await _editing(request)
+    if isinstance(posted, HTMLResponse):
+        return posted
+    who, fields = posted
+    svc = _services(request)
+    record = await run_in_threadpool(svc.flags.get_item, "segments", project, env, key)
+    version = _version(fields)
+    editor = segment_editor_from_form(fields)
+    reason = fields.get("reason", "").strip()
+    if fields.get("action") != "save":
+        return await _segment_page(request, who, project, env, key, editor, version, reason)
+    data = segment_with(record.data, editor)
+    page = f"/p/{quote(project)}/{quote(env)}/segments/{quote(key)}"
+    try:
+        expect = Expect(version)
+        if await _put(svc, "segments", project, env, key, data, who, reason or None, expect):
+            return _redirect(page + "?" + urlencode({"notice": _OPENED}))
+    except (InvalidDocument, Invalid) as exc:
+        problems = [(field_for(p.path, key, "segments"), p.message) for p in exc.problems]
+        return await _segment_page(
+            request, who, project, env, key, editor, version, reason, problems, 422
+        )
+    except UnveilError as exc:
+        return await _segment_page(
+            request, who, project, env, key, editor, version, reason, [("", str(exc))], 409
+        )
+    return _redirect(page + "?" + urlencode({"notice": "The segment is saved."}))
+
+
+def error_page(request: Request, exc: Exception) -> HTMLResponse:
+    """A refusal as a page (the API answers the same errors as JSON)."""
+    answer = error_response(exc)
+    message = json.loads(bytes(answer.body)).get("error", "something went wrong")
+    return _page(request, "refused.html", answer.status_code, who=None, reason=message)

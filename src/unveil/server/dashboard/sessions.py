@@ -8,7 +8,14 @@ from http.cookies import CookieError, SimpleCookie
 
 from unveil.service.sessions import csrf_token
 
-__all__ = ["COOKIE", "cookie_secret", "csrf_matches", "is_dashboard_write", "same_origin"]
+__all__ = [
+    "COOKIE",
+    "cookie_secret",
+    "csrf_matches",
+    "is_dashboard_page",
+    "is_dashboard_write",
+    "same_origin",
+]
 
 #: The session cookie's name.
 COOKIE = "unveil_session"
@@ -16,6 +23,11 @@ _NOT_DASHBOARD = ("/api/", "/sdk/", "/ofrep/", "/metrics", "/health")
 _WRITES = ("POST", "PUT", "PATCH", "DELETE")
 #: Paths that take a form from someone not yet signed in.
 SIGN_IN = "/login"
+
+
+def is_dashboard_page(path: str) -> bool:
+    """Whether a path is one of the dashboard's pages (its errors are pages too)."""
+    return not path.startswith((*_NOT_DASHBOARD, "/static/", "/docs", "/openapi", "/redoc"))
 
 
 def is_dashboard_write(method: str, path: str) -> bool:
