@@ -392,3 +392,76 @@ def test_a_segment_made_on_its_page_is_used_in_a_rule(browser: Any, site: Server
     page.goto(f"{site.url}/p/shop/production/segments/nobody-here")
     assert "no segment 'nobody-here'" in page.inner_text("main")  # a page, not JSON
     page.close()
+
+
+RELEASES = "/api/v1/projects/shop/environments/production/releases"
+
+
+def test_a_release_started_watched_paused_and_aborted_from_its_pages(
+    browser: Any, site: Server
+) -> None:
+    from playwright.sync_api import expect
+
+    with site.client() as api:
+        flag = {"variants": {"on": True, "off": False}, "default": "off"}
+        assert api.put(f"{FLAGS}/search-v2", json=flag).status_code == 201
+        releaser = {"name": "rita", "password": "rita-password-12", "role": "releaser"}
+        assert api.post("/api/v1/users", json=releaser).status_code == 201
+    page = _sign_in(browser, site, ("rita", "rita-password-12"))
+    page.goto(f"{site.url}/p/shop/production/flags/search-v2")
+    page.get_by_role("link", name="Start a guarded release…").click()
+    page.get_by_label("Steps").fill("10 1h\n5 1h\n100")  # not increasing: refused, named
+    page.get_by_role("button", name="Start the release").click()
+    steps = page.locator("#f-steps")
+    assert steps.get_attribute("aria-invalid") == "true"
+    assert "line 2:" in page.locator("#f-steps-error").inner_text()
+    with site.client() as api:
+        assert api.get(RELEASES).json()["releases"] == []  # nothing started
+    page.get_by_label("Steps").fill("10 1h\n100")
+    page.get_by_role("button", name="Start the release").click()
+    page.wait_for_url("**/releases/*")
+    live = page.locator("#live")
+    assert "running" in live.inner_text()
+    assert "treatment at 10%" in live.inner_text()
+    page.evaluate("window.stillThisPage = true")  # gone if the page reloads
+    # the application reports exposures and errors of both arms: the chart draws itself
+    events = [
+        *(
+            {"kind": "exposure", "flag": "search-v2", "variant": v}
+            for v in ["on"] * 40 + ["off"] * 60
+        ),
+        *(
+            {"kind": "metric", "metric": "errors", "variants": {"search-v2": v}}
+            for v in ["on"] * 3 + ["off"] * 2
+        ),
+    ]
+    sent = httpx.post(
+        f"{site.url}/sdk/v1/events",
+        json={"events": events},
+        headers={"Authorization": f"Bearer {sdk_key(site.database_url)}"},
+    )
+    assert sent.status_code == 202, sent.text
+    expect(page.locator("#live svg polyline")).to_have_count(2, timeout=20_000)
+    assert page.evaluate("window.stillThisPage") is True
+    assert "control (off)" in page.locator("#live table.numbers").inner_text()
+    assert _serious_violations(page) == []
+    page.screenshot(path=str(SHOTS / "release.png"), full_page=True)
+    release_id = page.url.rsplit("/", 1)[1]
+    # someone else pauses it through the API: the open page follows, without a reload
+    with site.client() as api:
+        paused = api.post(f"{RELEASES}/{release_id}/pause", json={"reason": "looking at logs"})
+        assert paused.status_code == 200, paused.text
+    expect(page.locator("#live")).to_contain_text("paused", timeout=10_000)
+    assert page.evaluate("window.stillThisPage") is True
+    page.reload()  # the buttons follow the phase
+    page.get_by_role("button", name="Resume").click()
+    page.wait_for_url("**?notice=Resumed.")
+    page.get_by_label("Reason (for pause and abort)").fill("checkout errors")
+    page.get_by_role("button", name="Abort: control for everyone").click()
+    page.wait_for_url("**?notice=Aborted.")
+    assert "aborted" in page.locator("#live").inner_text()
+    with site.client() as api:
+        state = api.get(f"{RELEASES}/{release_id}").json()
+        assert state["phase"] == "aborted"
+        assert api.get(f"{FLAGS}/search-v2").json()["data"]["default"] == "off"
+    page.close()

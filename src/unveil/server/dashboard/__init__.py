@@ -7,7 +7,14 @@ its session cookie before its body is read, and every form carries the
 session's CSRF token.
 """
 
-from unveil.server.dashboard.pages import error_page, router
+from fastapi import APIRouter
+
+from unveil.server.dashboard import pages, releasing
+from unveil.server.dashboard.pages import error_page
 from unveil.server.dashboard.sessions import is_dashboard_page
 
 __all__ = ["error_page", "is_dashboard_page", "router"]
+
+router = APIRouter(include_in_schema=False)
+router.include_router(pages.router)
+router.include_router(releasing.router)

@@ -86,6 +86,11 @@ def _page(request: Request, template: str, status: int = 200, **values: Any) -> 
     return HTMLResponse(html, status, headers=SECURITY_HEADERS)
 
 
+def render(template: str, **values: Any) -> str:
+    """A template drawn to text: a page's live part, sent again over its stream."""
+    return _TEMPLATES.get_template(template).render(**values)
+
+
 def _redirect(to: str, **headers: str) -> RedirectResponse:
     return RedirectResponse(to, 303, headers={**SECURITY_HEADERS, **headers})
 
@@ -405,6 +410,7 @@ async def flag_page(request: Request, project: str, env: str, key: str) -> Respo
         served=served,
         history=history,
         may_edit=who.may("editor"),
+        may_release=who.may("releaser"),
         pretty=lambda v: json.dumps(v, ensure_ascii=False),
         notice=request.query_params.get("notice", ""),
     )
