@@ -9,6 +9,7 @@ Skipped when chromium or npm is missing, unless UNVEIL_TEST_REQUIRE_SERVICES=1.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server_process import Server, database, sdk_key, start_server, stop
+from tests.server_process import Server, database, sdk_key, start_server, stop, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 AXE_VERSION = "4.10.3"
@@ -464,4 +465,101 @@ def test_a_release_started_watched_paused_and_aborted_from_its_pages(
         state = api.get(f"{RELEASES}/{release_id}").json()
         assert state["phase"] == "aborted"
         assert api.get(f"{FLAGS}/search-v2").json()["data"]["default"] == "off"
+    page.close()
+
+
+def test_a_change_scheduled_from_the_kill_switch_applies_at_its_time(
+    browser: Any, site: Server
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from playwright.sync_api import expect
+
+    with site.client() as api:
+        flag = {"variants": {"on": True, "off": False}, "default": "on"}
+        assert api.put(f"{FLAGS}/promo-banner", json=flag).status_code == 201
+    page = _sign_in(browser, site, EDITOR)
+    page.goto(f"{site.url}/p/shop/production/flags/promo-banner")
+    page.get_by_role("button", name="Turn off…").click()
+    page.get_by_label("Reason (goes into the audit log)").fill("the promotion ends")
+    page.get_by_label("At").fill("2020-01-01T10:00:00")  # in the past: refused, named
+    page.get_by_role("button", name="Yes, turn it off").click()
+    assert "past" in page.get_by_role("alert").inner_text()
+    assert _enabled(site, "promo-banner")
+    when = (datetime.now(UTC) + timedelta(seconds=3)).strftime("%Y-%m-%dT%H:%M:%S")
+    page.get_by_label("At").fill(when)
+    page.get_by_label("Time zone").fill("UTC")
+    page.get_by_role("button", name="Yes, turn it off").click()
+    page.wait_for_url("**/flags/promo-banner?notice=*")
+    assert page.get_by_role("status").inner_text().startswith("Scheduled for")
+    assert _enabled(site, "promo-banner")  # not yet
+    page.get_by_role("link", name="Schedules").click()
+    row = page.locator("tr", has_text="promo-banner")
+    assert "pending" in row.inner_text()
+    assert _serious_violations(page) == []
+    page.screenshot(path=str(SHOTS / "schedules.png"), full_page=True)
+    assert wait_for(lambda: not _enabled(site, "promo-banner"), timeout=30)
+    page.reload()
+    expect(page.locator("tr", has_text="promo-banner")).to_contain_text("applied")
+    page.close()
+
+
+def test_a_change_request_is_approved_by_a_second_person_only(browser: Any, site: Server) -> None:
+    staging = "/api/v1/projects/shop/environments/staging"
+    with site.client() as api:
+        flag = {"variants": {"on": True, "off": False}, "default": "on", "enabled": False}
+        assert api.put(f"{staging}/flags/wishlist", json=flag).status_code == 201
+        assert api.put(f"{staging}/settings", json={"requires_approval": True}).status_code == 200
+        for name in ("rose", "rob"):  # both may approve, but not what they asked for
+            releaser = {"name": name, "password": f"{name}-password-123", "role": "releaser"}
+            assert api.post("/api/v1/users", json=releaser).status_code == 201
+    asker = _sign_in(browser, site, ("rose", "rose-password-123"))
+    asker.goto(f"{site.url}/p/shop/staging/flags/wishlist")
+    asker.get_by_role("button", name="Turn on…").click()
+    asker.get_by_label("Reason (goes into the audit log)").fill("ready for the demo")
+    asker.get_by_role("button", name="Yes, turn it on").click()
+    asker.wait_for_url("**/flags/wishlist?notice=*")
+    assert "change request was opened" in asker.get_by_role("status").inner_text()
+    with site.client() as api:
+        assert api.get(f"{staging}/flags/wishlist").json()["data"]["enabled"] is False
+    asker.get_by_role("link", name="Approvals").click()
+    card = asker.locator("article", has_text="wishlist")
+    assert "+ enabled: true" in card.inner_text()
+    assert card.get_by_role("button", name=re.compile("^Approve")).count() == 0
+    change_id = card.locator("h3").inner_text().split(":")[0]
+    csrf = asker.locator("input[name=csrf]").first.input_value()
+    forged = asker.request.post(
+        f"{site.url}/p/shop/staging/changes/{change_id}/approve", form={"csrf": csrf}
+    )
+    assert "someone else must approve it" in forged.text()  # refused by the server itself
+    asker.close()
+    approver = _sign_in(browser, site, ("rob", "rob-password-123"))
+    approver.goto(f"{site.url}/p/shop/staging/changes")
+    assert _serious_violations(approver) == []
+    approver.screenshot(path=str(SHOTS / "approvals.png"), full_page=True)
+    approver.get_by_label(f"Comment on {change_id}").fill("looks right")
+    approver.get_by_role("button", name=f"Approve {change_id}").click()
+    approver.wait_for_url("**/changes?notice=*")
+    assert "applied" in approver.get_by_role("status").inner_text()
+    with site.client() as api:
+        assert api.get(f"{staging}/flags/wishlist").json()["data"]["enabled"] is True
+    approver.close()
+
+
+def test_webhooks_are_listed_and_their_secret_shown_once(browser: Any, site: Server) -> None:
+    with site.client() as api:
+        admin = {"name": "ada", "password": "ada-password-1234", "role": "admin"}
+        assert api.post("/api/v1/users", json=admin).status_code == 201
+    page = _sign_in(browser, site, ("ada", "ada-password-1234"))
+    page.goto(f"{site.url}/p/shop/production/webhooks")
+    page.get_by_label("URL (http or https)").fill("http://127.0.0.1:9/hooks")
+    page.get_by_label("flag.switched_off").check()
+    page.get_by_role("button", name="Subscribe").click()
+    secret = page.locator("code.secret").inner_text()
+    assert len(secret) >= 20
+    page.get_by_role("link", name="Back to the webhooks").click()
+    listing = page.inner_text("main")
+    assert "http://127.0.0.1:9/hooks" in listing
+    assert secret not in page.content()  # never shown again
+    assert _serious_violations(page) == []
     page.close()

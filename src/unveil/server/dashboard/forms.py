@@ -283,6 +283,8 @@ _INDEX = re.compile(r"\[(\d+)\]")
 
 def field_for(path: str, key: str, part: str = "flags") -> str:
     """The form field a validation problem belongs to (``r0.c1.values``), or ``""``."""
+    if path in ("at", "until", "time_zone"):  # the When fields of a scheduled change
+        return path
     prefix = f"{part}.{key}."
     if not path.startswith(prefix):
         return ""
@@ -321,8 +323,9 @@ def field_label(name: str) -> str:
         elif serve:
             words += ", serves"
         return words
-    if name in ("default", "include", "exclude", "description"):
-        return {"default": "The default"}.get(name, name.capitalize())
+    if name in ("default", "include", "exclude", "description", "at", "until", "time_zone"):
+        named = {"default": "The default", "at": "When", "time_zone": "Time zone"}
+        return named.get(name, name.capitalize())
     if name.startswith("targets."):
         return f"Targets of “{name[len('targets.') :]}”"
     return name

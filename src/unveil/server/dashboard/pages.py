@@ -9,6 +9,7 @@ forms, and the server refuses the posts anyway.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from importlib.resources import files
 from typing import Any
@@ -42,6 +43,7 @@ from unveil.service.access import Principal
 from unveil.service.changes import Expect
 from unveil.service.errors import Forbidden, Invalid, NotFound, Overloaded, Unauthenticated
 from unveil.service.flags import Change, Part
+from unveil.service.schedules import ScheduleRequest
 from unveil.service.sessions import csrf_token
 
 __all__ = ["router"]
@@ -110,6 +112,12 @@ def _sign_in_first(request: Request) -> RedirectResponse:
     return _redirect("/login?" + urlencode({"next": request.url.path}))
 
 
+async def _viewer(request: Request) -> Principal | Response:
+    """Whoever is signed in to look at a page, or the way to the sign-in page."""
+    who = await _who(request)
+    return _sign_in_first(request) if who is None else who
+
+
 async def _form(request: Request, who: Principal | None) -> dict[str, str]:
     """The posted fields, once the CSRF token and the origin are shown to be right."""
     secret = cookie_secret(request.headers.get("cookie"))
@@ -143,15 +151,37 @@ async def _put(
     who: Principal,
     reason: str | None,
     expect: Expect,
-) -> bool:
-    """Write a flag or segment as the API does (through the approval gate); True when
-    the environment requires approval and a change request was opened instead."""
+    fields: dict[str, str] | None = None,
+) -> str | None:
+    """Write a flag or segment as the API does, through the approval gate, now or at the
+    time the form's When fields give: the notice to show when it did not happen now
+    (a change request was opened, or the change was scheduled), else None."""
     singular = "flag" if part == "flags" else "segment"
+    at = (fields or {}).get("at", "").strip()
+    if at:
+        until = (fields or {}).get("until", "").strip() or None
+        zone = (fields or {}).get("time_zone", "").strip() or None
+        asked = ScheduleRequest(
+            action=f"{singular}.put",
+            at=at,
+            key=key,
+            data=data,
+            until=until,
+            time_zone=zone,
+            reason=reason,
+        )
+        opened, _ = await gated(
+            svc, project, env, who, "schedule.create", key, {"schedule": asdict(asked)}, reason
+        )
+        if opened is not None:
+            return _OPENED
+        made = await run_in_threadpool(svc.schedules.create, project, env, asked, who.name)
+        return f"Scheduled for {made.as_data()['at']} (schedule {made.row.id})."
     opened, written = await gated(
         svc, project, env, who, f"{singular}.put", key, {"data": data}, reason, expect
     )
     if opened is not None:
-        return True
+        return _OPENED
     await run_in_threadpool(
         svc.flags.put_item,
         part,
@@ -163,7 +193,7 @@ async def _put(
         expect.if_match,
         expect.create_only,
     )
-    return False
+    return None
 
 
 _OPENED = "A change request was opened: it waits for approval."
@@ -272,9 +302,9 @@ def _state(data: dict[str, Any]) -> str:
 
 @router.get("/")
 async def home(request: Request) -> Response:
-    who = await _who(request)
-    if who is None:
-        return _sign_in_first(request)
+    who = await _viewer(request)
+    if isinstance(who, Response):
+        return who
     projects = await run_in_threadpool(_services(request).access.projects)
     for project in projects:
         if project["environments"]:
@@ -294,9 +324,9 @@ def _nav(projects: list[dict[str, Any]], project: str) -> list[str]:
 async def flags_page(
     request: Request, project: str, env: str, q: str = "", state: str = ""
 ) -> Response:
-    who = await _who(request)
-    if who is None:
-        return _sign_in_first(request)
+    who = await _viewer(request)
+    if isinstance(who, Response):
+        return who
     svc = _services(request)
     projects = await run_in_threadpool(svc.access.projects)
     envs = _nav(projects, project)
@@ -385,9 +415,9 @@ def _lines(raw: Any) -> list[str]:
 
 @router.get("/p/{project}/{env}/flags/{key}")
 async def flag_page(request: Request, project: str, env: str, key: str) -> Response:
-    who = await _who(request)
-    if who is None:
-        return _sign_in_first(request)
+    who = await _viewer(request)
+    if isinstance(who, Response):
+        return who
     svc = _services(request)
     projects = await run_in_threadpool(svc.access.projects)
     envs = _nav(projects, project)
@@ -439,6 +469,7 @@ async def switch(request: Request, project: str, env: str, key: str) -> Response
         "served": await run_in_threadpool(_served, svc, project, env, key),
         "off_variant": record.data.get("off_variant", "off"),
         "error": None,
+        "when": {k: fields.get(k, "") for k in ("at", "until", "time_zone")},
     }
     if fields.get("confirmed") != "yes":
         return _page(request, "confirm_switch.html", **values)
@@ -448,8 +479,11 @@ async def switch(request: Request, project: str, env: str, key: str) -> Response
     data = {**record.data, "enabled": turn_on}
     version = _version(fields)
     try:
-        if await _put(svc, "flags", project, env, key, data, who, reason, Expect(version)):
-            return _redirect(page + "?" + urlencode({"notice": _OPENED}))
+        later = await _put(
+            svc, "flags", project, env, key, data, who, reason, Expect(version), fields
+        )
+        if later is not None:
+            return _redirect(page + "?" + urlencode({"notice": later}))
     except (Invalid, Forbidden, UnveilError) as exc:
         values["error"] = str(exc)
         return _page(request, "confirm_switch.html", 409, **values)
@@ -471,11 +505,13 @@ def _edit_page(
     reason: str = "",
     problems: list[tuple[str, str]] | None = None,
     status: int = 200,
+    when: dict[str, str] | None = None,
 ) -> HTMLResponse:
     return _page(
         request,
         "edit.html",
         status,
+        when=when or {},
         who=who,
         project=project,
         env=env,
@@ -493,9 +529,9 @@ def _edit_page(
 
 @router.get("/p/{project}/{env}/flags/{key}/edit")
 async def edit_page(request: Request, project: str, env: str, key: str) -> Response:
-    who = await _who(request)
-    if who is None:
-        return _sign_in_first(request)
+    who = await _viewer(request)
+    if isinstance(who, Response):
+        return who
     if not who.may("editor"):
         return _refused(request, "a viewer can change nothing", who)
     svc = _services(request)
@@ -517,18 +553,25 @@ async def edit(request: Request, project: str, env: str, key: str) -> Response:
     editor = editor_from_form(fields, list(record.data.get("variants", {"on": 1, "off": 0})))
     reason = fields.get("reason", "").strip()
     if fields.get("action") != "save":
-        return _edit_page(request, who, project, env, key, editor, version, reason)
+        return _edit_page(request, who, project, env, key, editor, version, reason, when=fields)
     data = flag_with(record.data, editor)
     page = f"/p/{quote(project)}/{quote(env)}/flags/{quote(key)}"
     try:
-        if await _put(svc, "flags", project, env, key, data, who, reason or None, Expect(version)):
-            return _redirect(page + "?" + urlencode({"notice": _OPENED}))
+        later = await _put(
+            svc, "flags", project, env, key, data, who, reason or None, Expect(version), fields
+        )
+        if later is not None:
+            return _redirect(page + "?" + urlencode({"notice": later}))
     except (InvalidDocument, Invalid) as exc:
         problems = [(field_for(p.path, key), p.message) for p in exc.problems]
-        return _edit_page(request, who, project, env, key, editor, version, reason, problems, 422)
+        return _edit_page(
+            request, who, project, env, key, editor, version, reason, problems, 422, fields
+        )
     except UnveilError as exc:
         problems = [("", str(exc))]
-        return _edit_page(request, who, project, env, key, editor, version, reason, problems, 409)
+        return _edit_page(
+            request, who, project, env, key, editor, version, reason, problems, 409, fields
+        )
     return _redirect(page + "?" + urlencode({"notice": "The targeting is saved."}))
 
 
@@ -569,9 +612,9 @@ async def _segments_page(
 
 @router.get("/p/{project}/{env}/segments")
 async def segments_page(request: Request, project: str, env: str) -> Response:
-    who = await _who(request)
-    if who is None:
-        return _sign_in_first(request)
+    who = await _viewer(request)
+    if isinstance(who, Response):
+        return who
     return await _segments_page(request, who, project, env)
 
 
@@ -634,9 +677,9 @@ async def _segment_page(
 
 @router.get("/p/{project}/{env}/segments/{key}")
 async def segment_page(request: Request, project: str, env: str, key: str) -> Response:
-    who = await _who(request)
-    if who is None:
-        return _sign_in_first(request)
+    who = await _viewer(request)
+    if isinstance(who, Response):
+        return who
     record = await run_in_threadpool(
         _services(request).flags.get_item, "segments", project, env, key
     )
@@ -661,8 +704,11 @@ async def edit_segment(request: Request, project: str, env: str, key: str) -> Re
     page = f"/p/{quote(project)}/{quote(env)}/segments/{quote(key)}"
     try:
         expect = Expect(version)
-        if await _put(svc, "segments", project, env, key, data, who, reason or None, expect):
-            return _redirect(page + "?" + urlencode({"notice": _OPENED}))
+        later = await _put(
+            svc, "segments", project, env, key, data, who, reason or None, expect, fields
+        )
+        if later is not None:
+            return _redirect(page + "?" + urlencode({"notice": later}))
     except (InvalidDocument, Invalid) as exc:
         problems = [(field_for(p.path, key, "segments"), p.message) for p in exc.problems]
         return await _segment_page(

@@ -35,7 +35,7 @@ from unveil.server.dashboard.pages import (
     _page,
     _redirect,
     _services,
-    _sign_in_first,
+    _viewer,
     _who,
     render,
 )
@@ -193,9 +193,9 @@ _DEFAULT_FORM = {
 
 @router.get("/p/{project}/{env}/flags/{key}/release")
 async def start_page(request: Request, project: str, env: str, key: str) -> Response:
-    who = await _who(request)
-    if who is None:
-        return _sign_in_first(request)
+    who = await _viewer(request)
+    if isinstance(who, Response):
+        return who
     record = await run_in_threadpool(_services(request).flags.get_item, "flags", project, env, key)
     variants = list(record.data.get("variants", {"on": True, "off": False}))
     fields = dict(_DEFAULT_FORM)
@@ -316,9 +316,9 @@ def _commands(who: Principal, release: Release) -> list[tuple[str, str]]:
 
 @router.get("/p/{project}/{env}/releases")
 async def releases_page(request: Request, project: str, env: str) -> Response:
-    who = await _who(request)
-    if who is None:
-        return _sign_in_first(request)
+    who = await _viewer(request)
+    if isinstance(who, Response):
+        return who
     svc = _services(request)
     projects = await run_in_threadpool(svc.access.projects)
     found = await run_in_threadpool(svc.releases.list, project, env, None, None)
@@ -341,9 +341,9 @@ async def releases_page(request: Request, project: str, env: str) -> Response:
 
 @router.get("/p/{project}/{env}/releases/{release_id}")
 async def release_page(request: Request, project: str, env: str, release_id: str) -> Response:
-    who = await _who(request)
-    if who is None:
-        return _sign_in_first(request)
+    who = await _viewer(request)
+    if isinstance(who, Response):
+        return who
     svc = _services(request)
     projects = await run_in_threadpool(svc.access.projects)
     release = await run_in_threadpool(svc.releases.get, project, env, release_id)
