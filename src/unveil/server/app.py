@@ -31,6 +31,7 @@ from unveil.server import (
     metrics_api,
     ofrep,
     ops,
+    promotions_api,
     releases,
     schedules_api,
     sdk,
@@ -52,6 +53,7 @@ from unveil.service.meta import MetaService
 from unveil.service.metrics import LAG, GuardReader, keep_windows
 from unveil.service.outbox import prune_outbox
 from unveil.service.prometheus import PrometheusSource
+from unveil.service.promotions import PromotionService
 from unveil.service.releases import RELEASE_TICK, ReleaseService
 from unveil.service.schedules import SCHEDULE_RUN, ScheduleService
 from unveil.service.sessions import SessionService
@@ -115,9 +117,10 @@ def build_services(
     )
     jobs.register(RELEASE_TICK, releases.handler())
     jobs.register_recurring("releases.keep_ticking", timedelta(minutes=1), releases.keep_ticking)
-    schedules = ScheduleService(store, flags, releases)
+    promotions = PromotionService(store, flags)
+    schedules = ScheduleService(store, flags, releases, promotions=promotions)
     jobs.register(SCHEDULE_RUN, schedules.handler())
-    changes = ChangeService(store, flags, releases, schedules)
+    changes = ChangeService(store, flags, releases, schedules, promotions=promotions)
     link = link_for(store, cluster.node, hub.changed, worker_interval)
     retry = RetryPolicy(webhook_retry_base, give_up_after=timedelta(seconds=webhook_give_up))
     webhooks = WebhookService(store, retry)
@@ -147,6 +150,7 @@ def build_services(
         webhooks=webhooks,
         deliverer=deliverer,
         sessions=sessions,
+        promotions=promotions,
     )
     metrics.watch(built)
     return built
@@ -216,7 +220,8 @@ def create_app(engine: Engine, limits: Limits | None = None, **options: Any) -> 
 
     checked = [Depends(checked_parameters)]  # every parameter of every route, as text
     routers = [ops.router, admin.router, releases.router, schedules_api.router, changes_api.router]
-    for router in [*routers, metrics_api.router, sdk.router, webhooks_api.router, ofrep.router]:
+    routers += [metrics_api.router, sdk.router, webhooks_api.router, promotions_api.router]
+    for router in [*routers, ofrep.router]:
         app.include_router(router, dependencies=checked)
     app.include_router(dashboard.router, dependencies=checked)
     app.mount("/static", StaticFiles(directory=str(files("unveil.server.dashboard") / "static")))

@@ -30,8 +30,8 @@ class NewSchedule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: str = Field(
-        description="flag.put, flag.delete, segment.put, segment.delete, document.apply "
-        "or release.start",
+        description="flag.put, flag.delete, segment.put, segment.delete, document.apply, "
+        "release.start or promotion.apply",
         max_length=40,
     )
     at: str = Field(description="When: RFC 3339 with offset, or a wall-clock time with time_zone")
@@ -41,6 +41,9 @@ class NewSchedule(BaseModel):
     data: dict[str, Any] | None = Field(None, description="The flag or segment to write")
     document: dict[str, Any] | None = Field(None, description="The flags file to apply")
     plan: dict[str, Any] | None = Field(None, description="The release plan to start")
+    promotion: dict[str, Any] | None = Field(
+        None, description="The promotion to make (promotion.apply: source, flags, segments...)"
+    )
     reason: Reason | None = Field(None, description="Why, for the audit log")
 
 

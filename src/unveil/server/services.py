@@ -19,6 +19,7 @@ from unveil.service.events import EventIntake
 from unveil.service.flags import FlagService
 from unveil.service.jobs import JobService, Worker
 from unveil.service.meta import MetaService
+from unveil.service.promotions import PromotionService
 from unveil.service.releases import ReleaseService
 from unveil.service.schedules import ScheduleService
 from unveil.service.sessions import SessionService
@@ -163,6 +164,7 @@ class Services:
     webhooks: WebhookService
     deliverer: Deliverer
     sessions: SessionService
+    promotions: PromotionService
 
 
 def services(request: Request) -> Services:

@@ -28,6 +28,7 @@ from unveil.core.errors import Problem
 from unveil.release.machine import Advance, Resume
 from unveil.service.errors import Conflict, Forbidden, Invalid, NotFound
 from unveil.service.flags import Change, FlagService
+from unveil.service.promotions import PROMOTION, PromotionRequest, PromotionService
 from unveil.service.releases import ReleaseService
 from unveil.service.schedules import ScheduleRequest, ScheduleService
 from unveil.service.scope import check_state, environment_items, require_environment
@@ -49,10 +50,13 @@ ACTIONS: dict[str, Part | None] = {
     "release.advance": None,
     "release.restart": None,
     "schedule.create": None,
+    PROMOTION: None,
 }
 #: what the reason of an emergency change starts with in the audit log
 EMERGENCY = "emergency change, approval not needed to turn a flag off"
 _Clock = Callable[[], datetime]
+#: how another use case carries out an approved change of its own action (a launch's start)
+Applier = Callable[[UnitOfWork, str, str, str, Mapping[str, Any], Change], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +111,25 @@ class ChangeService:
         releases: ReleaseService,
         schedules: ScheduleService,
         clock: _Clock = lambda: datetime.now(UTC),
+        promotions: PromotionService | None = None,
     ) -> None:
         self.store = store
         self.flags = flags
         self.releases = releases
         self.schedules = schedules
+        self.promotions = promotions or PromotionService(store, flags)
         self._clock = clock
+        #: actions other use cases carry out when approved (they open their own requests)
+        self._appliers: dict[str, Applier] = {}
+
+    def register(self, action: str, applier: Applier) -> None:
+        """Let an approved request of ``action`` be carried out by ``applier``.
+
+        For use cases built on top of this one (a launch opens requests for its
+        start and is started when they are approved), which this module must
+        not import.
+        """
+        self._appliers[action] = applier
 
     # -- the setting -------------------------------------------------------------------
 
@@ -304,13 +321,13 @@ class ChangeService:
             versioned=False,
         )
 
-    @staticmethod
     def _current(
+        self,
         work: UnitOfWork, environment_id: int, action: str, target: str
     ) -> tuple[Any, int | None]:
         """What the change replaces, and the version a later approval must still find."""
         part = ACTIONS.get(action)
-        if action not in ACTIONS:
+        if action not in ACTIONS and action not in self._appliers:
             raise Invalid((Problem("action", f"unknown action {action!r}"),))
         if part is not None:
             item = work.items(part).get(environment_id, target)
@@ -318,6 +335,8 @@ class ChangeService:
         if action == "document.apply":
             document = environment_items(work, environment_id)
             return document, work.environments.version(environment_id)
+        if action == PROMOTION:  # approved only onto the environment it was compared with
+            return None, work.environments.version(environment_id)
         return None, None
 
     def _apply(
@@ -337,6 +356,12 @@ class ChangeService:
         the versions there are now, which the approval has checked already.
         """
         environment_id = require_environment(work, project, env, lock=True)
+        if action in self._appliers:
+            return self._appliers[action](work, project, env, target, payload, change)
+        if action == PROMOTION:
+            request = PromotionRequest.from_data(payload["promotion"])
+            done = self.promotions.apply(project, env, request, change, within=work)
+            return done.as_data()
         part = ACTIONS[action]
         if part is not None:
             item = work.items(part).get(environment_id, target)

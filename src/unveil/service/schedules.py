@@ -31,6 +31,7 @@ from unveil.core.timestamps import instants_at_wall
 from unveil.service.errors import Conflict, Invalid, NotFound
 from unveil.service.flags import Change, FlagService
 from unveil.service.jobs import Handler
+from unveil.service.promotions import PROMOTION, PromotionRequest, PromotionService
 from unveil.service.releases import ReleaseService
 from unveil.service.scope import (
     check_state,
@@ -54,6 +55,7 @@ ACTIONS: dict[str, Part | None] = {
     "segment.delete": "segments",
     "document.apply": None,
     "release.start": None,
+    PROMOTION: None,
 }
 _Clock = Callable[[], datetime]
 
@@ -73,6 +75,7 @@ class ScheduleRequest:
     data: Mapping[str, Any] | None = None
     document: Mapping[str, Any] | None = None
     plan: Mapping[str, Any] | None = None
+    promotion: Mapping[str, Any] | None = None
     until: str | None = None
     time_zone: str | None = None
     reason: str | None = None
@@ -174,10 +177,12 @@ class ScheduleService:
         flags: FlagService,
         releases: ReleaseService,
         clock: _Clock = lambda: datetime.now(UTC),
+        promotions: PromotionService | None = None,
     ) -> None:
         self.store = store
         self.flags = flags
         self.releases = releases
+        self.promotions = promotions or PromotionService(store, flags)
         self._clock = clock
 
     # -- making ------------------------------------------------------------------------
@@ -212,7 +217,7 @@ class ScheduleService:
                     Change(actor, request.reason),
                 )
             change = {"base": base, **written}
-            if request.action == "release.start":  # the release the check made is gone with it
+            if request.action in ("release.start", PROMOTION):  # made again when it runs
                 change = {"base": None, **wanted}
             row = work.schedules.add(
                 environment_id=environment_id,
@@ -264,6 +269,7 @@ class ScheduleService:
                 problems.append(Problem("until", "must be after at"))
             if until is not None and request.action in (
                 "release.start",
+                PROMOTION,
                 "flag.delete",
                 "segment.delete",
             ):
@@ -289,12 +295,14 @@ class ScheduleService:
             "segment.delete": ("key",),
             "document.apply": ("document",),
             "release.start": ("plan",),
+            PROMOTION: ("promotion",),
         }[action]
         given = {
             "key": request.key,
             "data": request.data,
             "document": request.document,
             "plan": request.plan,
+            "promotion": request.promotion,
         }
         for name, value in given.items():
             if name in needs and value is None:
@@ -309,6 +317,9 @@ class ScheduleService:
             return (flag if isinstance(flag, str) else ""), {"plan": plan}
         if action == "document.apply":
             return "", {"document": dict(request.document or {})}
+        if action == PROMOTION:  # the source as it is when it runs is what is copied
+            asked = PromotionRequest.from_data(request.promotion, "promotion.")
+            return "", {"promotion": asked.as_data()}
         wanted = None if request.data is None else dict(request.data)
         return str(request.key), {"data": wanted}
 
@@ -483,6 +494,10 @@ class ScheduleService:
             merged = _merge_document(base, wanted["document"], current_doc)
             self.flags.apply_document(project, env, merged, change, within=work)
             return {"document": self._current(work, environment_id, action, target)}
+        if action == PROMOTION:
+            request = PromotionRequest.from_data(wanted["promotion"])
+            done = self.promotions.apply(project, env, request, change, within=work)
+            return {"promotion": wanted["promotion"], "copied": done.as_data()["flags"]}
         release = self.releases.start(project, env, wanted["plan"], change.actor, within=work)
         return {"plan": wanted["plan"], "release": release.id}
 
