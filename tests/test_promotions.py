@@ -106,8 +106,12 @@ def test_targets_can_be_kept_and_a_missing_segment_is_refused_by_name(server: Se
         _staging(api)
         kept = api.post(
             f"{SHOP}/promotions",
-            json={"source": "staging", "target": "production", "flags": ["search"],
-                  "keep_targets": ["search"]},  # fmt: skip
+            json={
+                "source": "staging",
+                "target": "production",
+                "flags": ["search"],
+                "keep_targets": ["search"],
+            },
         )
         assert kept.status_code == 200, kept.text
         search = api.get(f"{PRODUCTION}/flags/search").json()["data"]
@@ -127,8 +131,12 @@ def test_targets_can_be_kept_and_a_missing_segment_is_refused_by_name(server: Se
 
         with_it = api.post(
             f"{SHOP}/promotions",
-            json={"source": "staging", "target": "production", "flags": ["beta-banner"],
-                  "segments": ["testers"]},  # fmt: skip
+            json={
+                "source": "staging",
+                "target": "production",
+                "flags": ["beta-banner"],
+                "segments": ["testers"],
+            },
         )
         assert with_it.status_code == 200, with_it.text
         assert "testers" in _items(api, PRODUCTION)["segments"]
@@ -149,9 +157,10 @@ def test_targets_can_be_kept_and_a_missing_segment_is_refused_by_name(server: Se
 def test_with_approval_required_a_promotion_becomes_a_change_request(server: Server) -> None:
     with server.client() as api:
         _staging(api)
-        made = api.post("/api/v1/tokens", json={"name": "rita", "kind": "admin", "role": "releaser"})
-        rita = made.json()["secret"]
-        assert api.put(f"{PRODUCTION}/settings", json={"requires_approval": True}).status_code == 200
+        rita_token = {"name": "rita", "kind": "admin", "role": "releaser"}
+        rita = api.post("/api/v1/tokens", json=rita_token).json()["secret"]
+        required = api.put(f"{PRODUCTION}/settings", json={"requires_approval": True})
+        assert required.status_code == 200
         before = _items(api, PRODUCTION)
         asked = api.post(
             f"{SHOP}/promotions",
@@ -193,7 +202,8 @@ def test_the_cli_promotes_with_a_readable_diff_and_can_schedule_it(server: Serve
             return bool(data["default"] != "off")
 
         assert wait_for(copied, timeout=20)
-    refused = runner.invoke(main, ["promote", "--from", "staging", "--to", "production",
-                                   "beta-banner"], env=env)  # fmt: skip
+    refused = runner.invoke(
+        main, ["promote", "--from", "staging", "--to", "production", "beta-banner"], env=env
+    )
     assert refused.exit_code == 1
     assert "testers" in refused.output

@@ -92,8 +92,9 @@ def promote(
         return
     if schedule_at is not None:
         asked = {k: body[k] for k in ("source", "flags", "segments", "keep_targets")}
-        post_schedule(remote, target, When(schedule_at, None, tz), "promotion.apply", reason,
-                      promotion=asked)  # fmt: skip
+        post_schedule(
+            remote, target, When(schedule_at, None, tz), "promotion.apply", reason, promotion=asked
+        )
         return
     if reason:
         body["reason"] = reason

@@ -7,7 +7,7 @@ requires approval, a change request is opened (202). The rules live in
 """
 
 # No "from __future__ import annotations": FastAPI must see the annotations evaluated.
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse

@@ -322,8 +322,7 @@ class ChangeService:
         )
 
     def _current(
-        self,
-        work: UnitOfWork, environment_id: int, action: str, target: str
+        self, work: UnitOfWork, environment_id: int, action: str, target: str
     ) -> tuple[Any, int | None]:
         """What the change replaces, and the version a later approval must still find."""
         part = ACTIONS.get(action)

@@ -59,7 +59,9 @@ class PromotionRequest:
         if not isinstance(data, Mapping):
             raise Invalid((Problem(prefix.rstrip(".") or "promotion", "must be an object"),))
         known = {"source", "flags", "segments", "keep_targets", "source_version"}
-        problems += [Problem(f"{prefix}{k}", "is not a field of a promotion") for k in data if k not in known]
+        problems += [
+            Problem(f"{prefix}{k}", "is not a field of a promotion") for k in data if k not in known
+        ]
         source = data.get("source")
         if not isinstance(source, str) or not source:
             problems.append(Problem(f"{prefix}source", "must name the environment to copy from"))
@@ -74,7 +76,9 @@ class PromotionRequest:
         if not isinstance(keep, bool) and not (
             isinstance(keep, list | tuple) and all(isinstance(v, str) for v in keep)
         ):
-            problems.append(Problem(f"{prefix}keep_targets", "must be true, false or a list of flags"))
+            problems.append(
+                Problem(f"{prefix}keep_targets", "must be true, false or a list of flags")
+            )
             keep = False
         pinned = data.get("source_version")
         if pinned is not None and (not isinstance(pinned, int) or isinstance(pinned, bool)):
@@ -101,9 +105,7 @@ class PromotionRequest:
         }
 
     def pinned(self, version: int) -> PromotionRequest:
-        return PromotionRequest(
-            self.source, self.flags, self.segments, self.keep_targets, version
-        )
+        return PromotionRequest(self.source, self.flags, self.segments, self.keep_targets, version)
 
     def keeps_targets_of(self, key: str) -> bool:
         keep = self.keep_targets
@@ -127,10 +129,8 @@ class Promotion:
     kept_targets: list[str] = field(default_factory=list)
 
     def as_data(self) -> dict[str, Any]:
-        diff = diff_parts(
-            {p: {k: v for k, v in items.items() if v is not None} for p, items in self.before.items()},
-            self.after,
-        )
+        present = {p: {k: v for k, v in i.items() if v is not None} for p, i in self.before.items()}
+        diff = diff_parts(present, self.after)
         unchanged = {
             part: sorted(
                 k for k in self.after[part] if self.before[part].get(k) == self.after[part][k]
@@ -294,8 +294,10 @@ class PromotionService:
         there = environment_items(reading, target_id)
         source_version = reading.environments.version(source_id) or 0
         target_version = reading.environments.version(target_id) or 0
-        problems = _names_problems(request.flags, "flags", source["flags"], request.source)
-        problems += _names_problems(request.segments, "segments", source["segments"], request.source)
+        problems = [
+            *_names_problems(request.flags, "flags", source["flags"], request.source),
+            *_names_problems(request.segments, "segments", source["segments"], request.source),
+        ]
         if not isinstance(request.keep_targets, bool):
             problems += [
                 Problem(f"keep_targets[{i}]", f"flag '{k}' is not promoted")
