@@ -28,6 +28,7 @@ from unveil.server import (
     admin,
     changes_api,
     dashboard,
+    launches_api,
     metrics_api,
     ofrep,
     ops,
@@ -49,6 +50,7 @@ from unveil.service.cluster import Cluster
 from unveil.service.events import EventIntake
 from unveil.service.flags import FlagService
 from unveil.service.jobs import JobService, Worker
+from unveil.service.launches import LAUNCH_START, LAUNCH_WATCH, LaunchService
 from unveil.service.meta import MetaService
 from unveil.service.metrics import LAG, GuardReader, keep_windows
 from unveil.service.outbox import prune_outbox
@@ -57,6 +59,7 @@ from unveil.service.promotions import PromotionService
 from unveil.service.releases import RELEASE_TICK, ReleaseService
 from unveil.service.schedules import SCHEDULE_RUN, ScheduleService
 from unveil.service.sessions import SessionService
+from unveil.service.templates import TemplateService
 from unveil.service.webhooks import Deliverer, RetryPolicy, WebhookService
 from unveil.store.events import EventCounts
 from unveil.store.link import link_for
@@ -121,6 +124,12 @@ def build_services(
     schedules = ScheduleService(store, flags, releases, promotions=promotions)
     jobs.register(SCHEDULE_RUN, schedules.handler())
     changes = ChangeService(store, flags, releases, schedules, promotions=promotions)
+    templates = TemplateService(store)
+    launches = LaunchService(
+        store, flags, releases, templates, jobs, changes, timedelta(seconds=release_tick)
+    )
+    jobs.register(LAUNCH_START, launches.start_handler())
+    jobs.register(LAUNCH_WATCH, launches.watch_handler())
     link = link_for(store, cluster.node, hub.changed, worker_interval)
     retry = RetryPolicy(webhook_retry_base, give_up_after=timedelta(seconds=webhook_give_up))
     webhooks = WebhookService(store, retry)
@@ -151,6 +160,8 @@ def build_services(
         deliverer=deliverer,
         sessions=sessions,
         promotions=promotions,
+        templates=templates,
+        launches=launches,
     )
     metrics.watch(built)
     return built
@@ -221,6 +232,7 @@ def create_app(engine: Engine, limits: Limits | None = None, **options: Any) -> 
     checked = [Depends(checked_parameters)]  # every parameter of every route, as text
     routers = [ops.router, admin.router, releases.router, schedules_api.router, changes_api.router]
     routers += [metrics_api.router, sdk.router, webhooks_api.router, promotions_api.router]
+    routers.append(launches_api.router)
     for router in [*routers, ofrep.router]:
         app.include_router(router, dependencies=checked)
     app.include_router(dashboard.router, dependencies=checked)

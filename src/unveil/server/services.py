@@ -18,11 +18,13 @@ from unveil.service.cluster import Cluster
 from unveil.service.events import EventIntake
 from unveil.service.flags import FlagService
 from unveil.service.jobs import JobService, Worker
+from unveil.service.launches import LaunchService
 from unveil.service.meta import MetaService
 from unveil.service.promotions import PromotionService
 from unveil.service.releases import ReleaseService
 from unveil.service.schedules import ScheduleService
 from unveil.service.sessions import SessionService
+from unveil.service.templates import TemplateService
 from unveil.service.webhooks import Deliverer, WebhookService
 from unveil.store.link import FileLink, PostgresLink
 from unveil.store.unit import Store
@@ -165,6 +167,8 @@ class Services:
     deliverer: Deliverer
     sessions: SessionService
     promotions: PromotionService
+    templates: TemplateService
+    launches: LaunchService
 
 
 def services(request: Request) -> Services:

@@ -189,19 +189,42 @@ class ChangeService:
                 )
             if action == "flag.put" and _only_turns_off(before, after):
                 return EMERGENCY
-            row = work.changes.add(
-                environment_id=environment_id,
-                action=action,
-                target=target,
-                payload=dict(payload),
-                diff={"before": before, "after": after},
-                base_version=base_version,
-                requester=actor,
-                reason=reason,
-                now=self._clock(),
+            diff = {"before": before, "after": after}
+            return self.open_request(
+                work, project, env, action, target, payload, diff, base_version, actor, reason
             )
-            self._record(work, row, actor, "opened", reason)
-            return ChangeRequest(row, project, env)
+
+    def open_request(
+        self,
+        work: UnitOfWork,
+        project: str,
+        env: str,
+        action: str,
+        target: str,
+        payload: Mapping[str, Any],
+        diff: Mapping[str, Any],
+        base_version: int | None,
+        actor: str,
+        reason: str | None,
+    ) -> ChangeRequest:
+        """Open a request for a change already checked, in ``work`` (audited ``change.opened``).
+
+        For ``gate``, and for use cases that decide themselves that they wait
+        for approval (a launch, across its environments).
+        """
+        row = work.changes.add(
+            environment_id=require_environment(work, project, env, lock=True),
+            action=action,
+            target=target,
+            payload=dict(payload),
+            diff=dict(diff),
+            base_version=base_version,
+            requester=actor,
+            reason=reason,
+            now=self._clock(),
+        )
+        self._record(work, row, actor, "opened", reason)
+        return ChangeRequest(row, project, env)
 
     # -- reading -----------------------------------------------------------------------
 

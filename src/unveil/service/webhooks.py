@@ -80,6 +80,9 @@ EVENTS = (
     "change.rejected",
     "schedule.applied",
     "schedule.failed",
+    "launch.started",
+    "launch.stopped",
+    "launch.done",
 )
 FORMATS = ("json", "slack")
 #: The longest URL a subscription may have (the column's width).
@@ -101,6 +104,9 @@ _SAME_NAME = frozenset(
         "change.rejected",
         "schedule.applied",
         "schedule.failed",
+        "launch.started",
+        "launch.stopped",
+        "launch.done",
     }
 )
 _FLAG_ACTIONS = frozenset({"flag.create", "flag.update", "flag.delete"})
@@ -459,6 +465,9 @@ class WebhookService:
                 "audit_id": row.audit_id,
                 "explanation": after if row.action.startswith("release.") else None,
             }
+            if row.action.startswith("launch.") and isinstance(after, Mapping):
+                payload["notes"] = after.get("notes")  # the release notes, for people
+                payload["launch"] = {k: v for k, v in after.items() if k != "notes"}
             work.webhooks.add_delivery(
                 webhook_id=sub.id,
                 outbox_id=row.id,

@@ -381,3 +381,43 @@ sessions = Table(
     Column("ended_at", DateTime(timezone=True), nullable=True),  # logged out
 )
 Index("sessions_expiry", sessions.c.expires_at)
+
+# Release templates: a plan without its flag, saved under a name per project.
+release_templates = Table(
+    "release_templates",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("project_id", Integer, ForeignKey("projects.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=True),
+    Column("plan", Text, nullable=False),  # the template's plan fields, as JSON
+    Column("version", BigInteger, nullable=False),  # its ETag; grows with every save
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("project_id", "name"),
+)
+
+# Launches: a named business release of several flag changes, started and stopped together.
+launches = Table(
+    "launches",
+    metadata,
+    Column("id", Integer, primary_key=True),  # the launch's id is "l<id>"
+    Column("project_id", Integer, ForeignKey("projects.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("notes", Text, nullable=False),  # release notes, for people
+    Column("owner", String(200), nullable=False),
+    Column("planned_at", DateTime(timezone=True), nullable=True),
+    Column("state", String(30), nullable=False),  # planned | waiting_for_approval | ...
+    Column("changes", Text, nullable=False),  # the flag changes, as asked (JSON list)
+    Column("effects", Text, nullable=False),  # what starting did, per change: to turn back
+    Column("approvals", Text, nullable=False),  # environment -> change request, while waiting
+    Column("outcome", Text, nullable=True),
+    Column("version", BigInteger, nullable=False),  # compare-and-set on every move
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+Index("launches_by_project", launches.c.project_id, launches.c.state)

@@ -35,6 +35,7 @@ from unveil.store.changes import ChangeRepository, SettingsRepository
 from unveil.store.database import reader
 from unveil.store.items import ItemRepository, Part
 from unveil.store.jobs import JobRepository, LeadershipRepository
+from unveil.store.launches import LaunchRepository, TemplateRepository
 from unveil.store.meta import MetaRepository
 from unveil.store.nodes import NodeRepository
 from unveil.store.outbox import OutboxRepository
@@ -73,6 +74,8 @@ class Reading:
         self.settings = SettingsRepository(conn)
         self.webhooks = WebhookRepository(conn)
         self.sessions = SessionRepository(conn)
+        self.templates = TemplateRepository(conn)
+        self.launches = LaunchRepository(conn)
 
     def items(self, part: Part) -> ItemRepository:
         return self.flags if part == "flags" else self.segments

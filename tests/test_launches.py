@@ -1,0 +1,265 @@
+"""Launches and release templates against a real server process and a real webhook receiver."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from tests.server_process import ADMIN_TOKEN, Server, _free_port, database, start_server, stop
+from tests.server_process import wait_for
+from tests.test_webhooks import Receiver
+from unveil.cli.main import main
+
+SHOP = "/api/v1/projects/shop"
+PRODUCTION = f"{SHOP}/environments/production"
+FLAGS = ("new-checkout", "promo-banner", "gift-cards")
+NOTES = "Gift cards are here!\n\n- buy a gift card at checkout\n- new banner on the home page"
+FAST = ("--worker-interval", "0.2", "--webhook-retry-base", "0.2", "--release-tick", "0.5")
+CAREFUL = {
+    "steps": [{"percent": 10, "hold": "1h"}, {"percent": 50, "hold": "1h"}, {"percent": 100}],
+    "options": {"min_exposures": 100},
+}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    with database(request.param, tmp_path) as url:
+        running = start_server(url, None, True, *FAST)
+        try:
+            with running.client() as api:
+                for key in FLAGS:
+                    made = api.put(f"{PRODUCTION}/flags/{key}", json=_off())
+                    assert made.status_code == 201, made.text
+            yield running
+        finally:
+            stop(running)
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[Receiver]:
+    made = Receiver(_free_port(), tmp_path / "received.jsonl")
+    try:
+        yield made
+    finally:
+        made.stop()
+
+
+def _off() -> dict[str, Any]:
+    return {"enabled": False, "default": "on", "description": "dark until the launch"}
+
+
+def _enabled(api: httpx.Client) -> dict[str, bool]:
+    return {k: api.get(f"{PRODUCTION}/flags/{k}").json()["data"]["enabled"] for k in FLAGS}
+
+
+def _launch(api: httpx.Client, **body: Any) -> httpx.Response:
+    return api.post(f"{SHOP}/launches", json=body)
+
+
+def _state(api: httpx.Client, launch_id: str) -> str:
+    return str(api.get(f"{SHOP}/launches/{launch_id}").json()["state"])
+
+
+def test_a_launch_of_three_flags_starts_them_together_at_its_time_and_stops_them(
+    server: Server, receiver: Receiver
+) -> None:
+    receiver.start()
+    with server.client() as api:
+        hook = api.post(
+            f"{SHOP}/webhooks",
+            json={"url": receiver.url, "events": ["launch.started", "launch.stopped"]},
+        )
+        assert hook.status_code == 201, hook.text
+        planned = datetime.now(UTC) + timedelta(seconds=2)
+        made = _launch(
+            api,
+            name="Gift cards",
+            notes=NOTES,
+            owner="pat",
+            planned_at=planned.isoformat(),
+            changes=[{"environment": "production", "flag": k, "enabled": True} for k in FLAGS],
+        )
+        assert made.status_code == 201, made.text
+        launch = made.json()
+        assert launch["state"] == "planned"
+        assert _enabled(api) == dict.fromkeys(FLAGS, False)  # planned: nothing changed yet
+        calendar = api.get(f"{SHOP}/launches").json()
+        assert [x["id"] for x in calendar["upcoming"]] == [launch["id"]]
+
+        assert wait_for(lambda: _state(api, launch["id"]) == "done", timeout=30)
+        assert _enabled(api) == dict.fromkeys(FLAGS, True)
+        entries = api.get(f"{PRODUCTION}/audit").json()["entries"]
+        started = [e for e in entries if e["actor"] == f"launch:{launch['id']}"]
+        assert sorted(e["target"] for e in started) == sorted(FLAGS)
+        versions = sorted(e["environment_version"] for e in started)
+        assert versions == list(range(versions[0], versions[0] + 3))  # consecutive
+        times = [datetime.fromisoformat(e["at"]) for e in started]
+        assert max(times) - min(times) < timedelta(seconds=1)
+        assert min(times) >= planned - timedelta(milliseconds=50)  # not before its time
+        assert all("Gift cards" in e["reason"] for e in started)
+        assert [e["action"] for e in entries].count("launch.started") == 1
+
+        assert wait_for(lambda: len(receiver.received()) == 1)
+        body = json.loads(receiver.received()[0]["body"])
+        assert body["event"] == "launch.started"
+        assert body["notes"] == NOTES
+        assert body["target"] == launch["id"]
+        assert body["launch"]["flags"] == sorted(FLAGS)
+
+        stopped = api.post(f"{SHOP}/launches/{launch['id']}/stop", json={"reason": "oops"})
+        assert stopped.status_code == 200, stopped.text
+        assert stopped.json()["state"] == "rolled_back"
+        assert _enabled(api) == dict.fromkeys(FLAGS, False)  # all three turned back
+        assert wait_for(lambda: len(receiver.received()) == 2)
+        last = json.loads(receiver.received()[1]["body"])
+        assert last["event"] == "launch.stopped"
+        assert last["notes"] == NOTES
+        recent = api.get(f"{SHOP}/launches").json()["recent"]
+        assert [x["id"] for x in recent] == [launch["id"]]
+        again = api.post(f"{SHOP}/launches/{launch['id']}/stop")
+        assert again.status_code == 409
+
+
+def test_bad_launches_are_refused_by_field_and_nothing_is_made(server: Server) -> None:
+    with server.client() as api:
+        past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+        bad = _launch(
+            api,
+            name="",
+            notes="n",
+            planned_at=past,
+            changes=[
+                {"environment": "production", "flag": "new-checkout", "enabled": "yes"},
+                {"environment": "qa", "flag": "x", "enabled": True},
+                {"environment": "production", "flag": "gift-cards"},
+            ],
+        )
+        assert bad.status_code == 422, bad.text
+        paths = {p["path"] for p in bad.json()["problems"]}
+        assert {"name", "planned_at", "changes[0].enabled", "changes[2]"} <= paths
+        unknown = _launch(
+            api,
+            name="x",
+            notes="n",
+            changes=[{"environment": "qa", "flag": "x", "enabled": True}],
+        )
+        assert unknown.status_code == 422
+        assert unknown.json()["problems"][0]["path"] == "changes[0].environment"
+        missing = _launch(
+            api,
+            name="x",
+            notes="n",
+            changes=[{"environment": "production", "flag": "nope", "enabled": True}],
+        )
+        assert missing.status_code == 404
+        assert "changes[0]" in missing.json()["error"]
+        invalid = _launch(
+            api,
+            name="x",
+            notes="n",
+            changes=[{"environment": "production", "flag": "new-checkout",
+                      "data": {"default": "maybe"}}],
+        )
+        assert invalid.status_code == 422
+        assert invalid.json()["problems"][0]["path"].startswith("changes[0].")
+        no_notes = _launch(api, name="x", changes=[])
+        assert no_notes.status_code == 400
+        assert any(p["path"] == "body.notes" for p in no_notes.json()["problems"])
+        calendar = api.get(f"{SHOP}/launches").json()
+        assert calendar == {"upcoming": [], "in_progress": [], "recent": []}
+
+
+def test_templates_are_checked_as_plans_and_launch_guarded_releases(server: Server) -> None:
+    with server.client() as api:
+        bad = api.put(
+            f"{SHOP}/templates/careful",
+            json={"plan": {"flag": "x", "steps": [{"percent": 150}]}},
+        )
+        assert bad.status_code == 422, bad.text
+        paths = {p["path"] for p in bad.json()["problems"]}
+        assert "flag" in paths
+        assert any(p.startswith("steps[0]") for p in paths)
+        assert api.get(f"{SHOP}/templates").json()["templates"] == []
+        saved = api.put(f"{SHOP}/templates/careful", json={"plan": CAREFUL})
+        assert saved.status_code == 200, saved.text
+        assert saved.json()["plan"]["steps"][0] == {"percent": 10, "hold": "1h"}
+        flag = api.get(f"{PRODUCTION}/flags/new-checkout")
+        enabled = {**flag.json()["data"], "enabled": True, "default": "off"}
+        put = api.put(
+            f"{PRODUCTION}/flags/new-checkout",
+            json=enabled,
+            headers={"If-Match": flag.headers["etag"]},
+        )
+        assert put.status_code == 200, put.text
+        made = _launch(
+            api,
+            name="Checkout v2",
+            notes="The new checkout, carefully.",
+            changes=[
+                {"environment": "production", "flag": "new-checkout",
+                 "release": {"template": "careful"}},
+                {"environment": "production", "flag": "promo-banner", "enabled": True},
+            ],
+        )
+        assert made.status_code == 201, made.text
+        launch_id = made.json()["id"]
+        started = api.post(f"{SHOP}/launches/{launch_id}/start")
+        assert started.status_code == 200, started.text
+        assert started.json()["state"] == "in_progress"  # until its release completes
+        release = next(e for e in started.json()["effects"] if e["kind"] == "release")
+        shown = api.get(f"{PRODUCTION}/releases/{release['release']}").json()
+        assert shown["phase"] == "running"
+        assert shown["percent"] == 10
+        stopped = api.post(f"{SHOP}/launches/{launch_id}/stop")
+        assert stopped.status_code == 200, stopped.text
+        shown = api.get(f"{PRODUCTION}/releases/{release['release']}").json()
+        assert shown["phase"] == "aborted"
+        assert not api.get(f"{PRODUCTION}/flags/promo-banner").json()["data"]["enabled"]
+
+    runner = CliRunner()
+    env = {"UNVEIL_URL": server.url, "UNVEIL_TOKEN": ADMIN_TOKEN, "UNVEIL_PROJECT": "shop"}
+    listed = runner.invoke(main, ["templates", "list"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert "careful" in listed.output
+    calendar = runner.invoke(main, ["launches", "list"], env=env)
+    assert calendar.exit_code == 0, calendar.output
+    assert "Checkout v2" in calendar.output
+    assert "rolled back" in calendar.output
+    started = runner.invoke(
+        main,
+        ["release", "start", "--template", "careful", "-f", "new-checkout", "-e", "production"],
+        env=env,
+    )
+    assert started.exit_code == 0, started.output
+    assert "started" in started.output
+
+
+def test_with_approval_required_a_launch_waits_then_starts_whole(server: Server) -> None:
+    with server.client() as api:
+        rita = api.post("/api/v1/tokens", json={"name": "rita", "kind": "admin", "role": "releaser"})
+        assert api.put(f"{PRODUCTION}/settings", json={"requires_approval": True}).status_code == 200
+        made = _launch(
+            api,
+            name="Gift cards",
+            notes=NOTES,
+            changes=[{"environment": "production", "flag": k, "enabled": True} for k in FLAGS],
+        )
+        assert made.status_code == 201, made.text
+        launch_id = made.json()["id"]
+        waiting = api.post(f"{SHOP}/launches/{launch_id}/start").json()
+        assert waiting["state"] == "waiting_for_approval"
+        request = waiting["approvals"]["production"]["change_request"]
+        assert _enabled(api) == dict.fromkeys(FLAGS, False)
+    with server.client(rita.json()["secret"]) as other:
+        approved = other.post(f"{PRODUCTION}/changes/{request}/approve")
+        assert approved.status_code == 200, approved.text
+    with server.client() as api:
+        assert _state(api, launch_id) == "done"
+        assert _enabled(api) == dict.fromkeys(FLAGS, True)
