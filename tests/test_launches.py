@@ -12,8 +12,15 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from tests.server_process import ADMIN_TOKEN, Server, _free_port, database, start_server, stop
-from tests.server_process import wait_for
+from tests.server_process import (
+    ADMIN_TOKEN,
+    Server,
+    _free_port,
+    database,
+    start_server,
+    stop,
+    wait_for,
+)
 from tests.test_webhooks import Receiver
 from unveil.cli.main import main
 
@@ -164,8 +171,9 @@ def test_bad_launches_are_refused_by_field_and_nothing_is_made(server: Server) -
             api,
             name="x",
             notes="n",
-            changes=[{"environment": "production", "flag": "new-checkout",
-                      "data": {"default": "maybe"}}],
+            changes=[
+                {"environment": "production", "flag": "new-checkout", "data": {"default": "maybe"}}
+            ],
         )
         assert invalid.status_code == 422
         assert invalid.json()["problems"][0]["path"].startswith("changes[0].")
@@ -203,8 +211,11 @@ def test_templates_are_checked_as_plans_and_launch_guarded_releases(server: Serv
             name="Checkout v2",
             notes="The new checkout, carefully.",
             changes=[
-                {"environment": "production", "flag": "new-checkout",
-                 "release": {"template": "careful"}},
+                {
+                    "environment": "production",
+                    "flag": "new-checkout",
+                    "release": {"template": "careful"},
+                },
                 {"environment": "production", "flag": "promo-banner", "enabled": True},
             ],
         )
@@ -225,6 +236,7 @@ def test_templates_are_checked_as_plans_and_launch_guarded_releases(server: Serv
 
     runner = CliRunner()
     env = {"UNVEIL_URL": server.url, "UNVEIL_TOKEN": ADMIN_TOKEN, "UNVEIL_PROJECT": "shop"}
+    env["COLUMNS"] = "200"  # the tables are not folded
     listed = runner.invoke(main, ["templates", "list"], env=env)
     assert listed.exit_code == 0, listed.output
     assert "careful" in listed.output
@@ -243,8 +255,12 @@ def test_templates_are_checked_as_plans_and_launch_guarded_releases(server: Serv
 
 def test_with_approval_required_a_launch_waits_then_starts_whole(server: Server) -> None:
     with server.client() as api:
-        rita = api.post("/api/v1/tokens", json={"name": "rita", "kind": "admin", "role": "releaser"})
-        assert api.put(f"{PRODUCTION}/settings", json={"requires_approval": True}).status_code == 200
+        rita = api.post(
+            "/api/v1/tokens", json={"name": "rita", "kind": "admin", "role": "releaser"}
+        )
+        assert (
+            api.put(f"{PRODUCTION}/settings", json={"requires_approval": True}).status_code == 200
+        )
         made = _launch(
             api,
             name="Gift cards",

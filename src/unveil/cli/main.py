@@ -22,6 +22,7 @@ from rich.table import Table
 
 from unveil.cli.change_commands import changes
 from unveil.cli.errors import CliError, Unavailable, UnveilGroup
+from unveil.cli.launch_commands import launches, templates
 from unveil.cli.promote_commands import promote
 from unveil.cli.release_commands import release
 from unveil.cli.remote import DEFAULT_PROJECT, resolve_remote
@@ -462,7 +463,8 @@ def demo() -> None:
     console.print(_evaluation_table(ruleset, DEMO_CONTEXTS, "unveil demo: who gets what"))
 
 
-for _command in (flags, apply, export, audit, release, schedules, changes, webhooks, promote):
+_commands = (flags, apply, export, audit, release, schedules, changes, webhooks, promote)
+for _command in (*_commands, templates, launches):
     main.add_command(_command)
 
 

@@ -26,10 +26,12 @@ from rich.table import Table
 
 from unveil.cli.change_commands import opened_request
 from unveil.cli.errors import CliError, field
+from unveil.cli.launch_commands import template_plan
 from unveil.cli.remote import Remote, remote_options
 from unveil.cli.schedule_commands import When, post_schedule
 from unveil.core import InvalidDocument, Problem
 from unveil.release.plan import parse_plan
+from unveil.release.templates import plan_from_template
 from unveil.sdk.files import format_of, read_data
 
 __all__ = ["release"]
@@ -111,9 +113,16 @@ def check(path: Path, env: str | None) -> None:
 
 
 @release.command()
-@click.argument("path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument(
+    "path", required=False, type=click.Path(dir_okay=False, exists=True, path_type=Path)
+)
 @env_option
 @click.option("--flag", "-f", default=None, help="The plan's flag, when the file holds several.")
+@click.option(
+    "--template", default=None, help="Use the project's release template NAME (needs --flag)."
+)
+@click.option("--control", default=None, help="With --template: the control variant.")
+@click.option("--treatment", default=None, help="With --template: the treatment variant.")
 @click.option(
     "--at",
     "start_at",
@@ -131,15 +140,28 @@ def check(path: Path, env: str | None) -> None:
 @remote_options
 def start(
     remote: Remote,
-    path: Path,
+    path: Path | None,
     env: str,
     flag: str | None,
+    template: str | None,
+    control: str | None,
+    treatment: str | None,
     start_at: str | None,
     schedule_at: str | None,
     tz: str | None,
 ) -> None:
-    """Start a release of the plan in PATH; a bad plan is refused whole, nothing starts."""
-    plan = _pick(_plans_in(path), flag, path)
+    """Start a release of the plan in PATH (or of a --template); a bad plan starts nothing."""
+    if (path is None) == (template is None):
+        raise click.UsageError("give a plan file PATH or --template NAME (one of them)")
+    if template is not None:
+        if flag is None:
+            raise click.UsageError("--template needs --flag: the flag to release")
+        plan: Any = plan_from_template(
+            template_plan(remote, template), flag, env, control, treatment
+        )
+    else:
+        assert path is not None
+        plan = _pick(_plans_in(path), flag, path)
     if schedule_at is not None and start_at is not None:
         raise click.UsageError(
             "--at makes the release now and lets it wait; --schedule makes it later: "
