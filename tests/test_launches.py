@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from tests.server_process import (
 from tests.test_webhooks import Receiver
 from unveil.cli.main import main
 
+LAUNCHES_DOC = Path(__file__).resolve().parents[1] / "docs" / "launches.md"
 SHOP = "/api/v1/projects/shop"
 PRODUCTION = f"{SHOP}/environments/production"
 FLAGS = ("new-checkout", "promo-banner", "gift-cards")
@@ -279,3 +281,39 @@ def test_with_approval_required_a_launch_waits_then_starts_whole(server: Server)
     with server.client() as api:
         assert _state(api, launch_id) == "done"
         assert _enabled(api) == dict.fromkeys(FLAGS, True)
+
+
+def _yaml_blocks(text: str) -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)
+
+
+def test_the_worked_example_of_the_doc_plans_its_launch(server: Server, tmp_path: Path) -> None:
+    """docs/launches.md: the template and the launch file it shows do what it says."""
+    launch_text, template_text = _yaml_blocks(LAUNCHES_DOC.read_text(encoding="utf-8"))[:2]
+    soon = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    launch_text = re.sub(r'planned_at: "[^"]+"', f'planned_at: "{soon}"', launch_text)
+    (tmp_path / "careful.yaml").write_text(template_text, encoding="utf-8")
+    (tmp_path / "gift-cards-launch.yaml").write_text(launch_text, encoding="utf-8")
+    with server.client() as api:
+        flag = api.get(f"{PRODUCTION}/flags/new-checkout")
+        on = {**flag.json()["data"], "enabled": True, "default": "off"}
+        headers = {"If-Match": flag.headers["etag"]}
+        assert api.put(f"{PRODUCTION}/flags/new-checkout", json=on, headers=headers).is_success
+    runner = CliRunner()
+    env = {"UNVEIL_URL": server.url, "UNVEIL_TOKEN": ADMIN_TOKEN, "UNVEIL_PROJECT": "shop"}
+    env["COLUMNS"] = "200"
+    saved = runner.invoke(
+        main, ["templates", "save", "careful", str(tmp_path / "careful.yaml")], env=env
+    )
+    assert saved.exit_code == 0, saved.output
+    made = runner.invoke(
+        main, ["launches", "create", str(tmp_path / "gift-cards-launch.yaml")], env=env
+    )
+    assert made.exit_code == 0, made.output
+    assert "planned: l1  Gift cards  planned" in made.output
+    shown = runner.invoke(main, ["launches", "show", "l1"], env=env)
+    assert "Gift cards are here!" in shown.output
+    with server.client() as api:
+        calendar = api.get(f"{SHOP}/launches").json()
+        assert calendar["upcoming"][0]["flags"] == ["gift-cards", "new-checkout", "promo-banner"]
+        assert _enabled(api)["gift-cards"] is False  # planned, not started

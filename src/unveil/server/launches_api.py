@@ -33,7 +33,7 @@ class _Strict(BaseModel):
 
 class SavedTemplate(_Strict):
     plan: dict[str, Any] = Field(description="Plan fields without flag and environment")
-    description: str | None = Field(None, max_length=1000)
+    description: Reason | None = Field(None, description="What it is for")
 
 
 class NewLaunch(_Strict):

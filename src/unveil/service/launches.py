@@ -230,7 +230,8 @@ class LaunchService:
                     seen.setdefault(where, i)
         if problems:
             raise Invalid(tuple(problems))
-        asked = [dict(c) for c in changes]  # type: ignore[union-attr]
+        assert isinstance(changes, list)  # no problems: a list of mappings
+        asked = [dict(c) for c in changes]
         with self.store.unit_of_work() as work:
             project_id = require_project(work, project)
             self._environment_problems(work, project, asked)

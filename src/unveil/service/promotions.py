@@ -27,6 +27,7 @@ from unveil.core import Problem
 from unveil.service.errors import Conflict, Invalid
 from unveil.service.flags import Change, FlagService, diff_parts
 from unveil.service.scope import environment_items, require_environment
+from unveil.service.text import check_text, text_problem
 from unveil.store.unit import Reading, Store, UnitOfWork
 
 __all__ = ["PROMOTION", "Promotion", "PromotionRequest", "PromotionService", "references"]
@@ -63,8 +64,9 @@ class PromotionRequest:
             Problem(f"{prefix}{k}", "is not a field of a promotion") for k in data if k not in known
         ]
         source = data.get("source")
-        if not isinstance(source, str) or not source:
-            problems.append(Problem(f"{prefix}source", "must name the environment to copy from"))
+        named = text_problem(source, f"{prefix}source", 200)
+        if named is not None:
+            problems.append(named)
         lists: dict[str, tuple[str, ...]] = {}
         for name in ("flags", "segments"):
             value = data.get(name) or []
@@ -213,6 +215,7 @@ class PromotionService:
 
     def compare(self, project: str, target: str, request: PromotionRequest) -> Promotion:
         """What the promotion would copy; refused (``Invalid``) as applying it would be."""
+        check_text(target, "target", 200)
         with self.store.reading() as r:
             return self._plan(r, project, target, request)
 
