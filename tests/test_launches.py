@@ -256,31 +256,45 @@ def test_templates_are_checked_as_plans_and_launch_guarded_releases(server: Serv
 
 
 def test_with_approval_required_a_launch_waits_then_starts_whole(server: Server) -> None:
+    """Across two environments, one of which requires approval: nothing moves until it is
+    approved, then both do; stopping turns both back."""
+    staging = f"{SHOP}/environments/staging"
     with server.client() as api:
-        rita = api.post(
-            "/api/v1/tokens", json={"name": "rita", "kind": "admin", "role": "releaser"}
-        )
-        assert (
-            api.put(f"{PRODUCTION}/settings", json={"requires_approval": True}).status_code == 200
-        )
-        made = _launch(
-            api,
-            name="Gift cards",
-            notes=NOTES,
-            changes=[{"environment": "production", "flag": k, "enabled": True} for k in FLAGS],
-        )
+        rita_token = {"name": "rita", "kind": "admin", "role": "releaser"}
+        rita = api.post("/api/v1/tokens", json=rita_token)
+        required = api.put(f"{PRODUCTION}/settings", json={"requires_approval": True})
+        assert required.status_code == 200
+        assert api.put(f"{staging}/flags/gift-cards", json=_off()).status_code == 201
+        changes = [{"environment": "production", "flag": k, "enabled": True} for k in FLAGS]
+        changes.append({"environment": "staging", "flag": "gift-cards", "enabled": True})
+        made = _launch(api, name="Gift cards", notes=NOTES, changes=changes)
         assert made.status_code == 201, made.text
         launch_id = made.json()["id"]
+        assert made.json()["environments"] == ["production", "staging"]
         waiting = api.post(f"{SHOP}/launches/{launch_id}/start").json()
         assert waiting["state"] == "waiting_for_approval"
+        assert list(waiting["approvals"]) == ["production"]  # staging needs none
         request = waiting["approvals"]["production"]["change_request"]
         assert _enabled(api) == dict.fromkeys(FLAGS, False)
+        assert api.get(f"{staging}/flags/gift-cards").json()["data"]["enabled"] is False
+        opened = api.get(f"{PRODUCTION}/changes/{request}").json()
+        assert opened["action"] == "launch.start"
+        assert opened["target"] == launch_id
     with server.client(rita.json()["secret"]) as other:
         approved = other.post(f"{PRODUCTION}/changes/{request}/approve")
         assert approved.status_code == 200, approved.text
+        assert approved.json()["state"] == "applied"
     with server.client() as api:
         assert _state(api, launch_id) == "done"
         assert _enabled(api) == dict.fromkeys(FLAGS, True)
+        assert api.get(f"{staging}/flags/gift-cards").json()["data"]["enabled"] is True
+        for env in (PRODUCTION, staging):
+            actions = [e["action"] for e in api.get(f"{env}/audit").json()["entries"]]
+            assert actions.count("launch.started") == 1
+        stopped = api.post(f"{SHOP}/launches/{launch_id}/stop")  # never waits for approval
+        assert stopped.status_code == 200, stopped.text
+        assert _enabled(api) == dict.fromkeys(FLAGS, False)
+        assert api.get(f"{staging}/flags/gift-cards").json()["data"]["enabled"] is False
 
 
 def _yaml_blocks(text: str) -> list[str]:

@@ -344,7 +344,7 @@ class LaunchService:
                 actor,
                 f"start launch '{row.name}'",
             )
-            approvals[env] = {"change_request": opened.row.id, "approved_by": None}
+            approvals[env] = {"change_request": opened.row.id, "approval": None}
         row = self._moved(work, row, state=WAITING, approvals=approvals)
         self._announce(work, project, row, "waiting", actor, None)
         return row
@@ -363,9 +363,9 @@ class LaunchService:
         if row.state != WAITING:
             raise Conflict(f"launch {row.id} is {row.state.replace('_', ' ')}, not waiting")
         approvals = {k: dict(v) for k, v in row.approvals.items()}
-        approvals[env]["approved_by"] = change.reason or "approved"
+        approvals[env]["approval"] = change.reason or "approved"  # says who approved it
         row = self._moved(work, row, approvals=approvals)
-        if all(a.get("approved_by") for a in approvals.values()):
+        if all(a.get("approval") for a in approvals.values()):
             row = self._go(work, project, row, change.actor)
         return {"launch": row.id, "state": row.state}
 
