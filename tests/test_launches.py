@@ -331,3 +331,37 @@ def test_the_worked_example_of_the_doc_plans_its_launch(server: Server, tmp_path
         calendar = api.get(f"{SHOP}/launches").json()
         assert calendar["upcoming"][0]["flags"] == ["gift-cards", "new-checkout", "promo-banner"]
         assert _enabled(api)["gift-cards"] is False  # planned, not started
+
+
+def test_the_next_leader_starts_a_launch_once_when_the_leader_is_killed_before_its_time(
+    tmp_path: Path,
+) -> None:
+    with database("postgresql", tmp_path) as url:
+        first = start_server(url, None, True, *FAST)
+        second = start_server(url, None, False, *FAST)
+        try:
+            with first.client() as api:
+                for key in FLAGS:
+                    assert api.put(f"{PRODUCTION}/flags/{key}", json=_off()).status_code == 201
+                made = _launch(
+                    api,
+                    name="Gift cards",
+                    notes=NOTES,
+                    planned_at=(datetime.now(UTC) + timedelta(seconds=3)).isoformat(),
+                    changes=[
+                        {"environment": "production", "flag": k, "enabled": True} for k in FLAGS
+                    ],
+                )
+                assert made.status_code == 201, made.text
+                launch_id = made.json()["id"]
+            first.kill()  # kill -9 of the leader, just before the time
+            with second.client() as api:
+                assert wait_for(lambda: _state(api, launch_id) == "done", timeout=30)
+                assert _enabled(api) == dict.fromkeys(FLAGS, True)
+                entries = api.get(f"{PRODUCTION}/audit").json()["entries"]
+                ours = [e for e in entries if e["actor"] == f"launch:{launch_id}"]
+                assert len(ours) == 3  # each flag once
+                assert [e["action"] for e in entries].count("launch.started") == 1
+        finally:
+            stop(first)
+            stop(second)
