@@ -306,7 +306,7 @@ class LaunchService:
     ) -> Launch:
         """Start it now: all of its changes together, or, where approval is required, ask."""
         with self.store.unit_of_work(within) as work:
-            row = self._row(work, project, launch_id, lock=True)
+            row = self._hold(work, project, launch_id)
             if row.state != PLANNED:
                 raise Conflict(f"launch {row.id} is {row.state.replace('_', ' ')}: it cannot start")
             needing = [
@@ -359,7 +359,7 @@ class LaunchService:
         change: Change,
     ) -> Any:
         """A ``launch.start`` request was approved: the last approval starts the launch."""
-        row = self._row(work, project, launch_id, lock=True)
+        row = self._hold(work, project, launch_id)
         if row.state != WAITING:
             raise Conflict(f"launch {row.id} is {row.state.replace('_', ' ')}, not waiting")
         approvals = {k: dict(v) for k, v in row.approvals.items()}
@@ -373,10 +373,7 @@ class LaunchService:
         """Carry every change out, environment after environment, in ``work``."""
         effects: builtins.list[dict[str, Any]] = []
         by = Change(launch_actor(row.id), f"launch '{row.name}' ({row.id}) started by {actor}")
-        envs = _environments(row.changes)
-        ids = {env: require_environment(work, project, env) for env in envs}
-        for env in sorted(envs, key=lambda e: ids[e]):  # rows held in one order: no deadlock
-            require_environment(work, project, env, lock=True)
+        self._hold_environments(work, project, row)
         for i, change in enumerate(row.changes):
             try:
                 effects.append(self._carry_out(work, project, row, change, by))
@@ -459,17 +456,13 @@ class LaunchService:
     ) -> Launch:
         """The kill switch: every flag of the launch back as it was; its releases aborted."""
         with self.store.unit_of_work(within) as work:
-            row = self._row(work, project, launch_id, lock=True)
+            row = self._hold(work, project, launch_id)
             if row.state == ROLLED_BACK:
                 raise Conflict(f"launch {row.id} is stopped already")
             why = f"launch '{row.name}' ({row.id}) stopped by {actor}" + (
                 f": {reason}" if reason else ""
             )
             by = Change(launch_actor(row.id), why)
-            envs = _environments(row.changes)
-            ids = {env: require_environment(work, project, env) for env in envs}
-            for env in sorted(envs, key=lambda e: ids[e]):
-                require_environment(work, project, env, lock=True)
             for effect in reversed(row.effects):
                 self._turn_back(work, project, effect, by)
             now = self._clock()
@@ -561,7 +554,7 @@ class LaunchService:
     # -- helpers -------------------------------------------------------------------------
 
     def _failed(self, work: UnitOfWork, project: str, launch_id: str, exc: UnveilError) -> None:
-        row = self._row(work, project, launch_id, lock=True)
+        row = self._hold(work, project, launch_id)
         row = self._moved(work, row, outcome=f"could not start at its time: {exc}")
         self._announce(work, project, row, "failed", launch_actor(launch_id), str(exc))
 
@@ -571,6 +564,23 @@ class LaunchService:
         found = work.launches.get(row.id)
         assert found is not None
         return found
+
+    def _hold(self, work: UnitOfWork, project: str, launch_id: str) -> LaunchRow:
+        """The launch, read with its environments' rows held and then its own.
+
+        Environments first, in the order of their ids, as every flag write
+        holds its environment first: a launch and the writes to its
+        environments wait for each other instead of deadlocking.
+        """
+        self._hold_environments(work, project, self._row(work, project, launch_id))
+        return self._row(work, project, launch_id, lock=True)
+
+    @staticmethod
+    def _hold_environments(work: UnitOfWork, project: str, row: LaunchRow) -> None:
+        envs = _environments(row.changes)
+        ids = {env: require_environment(work, project, env) for env in envs}
+        for env in sorted(envs, key=lambda e: ids[e]):
+            require_environment(work, project, env, lock=True)
 
     @staticmethod
     def _row(reading: Reading, project: str, launch_id: str, lock: bool = False) -> LaunchRow:
