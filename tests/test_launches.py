@@ -331,6 +331,19 @@ def test_the_worked_example_of_the_doc_plans_its_launch(server: Server, tmp_path
         calendar = api.get(f"{SHOP}/launches").json()
         assert calendar["upcoming"][0]["flags"] == ["gift-cards", "new-checkout", "promo-banner"]
         assert _enabled(api)["gift-cards"] is False  # planned, not started
+    early = runner.invoke(main, ["launches", "start", "l1"], env=env)
+    assert early.exit_code == 0, early.output
+    assert "in progress" in early.output  # its checkout release steps up
+    with server.client() as api:
+        assert _enabled(api)["gift-cards"] is True
+    stopped = runner.invoke(main, ["launches", "stop", "l1", "-r", "provider says no"], env=env)
+    assert stopped.exit_code == 0, stopped.output
+    assert "rolled back" in stopped.output
+    with server.client() as api:
+        assert _enabled(api)["gift-cards"] is False
+        assert "provider says no" in api.get(f"{SHOP}/launches/l1").json()["outcome"]
+    twice = runner.invoke(main, ["launches", "stop", "l1"], env=env)
+    assert twice.exit_code == 1  # refused: stopped already
 
 
 def test_the_next_leader_starts_a_launch_once_when_the_leader_is_killed_before_its_time(
