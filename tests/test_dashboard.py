@@ -563,3 +563,28 @@ def test_webhooks_are_listed_and_their_secret_shown_once(browser: Any, site: Ser
     assert secret not in page.content()  # never shown again
     assert _serious_violations(page) == []
     page.close()
+
+
+def test_flags_are_described_and_found_by_type_tag_and_owner(browser: Any, site: Server) -> None:
+    page = _sign_in(browser, site, EDITOR)
+    page.goto(f"{site.url}/p/shop/production/flags/new-checkout")
+    page.get_by_text("Describe it").click()
+    page.get_by_label("Type", exact=True).select_option("experiment")
+    page.get_by_label("Owner").fill("team-payments")
+    page.get_by_label("Tags, separated by commas").fill("checkout, q4")
+    page.get_by_role("button", name="Save what it is for").click()
+    page.wait_for_url("**?notice=The+metadata+is+saved.")
+    assert "40 days" in page.locator("section", has_text="What it is for").inner_text()
+    page.goto(f"{site.url}/p/shop/production/flags?tag=q4")
+    keys = page.locator("tbody th a").all_inner_texts()
+    assert keys == ["new-checkout"]
+    page.goto(f"{site.url}/p/shop/production/flags?owner=team-payments&type=experiment")
+    assert page.locator("tbody th a").all_inner_texts() == ["new-checkout"]
+    page.goto(f"{site.url}/p/shop/production/flags?type=permission")
+    assert page.locator("tbody th a").all_inner_texts() == []
+    page.goto(f"{site.url}/p/shop/production/flags/new-checkout")
+    page.get_by_text("Describe it").click()
+    page.get_by_label("Expected lifetime in days (empty: the type's default)").fill("0")
+    page.get_by_role("button", name="Save what it is for").click()
+    assert "lifetime_days" in page.get_by_role("status").inner_text()  # named, not saved
+    page.close()

@@ -69,6 +69,11 @@ class MetaService:
             raise NotFound(f"no metadata for flag '{key}'")
         return _shown(key, *found)
 
+    def all(self, project: str) -> dict[str, dict[str, Any]]:
+        """The metadata of every flag of the project that has some, by key."""
+        with self.store.reading() as r:
+            return r.meta.all(require_project(r, project))
+
     def put(
         self,
         project: str,

@@ -30,13 +30,14 @@ class MetaRepository:
         row = self._conn.execute(query).one_or_none()
         if row is None:
             return None
-        meta = {
-            "type": row.type,
-            "lifetime_days": row.lifetime_days,
-            "tags": json.loads(row.tags),
-            "owner": row.owner,
-        }
-        return meta, row.created_at
+        return _meta(row), row.created_at
+
+    def all(self, project_id: int) -> dict[str, dict[str, Any]]:
+        """Every flag's metadata in the project, by flag key (one query for a whole list)."""
+        rows = self._conn.execute(
+            select(t.flag_meta).where(t.flag_meta.c.project_id == project_id)
+        ).all()
+        return {row.key: _meta(row) for row in rows}
 
     def add(self, project_id: int, key: str, meta: dict[str, Any], at: datetime) -> bool:
         """Create it; False if another writer created it first (nothing is overwritten)."""
@@ -52,6 +53,15 @@ class MetaRepository:
             .where(t.flag_meta.c.project_id == project_id, t.flag_meta.c.key == key)
             .values(**_columns(meta))
         )
+
+
+def _meta(row: Any) -> dict[str, Any]:
+    return {
+        "type": row.type,
+        "lifetime_days": row.lifetime_days,
+        "tags": json.loads(row.tags),
+        "owner": row.owner,
+    }
 
 
 def _columns(meta: dict[str, Any]) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from unveil.service.access import Principal
 from unveil.service.changes import Expect
 from unveil.service.errors import Forbidden, Invalid, NotFound, Overloaded, Unauthenticated
 from unveil.service.flags import Change, Part
+from unveil.service.meta import FLAG_TYPES
 from unveil.service.schedules import ScheduleRequest
 from unveil.service.sessions import csrf_token
 
@@ -320,9 +321,21 @@ def _nav(projects: list[dict[str, Any]], project: str) -> list[str]:
     raise NotFound(f"no project '{project}'")
 
 
+#: Flags shown on one page of the list (the page stays small however many there are).
+PAGE_SIZE = 100
+
+
 @router.get("/p/{project}/{env}/flags")
 async def flags_page(
-    request: Request, project: str, env: str, q: str = "", state: str = ""
+    request: Request,
+    project: str,
+    env: str,
+    q: str = "",
+    state: str = "",
+    tag: str = "",
+    type: str = "",
+    owner: str = "",
+    page: int = 1,
 ) -> Response:
     who = await _viewer(request)
     if isinstance(who, Response):
@@ -337,21 +350,32 @@ async def flags_page(
         records = await run_in_threadpool(svc.flags.list_items, "flags", project, e)
         per_env[e] = {r.key: r.data for r in records}
     active = {r.flag for r in await run_in_threadpool(svc.releases.list, project, env, None, True)}
+    metas = await run_in_threadpool(svc.meta.all, project)
     rows = []
     for key, data in sorted(per_env[env].items()):
         here = "under release" if key in active else _state(data)
+        meta = metas.get(key, {})
         if q and q.lower() not in f"{key} {data.get('description', '')}".lower():
             continue
         if state and state != here and not (state == "on" and here == "rolling out"):
+            continue
+        if (tag and tag not in meta.get("tags", ())) or (type and meta.get("type") != type):
+            continue
+        if owner and owner.lower() != str(meta.get("owner") or "").lower():
             continue
         rows.append(
             {
                 "key": key,
                 "description": data.get("description", ""),
                 "state": here,
+                "meta": meta,
                 "states": {e: _state(per_env[e][key]) if key in per_env[e] else "" for e in envs},
             }
         )
+    pages = max(1, -(-len(rows) // PAGE_SIZE))
+    page = min(max(page, 1), pages)
+    chosen: dict[str, Any] = {"q": q, "state": state, "tag": tag, "type": type, "owner": owner}
+    here_query = urlencode({k: v for k, v in chosen.items() if v})
     return _page(
         request,
         "flags.html",
@@ -361,10 +385,16 @@ async def flags_page(
         envs=envs,
         projects=projects,
         section="flags",
-        rows=rows,
-        q=q,
-        state=state,
+        rows=rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE],
+        matching=len(rows),
+        page=page,
+        pages=pages,
+        query=here_query,
         total=len(per_env[env]),
+        types=FLAG_TYPES,
+        tags=sorted({t for m in metas.values() for t in m.get("tags", ())}),
+        owners=sorted({str(m["owner"]) for m in metas.values() if m.get("owner")}),
+        **chosen,
     )
 
 
@@ -424,6 +454,10 @@ async def flag_page(request: Request, project: str, env: str, key: str) -> Respo
     record = await run_in_threadpool(svc.flags.get_item, "flags", project, env, key)
     served = await run_in_threadpool(_served, svc, project, env, key)
     history = await run_in_threadpool(_history, svc, project, env, key)
+    try:
+        meta = await run_in_threadpool(svc.meta.get, project, key)
+    except NotFound:
+        meta = None
     return _page(
         request,
         "flag.html",
@@ -441,6 +475,8 @@ async def flag_page(request: Request, project: str, env: str, key: str) -> Respo
         history=history,
         may_edit=who.may("editor"),
         may_release=who.may("releaser"),
+        meta=meta,
+        types=FLAG_TYPES,
         pretty=lambda v: json.dumps(v, ensure_ascii=False),
         notice=request.query_params.get("notice", ""),
     )
@@ -726,3 +762,35 @@ def error_page(request: Request, exc: Exception) -> HTMLResponse:
     answer = error_response(exc)
     message = json.loads(bytes(answer.body)).get("error", "something went wrong")
     return _page(request, "refused.html", answer.status_code, who=None, reason=message)
+
+
+@router.post("/p/{project}/{env}/flags/{key}/meta")
+async def edit_meta(request: Request, project: str, env: str, key: str) -> Response:
+    """What the flag is for: type, owner, tags, expected lifetime (for the whole project)."""
+    posted = await _editing(request)
+    if isinstance(posted, HTMLResponse):
+        return posted
+    who, fields = posted
+    page = f"/p/{quote(project)}/{quote(env)}/flags/{quote(key)}"
+    lifetime = fields.get("lifetime_days", "").strip()
+    data: dict[str, Any] = {
+        "type": fields.get("type", "release"),
+        "tags": [t.strip() for t in fields.get("tags", "").split(",") if t.strip()],
+    }
+    if lifetime:
+        data["lifetime_days"] = _typed_number(lifetime)
+    if fields.get("owner", "").strip():
+        data["owner"] = fields["owner"].strip()
+    etag = fields.get("etag") or None
+    try:
+        await run_in_threadpool(_services(request).meta.put, project, key, data, who.name, etag)
+    except (Invalid, UnveilError) as exc:
+        problems = getattr(exc, "problems", ())
+        text = "; ".join(f"{p.path}: {p.message}" for p in problems) or str(exc)
+        return _redirect(page + "?" + urlencode({"notice": f"Not saved: {text}"}))
+    return _redirect(page + "?" + urlencode({"notice": "The metadata is saved."}))
+
+
+def _typed_number(text: str) -> Any:
+    """A whole number typed in a form, or the text itself for the validation to name."""
+    return int(text) if text.isdigit() else text

@@ -1,7 +1,7 @@
 """Dashboard sessions: a signed-in user's cookie, kept only as its hash.
 
 Revision ID: 0012
-Revises: 0007
+Revises: 0011
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0007"
+down_revision = "0011"
 
 
 def upgrade() -> None:
