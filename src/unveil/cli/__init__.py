@@ -6,6 +6,7 @@ import sys
 
 try:
     import click  # noqa: F401
+    import pathspec  # noqa: F401
     import rich  # noqa: F401
 except ImportError:
     sys.exit("the unveil command needs its extra: pip install 'unveil[cli]'")

@@ -9,7 +9,8 @@ on stderr and its exit code:
     0  EXIT_OK           done
     1  EXIT_REFUSED      the input was refused: a bad flags file, or the server
                          said no (any 4xx: not found, conflict, invalid, denied)
-    2  EXIT_USAGE        the command was used wrongly (click's usage errors)
+    2  EXIT_USAGE        the command was used wrongly (click's usage errors; a
+                         scan of a path that is not there, a bad --pattern)
     3  EXIT_UNAVAILABLE  something needed is not there: the server cannot be
                          reached or failed (5xx), the port to serve on is taken
     4  EXIT_BAD_ANSWER   the server answered something this CLI cannot read
@@ -35,6 +36,7 @@ import click
 import httpx
 
 from unveil.core import InvalidDocument, Problem, UnveilError
+from unveil.service.references import ScanError
 
 __all__ = [
     "EXIT_BAD_ANSWER",
@@ -178,6 +180,8 @@ class UnveilGroup(click.Group):
             raise  # click prints these itself, with their own exit codes
         except InvalidDocument as exc:  # a file the user gave was refused
             raise Refused(exc.problems) from None
+        except ScanError as exc:  # the path or a pattern given to a scan
+            raise CliError(str(exc), EXIT_USAGE) from None
         except UnveilError as exc:
             raise CliError(str(exc)) from None
         except BrokenPipeError:

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from unveil.cli.change_commands import changes
+from unveil.cli.code_commands import code
 from unveil.cli.errors import CliError, Unavailable, UnveilGroup
 from unveil.cli.launch_commands import launches, templates
 from unveil.cli.promote_commands import promote
@@ -465,6 +466,7 @@ def demo() -> None:
 
 _commands = (flags, apply, export, audit, release, schedules, changes, webhooks, promote)
 for _command in (*_commands, templates, launches):
+for _command in (flags, apply, export, audit, release, schedules, changes, webhooks, code):
     main.add_command(_command)
 
 
