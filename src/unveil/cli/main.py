@@ -239,6 +239,7 @@ def db_upgrade(data_dir: Path, database_url: str | None) -> None:
 @click.option(
     "--webhook-give-up", default=86_400.0, type=click.FloatRange(1, 7 * 86_400), hidden=True
 )
+@click.option("--stale-check", default=3600.0, type=click.FloatRange(0.05, 86_400), hidden=True)
 @click.option(
     "--document-limit",
     default=16,
@@ -270,6 +271,7 @@ def serve(
     document_limit: int,
     webhook_retry_base: float,
     webhook_give_up: float,
+    stale_check: float,
     log_level: str,
 ) -> None:
     """Run the server: admin API, SDK API, health and metrics.
@@ -317,6 +319,7 @@ def serve(
             metrics_lag=metrics_lag,
             webhook_retry_base=webhook_retry_base,
             webhook_give_up=webhook_give_up,
+            stale_check_seconds=stale_check,
         )
         configure_logging(log_level)
         tune_garbage_collector()

@@ -36,6 +36,7 @@ from unveil.server import (
     releases,
     schedules_api,
     sdk,
+    stale_api,
     webhooks_api,
 )
 from unveil.server.errors import error_response
@@ -60,6 +61,7 @@ from unveil.service.releases import RELEASE_TICK, ReleaseService
 from unveil.service.schedules import SCHEDULE_RUN, ScheduleService
 from unveil.service.sessions import SessionService
 from unveil.service.templates import TemplateService
+from unveil.service.stale import STALE_CHECK, StaleService
 from unveil.service.webhooks import Deliverer, RetryPolicy, WebhookService
 from unveil.store.events import EventCounts
 from unveil.store.link import link_for
@@ -88,6 +90,7 @@ def build_services(
     metrics_lag: int = LAG,
     webhook_retry_base: float = 10.0,
     webhook_give_up: float = 86_400.0,
+    stale_check_seconds: float = 3600.0,
 ) -> Services:
     """The services of one server process over one database."""
     store = Store(engine)
@@ -135,6 +138,8 @@ def build_services(
     webhooks = WebhookService(store, retry)
     jobs.register_recurring("webhooks.prune", timedelta(hours=1), webhooks.prune)
     deliverer = Deliverer(webhooks, link, cluster.node, worker_interval)
+    stale = StaleService(store, counts)
+    jobs.register_recurring(STALE_CHECK, timedelta(seconds=stale_check_seconds), stale.check)
     store.after_commit.append(deliverer.wake)
     sessions = SessionService(store)
     jobs.register_recurring("sessions.forget", timedelta(hours=1), sessions.forget_old)
@@ -162,6 +167,7 @@ def build_services(
         promotions=promotions,
         templates=templates,
         launches=launches,
+        stale=stale,
     )
     metrics.watch(built)
     return built
@@ -233,6 +239,7 @@ def create_app(engine: Engine, limits: Limits | None = None, **options: Any) -> 
     routers = [ops.router, admin.router, releases.router, schedules_api.router, changes_api.router]
     routers += [metrics_api.router, sdk.router, webhooks_api.router, promotions_api.router]
     routers.append(launches_api.router)
+    routers += [metrics_api.router, sdk.router, webhooks_api.router, stale_api.router]
     for router in [*routers, ofrep.router]:
         app.include_router(router, dependencies=checked)
     app.include_router(dashboard.router, dependencies=checked)

@@ -25,6 +25,7 @@ from unveil.service.releases import ReleaseService
 from unveil.service.schedules import ScheduleService
 from unveil.service.sessions import SessionService
 from unveil.service.templates import TemplateService
+from unveil.service.stale import StaleService
 from unveil.service.webhooks import Deliverer, WebhookService
 from unveil.store.link import FileLink, PostgresLink
 from unveil.store.unit import Store
@@ -169,6 +170,7 @@ class Services:
     promotions: PromotionService
     templates: TemplateService
     launches: LaunchService
+    stale: StaleService
 
 
 def services(request: Request) -> Services:

@@ -83,6 +83,7 @@ EVENTS = (
     "launch.started",
     "launch.stopped",
     "launch.done",
+    "flag.stale",
 )
 FORMATS = ("json", "slack")
 #: The longest URL a subscription may have (the column's width).
@@ -109,6 +110,8 @@ _SAME_NAME = frozenset(
         "launch.done",
     }
 )
+#: Actions announced under another name: the leader marking a flag stale (service/stale.py).
+_RENAMED = {"stale.found": "flag.stale"}
 _FLAG_ACTIONS = frozenset({"flag.create", "flag.update", "flag.delete"})
 
 #: Sending: short timeouts, so that a dead receiver holds a pool thread briefly.
@@ -148,6 +151,8 @@ def events_of(action: str, before: Any, after: Any) -> tuple[str, ...]:
         return (_RELEASE_EVENTS[action],)
     if action in _SAME_NAME:
         return (action,)
+    if action in _RENAMED:
+        return (_RENAMED[action],)
     return ()
 
 
@@ -463,7 +468,7 @@ class WebhookService:
                 "reason": row.payload.get("reason"),
                 "environment_version": row.payload.get("environment_version"),
                 "audit_id": row.audit_id,
-                "explanation": after if row.action.startswith("release.") else None,
+                "explanation": after if row.action.startswith(("release.", "stale.")) else None,
             }
             if row.action.startswith("launch.") and isinstance(after, Mapping):
                 payload["notes"] = after.get("notes")  # the release notes, for people

@@ -28,7 +28,7 @@ are can never succeed).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -212,6 +212,44 @@ class EventCounts:
                 }
                 for r in conn.execute(query)
             ]
+
+    def evaluated_since(self, environment_id: int, metric: str, since: datetime) -> set[str]:
+        """The flags with counts of ``metric`` in a minute at or after ``since`` (stale flags).
+
+        Reads the primary key's leading columns (environment, minute), so it
+        costs the rows of the period asked, not of all time.
+        """
+        c = t.event_counts.c
+        query = (
+            select(c.flag)
+            .where(c.environment_id == environment_id, c.minute >= since, c.metric == metric)
+            .distinct()
+        )
+        with reader(self.engine).connect() as conn:
+            return {row.flag for row in conn.execute(query)}
+
+    def last_counted(
+        self, environment_id: int, metric: str, flags: Collection[str]
+    ) -> dict[str, datetime]:
+        """The last minute with counts of ``metric``, for each of ``flags`` that has any."""
+        c = t.event_counts.c
+        found: dict[str, datetime] = {}
+        names = sorted(flags)
+        with reader(self.engine).connect() as conn:
+            for start in range(0, len(names), 500):
+                query = (
+                    select(c.flag, func.max(c.minute).label("last"))
+                    .where(
+                        c.environment_id == environment_id,
+                        c.metric == metric,
+                        c.flag.in_(names[start : start + 500]),
+                    )
+                    .group_by(c.flag)
+                )
+                for row in conn.execute(query):
+                    last = row.last
+                    found[row.flag] = last if last.tzinfo else last.replace(tzinfo=UTC)
+        return found
 
     def windows(
         self,

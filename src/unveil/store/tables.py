@@ -421,3 +421,22 @@ launches = Table(
     Column("finished_at", DateTime(timezone=True), nullable=True),
 )
 Index("launches_by_project", launches.c.project_id, launches.c.state)
+# Stale flags (service/stale.py): a project's clean-up setting, and per environment
+# the flags the leader found stale, each announced once when it was found (the
+# primary key is what makes "once" hold, whichever node looks).
+project_settings = Table(
+    "project_settings",
+    metadata,
+    Column("project_id", Integer, ForeignKey("projects.id"), primary_key=True),
+    Column("stale_after_days", Integer, nullable=False),  # N of the stale criteria
+)
+
+stale_flags = Table(
+    "stale_flags",
+    metadata,
+    Column("environment_id", Integer, ForeignKey("environments.id"), nullable=False),
+    Column("flag", String(200), nullable=False),
+    Column("reasons", Text, nullable=False),  # JSON list of {code, since, text}
+    Column("found_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("environment_id", "flag"),
+)

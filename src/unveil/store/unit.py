@@ -42,6 +42,7 @@ from unveil.store.outbox import OutboxRepository
 from unveil.store.releases import ReleaseRepository
 from unveil.store.schedules import ScheduleRepository
 from unveil.store.sessions import SessionRepository
+from unveil.store.stale import StaleRepository
 from unveil.store.webhooks import WebhookRepository
 
 __all__ = ["CHANNEL", "Reading", "Recorded", "Store", "UnitOfWork"]
@@ -76,6 +77,7 @@ class Reading:
         self.sessions = SessionRepository(conn)
         self.templates = TemplateRepository(conn)
         self.launches = LaunchRepository(conn)
+        self.stale = StaleRepository(conn)
 
     def items(self, part: Part) -> ItemRepository:
         return self.flags if part == "flags" else self.segments
