@@ -258,3 +258,57 @@ def test_two_checks_in_a_row_mark_and_announce_a_flag_once(engine: Any) -> None:
     with engine.connect() as conn:
         found = conn.execute(select(t.audit.c.target).where(t.audit.c.action == "stale.found"))
         assert [r.target for r in found] == ["f"]
+
+
+def test_the_cli_lists_stale_flags_with_where_a_local_tree_refers_to_them(
+    tmp_path: Path,
+) -> None:
+    from click.testing import CliRunner
+
+    from tests.server_process import ADMIN_TOKEN
+    from unveil.cli.main import main
+
+    tree = tmp_path / "app"
+    tree.mkdir()
+    (tree / "shop.py").write_text('def f(flags, ctx):\n    return flags.enabled("old-on", ctx)\n')
+    with database("sqlite", tmp_path) as url:
+        running = start_server(url)
+        try:
+            env = {
+                "UNVEIL_URL": running.url,
+                "UNVEIL_TOKEN": ADMIN_TOKEN,
+                "UNVEIL_PROJECT": "shop",
+                "UNVEIL_CONFIG": "/nonexistent",
+                "COLUMNS": "200",
+            }
+
+            def cli(*args: str) -> Any:
+                return CliRunner().invoke(main, list(args), env=env)
+
+            with running.client() as api:
+                _put(api, "old-on", {"default": "on"})
+                _put(api, "fresh", SPLIT)
+            _age(url, "old-on", 40)
+            shown = cli("flags", "stale", "-e", "production", "--scan", str(tree))
+            assert shown.exit_code == 0, shown.output
+            assert "old-on" in shown.output
+            assert "serves 'on' to everyone since" in shown.output
+            assert "here: shop.py:2" in shown.output
+            assert "fresh" not in shown.output
+            assert "1 stale flag(s)" in shown.output
+            as_json = cli("flags", "stale", "-e", "production", "--scan", str(tree), "--json")
+            (flag,) = json.loads(as_json.output)["flags"]
+            assert flag["local_references"] == ["shop.py:2"]
+            assert cli("flags", "stale-after").output.strip().endswith("stale after 30 days")
+            assert cli("flags", "stale-after", "45").exit_code == 0
+            assert cli("flags", "stale", "-e", "production").output.count("old-on") == 0
+            refused = cli("flags", "stale-after", "0")
+            assert refused.exit_code == 2  # click's range check: the command used wrongly
+            missing = cli("flags", "stale", "-e", "production", "--scan", str(tmp_path / "no"))
+            assert missing.exit_code == 2
+            assert "does not exist" in missing.output
+            unknown = cli("flags", "stale", "-e", "nowhere")
+            assert unknown.exit_code == 1
+            assert "404" in unknown.output
+        finally:
+            stop(running)

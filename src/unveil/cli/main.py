@@ -29,6 +29,7 @@ from unveil.cli.release_commands import release
 from unveil.cli.remote import DEFAULT_PROJECT, resolve_remote
 from unveil.cli.schedule_commands import schedules
 from unveil.cli.server_commands import apply, audit, export, flags, push_document
+from unveil.cli.stale_commands import stale, stale_after
 from unveil.cli.webhook_commands import webhooks
 from unveil.core import Ruleset, UnveilError, parse_document
 from unveil.migrate import import_unleash
@@ -471,6 +472,8 @@ _commands = (flags, apply, export, audit, release, schedules, changes, webhooks,
 for _command in (*_commands, templates, launches):
 for _command in (flags, apply, export, audit, release, schedules, changes, webhooks, code):
     main.add_command(_command)
+flags.add_command(stale)
+flags.add_command(stale_after)
 
 
 if __name__ == "__main__":  # pragma: no cover
