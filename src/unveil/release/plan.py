@@ -147,6 +147,8 @@ class Options:
     verification: timedelta = timedelta(hours=1)
     on_regression: OnRegression = OnRegression.ROLLBACK
     require_approval: bool = False
+    #: a service whose latest deploy here must have passed verification before the first step
+    requires_verified_deploy: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +179,7 @@ _OPTION_FIELDS = frozenset(
         "verification",
         "on_regression",
         "require_approval",
+        "requires_verified_deploy",
     }
 )
 
@@ -342,6 +345,13 @@ def _read_options(r: Reader, raw: object, path: str) -> Options:
         _values(OnRegression),
     )
     approval = r.boolean(body.get("require_approval", False), join(path, "require_approval"))
+    service = None
+    if body.get("requires_verified_deploy") is not None:
+        service = r.key(
+            body["requires_verified_deploy"],
+            join(path, "requires_verified_deploy"),
+            "the service's name",
+        )
     return Options(
         window,
         min_exposures or 0,
@@ -349,6 +359,7 @@ def _read_options(r: Reader, raw: object, path: str) -> Options:
         verification if verification is not None else defaults.verification,
         OnRegression(on_regression or defaults.on_regression),
         bool(approval),
+        service,
     )
 
 
@@ -435,6 +446,8 @@ def plan_to_data(plan: Plan) -> dict[str, Any]:
         "on_regression": options.on_regression.value,
         "require_approval": options.require_approval,
     }
+    if options.requires_verified_deploy is not None:
+        written["requires_verified_deploy"] = options.requires_verified_deploy
     return {
         "flag": plan.flag,
         "environment": plan.environment,

@@ -336,7 +336,7 @@ async def put_meta(
 class NewToken(Strict):
     name: str
     kind: Literal["admin", "sdk"]
-    role: Literal["viewer", "editor", "releaser", "admin"] | None = None
+    role: Literal["viewer", "editor", "releaser", "admin", "deployer"] | None = None
     project: str | None = None
     environment: str | None = None
 

@@ -29,6 +29,7 @@ from unveil.server import (
     changes_api,
     dashboard,
     launches_api,
+    deploys_api,
     metrics_api,
     ofrep,
     ops,
@@ -48,6 +49,7 @@ from unveil.service.access import AccessService
 from unveil.service.audit import AuditService
 from unveil.service.changes import ChangeService
 from unveil.service.cluster import Cluster
+from unveil.service.deploys import DeployService
 from unveil.service.events import EventIntake
 from unveil.service.flags import FlagService
 from unveil.service.jobs import JobService, Worker
@@ -168,6 +170,7 @@ def build_services(
         templates=templates,
         launches=launches,
         stale=stale,
+        deploys=DeployService(store, flags),
     )
     metrics.watch(built)
     return built
@@ -239,6 +242,7 @@ def create_app(engine: Engine, limits: Limits | None = None, **options: Any) -> 
     routers = [ops.router, admin.router, releases.router, schedules_api.router, changes_api.router]
     routers += [metrics_api.router, sdk.router, webhooks_api.router, promotions_api.router]
     routers.append(launches_api.router)
+    routers.append(deploys_api.router)
     routers += [metrics_api.router, sdk.router, webhooks_api.router, stale_api.router]
     for router in [*routers, ofrep.router]:
         app.include_router(router, dependencies=checked)

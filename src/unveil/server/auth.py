@@ -22,6 +22,7 @@ __all__ = [
     "PRINCIPAL",
     "Admin",
     "Anyone",
+    "Deployer",
     "Editor",
     "Releaser",
     "SdkKey",
@@ -67,4 +68,6 @@ Viewer = Annotated[Principal, Depends(role("viewer"))]
 Editor = Annotated[Principal, Depends(role("editor"))]
 Releaser = Annotated[Principal, Depends(role("releaser"))]
 Admin = Annotated[Principal, Depends(role("admin"))]
+#: a deployer token (CI), or an editor or stronger
+Deployer = Annotated[Principal, Depends(role("deployer"))]
 SdkKey = Annotated[Principal, Depends(sdk_key)]

@@ -43,6 +43,8 @@ __all__ = ["BodyRefused", "Guard", "Limits", "decode_json"]
 
 _PROTECTED = ("/api/", "/sdk/", "/ofrep/")
 _DOCUMENT = re.compile(r"^/api/v1/projects/[^/]+/environments/[^/]+/document$")
+# a deploy carries its code's references: as large as a document may be
+_DEPLOY = re.compile(r"^/api/v1/projects/[^/]+/environments/[^/]+/deploys$")
 _OFREP_ONE = re.compile(r"^/ofrep/v1/evaluate/flags/(?P<key>.+)$")
 # application/json and any application/...+json (an empty prefix too: FastAPI reads
 # "application/+json" as JSON, so the strict reading must see it as well)
@@ -75,6 +77,8 @@ class Limits:
         """Which limit a request falls under: document, events or default."""
         if method == "PUT" and _DOCUMENT.match(path):
             return "document"
+        if method == "POST" and _DEPLOY.match(path):
+            return "document"
         if method == "POST" and path == "/sdk/v1/events":
             return "events"
         if not path.startswith(_PROTECTED) and method != "GET":
@@ -89,7 +93,7 @@ class Limits:
 
 #: What a 413 says the limit is, by the kind of request (``Limits.kind``).
 _LIMIT_NAMES = {
-    "document": "the limit of a whole flags document "
+    "document": "the limit of a whole flags document or a deploy with its references "
     "(unveil serve --document-limit, or UNVEIL_DOCUMENT_LIMIT, sets it)",
     "events": "the limit of one batch of events",
     "default": "the limit of one request here (a whole document goes to PUT .../document)",

@@ -15,6 +15,7 @@ from unveil.service.access import AccessService
 from unveil.service.audit import AuditService
 from unveil.service.changes import ChangeService
 from unveil.service.cluster import Cluster
+from unveil.service.deploys import DeployService
 from unveil.service.events import EventIntake
 from unveil.service.flags import FlagService
 from unveil.service.jobs import JobService, Worker
@@ -171,6 +172,7 @@ class Services:
     templates: TemplateService
     launches: LaunchService
     stale: StaleService
+    deploys: DeployService
 
 
 def services(request: Request) -> Services:

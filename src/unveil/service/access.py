@@ -23,7 +23,9 @@ from unveil.service.text import check_key, check_text
 from unveil.store.unit import Store, UnitOfWork
 
 __all__ = [
+    "DEPLOYER",
     "ROLES",
+    "TOKEN_ROLES",
     "TOKEN_CACHE_SECONDS",
     "AccessService",
     "Principal",
@@ -33,6 +35,11 @@ __all__ = [
 
 #: Roles, weakest first: each may do what the ones before it may.
 ROLES = ("viewer", "editor", "releaser", "admin")
+#: The narrow role of a CI pipeline's token: what a viewer may, and record and verify
+#: deploys (and their services). Editors and stronger roles may do that too.
+DEPLOYER = "deployer"
+#: The roles an admin token may have.
+TOKEN_ROLES = (*ROLES, DEPLOYER)
 #: The shortest password a user may choose.
 MIN_PASSWORD = 12
 
@@ -48,7 +55,13 @@ class Principal:
     token_id: int | None = None
 
     def may(self, role: str) -> bool:
-        return self.kind == "admin" and ROLES.index(self.role or "viewer") >= ROLES.index(role)
+        if self.kind != "admin":
+            return False
+        if self.role == DEPLOYER:  # reads, and deploys; nothing else
+            return role in ("viewer", DEPLOYER)
+        if role == DEPLOYER:
+            role = "editor"
+        return ROLES.index(self.role or "viewer") >= ROLES.index(role)
 
     def require(self, role: str) -> Principal:
         """Itself if it has ``role`` or a stronger one; ``Forbidden`` otherwise."""
@@ -182,9 +195,9 @@ class AccessService:
             if role is not None:
                 raise Invalid((Problem("role", "an SDK key has no role"),))
         elif kind == "admin":
-            if role not in ROLES:
+            if role not in TOKEN_ROLES:
                 raise Invalid(
-                    (Problem("role", f"an admin token needs a role: {', '.join(ROLES)}"),)
+                    (Problem("role", f"an admin token needs a role: {', '.join(TOKEN_ROLES)}"),)
                 )
             if environment_id is not None:
                 raise Invalid(

@@ -202,6 +202,32 @@ def _check_start_at(start_at: datetime | None, now: datetime) -> None:
         raise Invalid((problem,))
 
 
+def _unverified_deploy(work: UnitOfWork, environment_id: int, env: str, plan: Plan) -> str | None:
+    """Why the plan's required deploy verification is missing, or None (or none required).
+
+    A release that requires it starts only when the latest deploy of that
+    service in this environment passed ``unveil deploy verify``.
+    """
+    name = plan.options.requires_verified_deploy
+    if name is None:
+        return None
+    keys = work.environments.keys_of(environment_id)
+    project_id = None if keys is None else work.projects.id_of(keys[0])
+    service = None if project_id is None else work.deploys.service(project_id, name)
+    if service is None:
+        return f"no service '{name}' in this project"
+    latest = work.deploys.latest(environment_id, service.id)
+    if latest is None:
+        return f"service '{name}' has no deploy in '{env}'"
+    if latest.verified == "passed":
+        return None
+    state = "failed its verification" if latest.verified == "failed" else "was not verified"
+    return (
+        f"the latest deploy of '{name}' in '{env}' ({latest.id}, version {latest.version}) "
+        f"{state}: verify it first (unveil deploy verify)"
+    )
+
+
 def _unfit_flag(data: Mapping[str, Any], plan: Plan) -> str | None:
     """Why the flag cannot be released as the plan says, or None.
 
@@ -382,6 +408,9 @@ class ReleaseService:
         unfit = _unfit_flag(flag.data, plan)
         if unfit:
             raise Invalid((Problem("flag", unfit),))
+        unverified = _unverified_deploy(work, environment_id, env, plan)
+        if unverified:
+            raise Invalid((Problem("options.requires_verified_deploy", unverified),))
         active = work.releases.active_of(environment_id, plan.flag)
         if active is not None:
             raise Conflict(

@@ -84,6 +84,9 @@ EVENTS = (
     "launch.stopped",
     "launch.done",
     "flag.stale",
+    "deploy.recorded",
+    "deploy.rolled_back",
+    "deploy.verified",
 )
 FORMATS = ("json", "slack")
 #: The longest URL a subscription may have (the column's width).
@@ -108,6 +111,9 @@ _SAME_NAME = frozenset(
         "launch.started",
         "launch.stopped",
         "launch.done",
+        "deploy.recorded",
+        "deploy.rolled_back",
+        "deploy.verified",
     }
 )
 #: Actions announced under another name: the leader marking a flag stale (service/stale.py).

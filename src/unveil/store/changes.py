@@ -182,6 +182,28 @@ class SettingsRepository:
         ).scalar_one_or_none()
         return bool(found)
 
+    def on_deploy_rollback(self, environment_id: int) -> str | None:
+        """What a deploy rollback does to a flag it takes the code of (None: the default)."""
+        found = self._conn.execute(
+            select(t.environment_settings.c.on_deploy_rollback).where(
+                t.environment_settings.c.environment_id == environment_id
+            )
+        ).scalar_one_or_none()
+        return None if found is None else str(found)
+
+    def set_on_deploy_rollback(self, environment_id: int, value: str) -> None:
+        values = {
+            "environment_id": environment_id,
+            "requires_approval": False,
+            "on_deploy_rollback": value,
+        }
+        if not insert_or_ignore(self._conn, t.environment_settings, values):
+            self._conn.execute(
+                update(t.environment_settings)
+                .where(t.environment_settings.c.environment_id == environment_id)
+                .values(on_deploy_rollback=value)
+            )
+
     def set_requires_approval(self, environment_id: int, value: bool) -> None:
         values = {"environment_id": environment_id, "requires_approval": value}
         if not insert_or_ignore(self._conn, t.environment_settings, values):

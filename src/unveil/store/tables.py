@@ -270,6 +270,8 @@ environment_settings = Table(
     metadata,
     Column("environment_id", Integer, ForeignKey("environments.id"), primary_key=True),
     Column("requires_approval", Boolean, nullable=False),  # changes become change requests
+    # what a deploy rollback does to a flag whose code it takes away: off | keep | ask
+    Column("on_deploy_rollback", String(10), nullable=True),  # NULL: off
 )
 
 change_requests = Table(
@@ -440,3 +442,40 @@ stale_flags = Table(
     Column("found_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("environment_id", "flag"),
 )
+
+
+# Deploys: a project's services, and each deploy of one to an environment. ``refs`` is
+# the flags its code references ({"flag": ["path:line", ...]}, JSON); ``rollback`` says
+# the deploy went back to an older version than ``previous_id``, the deploy it replaced.
+services = Table(
+    "services",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("project_id", Integer, ForeignKey("projects.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("owner", String(200), nullable=True),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("project_id", "name"),
+)
+
+deploys = Table(
+    "deploys",
+    metadata,
+    Column("id", Integer, primary_key=True),  # the deploy's id is "d<id>"
+    Column("environment_id", Integer, ForeignKey("environments.id"), nullable=False),
+    Column("service_id", Integer, ForeignKey("services.id"), nullable=False),
+    Column("version", String(200), nullable=False),
+    Column("commit", String(100), nullable=True),
+    Column("link", String(2000), nullable=True),
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("refs", Text, nullable=False),
+    Column("rollback", Boolean, nullable=False),
+    Column("previous_id", Integer, nullable=True),
+    Column("verification", Text, nullable=True),  # the checks and their evidence, JSON
+    Column("verified", String(10), nullable=True),  # passed | failed; NULL: not verified
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+Index("deploys_by_service", deploys.c.environment_id, deploys.c.service_id, deploys.c.id)

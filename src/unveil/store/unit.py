@@ -33,6 +33,7 @@ from unveil.store.access import (
 from unveil.store.audit import AuditRepository
 from unveil.store.changes import ChangeRepository, SettingsRepository
 from unveil.store.database import reader
+from unveil.store.deploys import DeployRepository
 from unveil.store.items import ItemRepository, Part
 from unveil.store.jobs import JobRepository, LeadershipRepository
 from unveil.store.launches import LaunchRepository, TemplateRepository
@@ -78,6 +79,7 @@ class Reading:
         self.templates = TemplateRepository(conn)
         self.launches = LaunchRepository(conn)
         self.stale = StaleRepository(conn)
+        self.deploys = DeployRepository(conn)
 
     def items(self, part: Part) -> ItemRepository:
         return self.flags if part == "flags" else self.segments
