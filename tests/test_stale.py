@@ -312,3 +312,32 @@ def test_the_cli_lists_stale_flags_with_where_a_local_tree_refers_to_them(
             assert "404" in unknown.output
         finally:
             stop(running)
+
+
+def test_a_flag_no_latest_deploy_refers_to_is_stale_and_references_are_shown(
+    server: Server,
+) -> None:
+    deploys = f"{ENV}/deploys"
+    with server.client() as api:
+        _put(api, "in-code", {"default": "on"})  # rolled out for 40 days, still in the code
+        _put(api, "gone", SPLIT)  # live and evaluated, but its code left in v2
+        _age(server.database_url, "in-code", 40)
+        _expose(server, "in-code", "gone")
+        for service in ("api", "web"):
+            assert api.put(f"/api/v1/projects/shop/services/{service}", json={}).is_success
+        v1 = {"in-code": ["src/app.py:3"], "gone": ["src/old.py:9"]}
+        for version, refs in (("1.0.0", v1), ("1.1.0", {"in-code": ["src/app.py:4"]})):
+            body = {"service": "api", "version": version, "references": refs}
+            made = api.post(deploys, json=body)
+            assert made.status_code == 201, made.text
+        # a deploy recorded without a scan says nothing about which flags its code uses
+        assert api.post(deploys, json={"service": "web", "version": "7"}).status_code == 201
+        stale = _stale(api)
+        assert sorted(stale) == ["gone", "in-code"]
+        assert _codes(stale["gone"]) == ["not_deployed"]
+        assert stale["gone"]["reasons"][0]["text"] == (
+            "no latest deploy refers to it (services: api)"
+        )
+        assert stale["gone"]["references"] == {}
+        assert _codes(stale["in-code"]) == ["rolled_out"]
+        assert stale["in-code"]["references"] == {"api": ["src/app.py:4"]}

@@ -65,6 +65,7 @@ from unveil.service.sessions import SessionService
 from unveil.service.templates import TemplateService
 from unveil.service.stale import STALE_CHECK, StaleService
 from unveil.service.webhooks import Deliverer, RetryPolicy, WebhookService
+from unveil.store.deploys import latest_references
 from unveil.store.events import EventCounts
 from unveil.store.link import link_for
 from unveil.store.unit import Store
@@ -140,7 +141,7 @@ def build_services(
     webhooks = WebhookService(store, retry)
     jobs.register_recurring("webhooks.prune", timedelta(hours=1), webhooks.prune)
     deliverer = Deliverer(webhooks, link, cluster.node, worker_interval)
-    stale = StaleService(store, counts)
+    stale = StaleService(store, counts, deployed=latest_references)
     jobs.register_recurring(STALE_CHECK, timedelta(seconds=stale_check_seconds), stale.check)
     store.after_commit.append(deliverer.wake)
     sessions = SessionService(store)

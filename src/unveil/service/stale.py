@@ -16,8 +16,11 @@ A flag is a clean-up candidate in an environment when any of these holds
 - ``past_lifetime``: its metadata gives it a type with an expected lifetime
   (release and experiment: 40 days unless told otherwise; operational,
   kill-switch and permission flags have none) and it is older than that.
-- ``not_deployed``: services have deploys in the environment and none of
-  their latest deploys refers to it (store/deploys.py ``latest_references``).
+- ``not_deployed``: services have deploys in the environment whose scans
+  found flag references, and none of those latest deploys refers to it
+  (store/deploys.py ``latest_references``). A latest deploy that carries no
+  references at all (recorded without ``--scan``) is left out: it cannot
+  tell a flag that is gone from code that was never scanned.
 
 A flag's age in an environment is the earlier of its first own creation in
 the audit log and its metadata's creation; a flag only ever written by
@@ -209,7 +212,8 @@ class StaleService:
         written = r.stale.written_at(environment_id, {i.version for i in items.values()})
         created = r.stale.created_at(environment_id)
         meta = r.stale.metadata(project_id)
-        deployed = self._deployed(r, environment_id)
+        # a latest deploy with no references was not scanned (or uses no flags): it says nothing
+        deployed = {s: refs for s, refs in self._deployed(r, environment_id).items() if refs}
         evaluated = self.counts.evaluated_since(environment_id, EXPOSURE, horizon)
         ages: dict[str, datetime | None] = {}
         for key, item in items.items():

@@ -1,7 +1,7 @@
 """Stale flags: a project's clean-up setting, and the flags found stale per environment.
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0007"
+down_revision = "0009"
 
 
 def upgrade() -> None:
