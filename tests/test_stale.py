@@ -341,3 +341,30 @@ def test_a_flag_no_latest_deploy_refers_to_is_stale_and_references_are_shown(
         assert stale["gone"]["references"] == {}
         assert _codes(stale["in-code"]) == ["rolled_out"]
         assert stale["in-code"]["references"] == {"api": ["src/app.py:4"]}
+
+
+def test_the_walk_back_stops_where_the_history_is_broken_or_served_more() -> None:
+    from unveil.service.stale import _walk_back
+    from unveil.store.stale import FlagWrite
+
+    def at(days: int) -> datetime:
+        return NOW - timedelta(days=days)
+
+    on, split = {"default": "on"}, SPLIT
+    described = {"default": "on", "description": "x"}
+    history = [  # newest first
+        FlagWrite("flag.update", at(1), 4, on, described),
+        FlagWrite("flag.update", at(20), 3, split, on),
+        FlagWrite("flag.create", at(60), 2, None, split),
+    ]
+    assert _walk_back("on", history) == at(20)  # before day 20 it served two variants
+    unbroken = [
+        FlagWrite("flag.update", at(1), 4, on, described),
+        FlagWrite("flag.create", at(50), 3, None, on),
+    ]
+    assert _walk_back("on", unbroken) == at(50)
+    gap = [  # what the newest write replaced is not what the one before wrote: a write unseen
+        FlagWrite("flag.update", at(1), 9, {"default": "on", "description": "y"}, described),
+        FlagWrite("flag.create", at(50), 3, None, on),
+    ]
+    assert _walk_back("on", gap) == at(1)

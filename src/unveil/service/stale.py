@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from unveil.core import Flag, Problem, parse_document
+from unveil.core import Problem, parse_document
 from unveil.core.served import flag_alone, only_variant
 from unveil.service.documents import whole_document
 from unveil.service.errors import Invalid
@@ -221,20 +221,23 @@ class StaleService:
             if key in meta:
                 starts.append(meta[key][2])
             ages[key] = min(starts) if starts else None
+        single = {key: only_variant(flag) for key, flag in document.flags.items()}
+        writes = r.stale.flag_writes(
+            environment_id, [k for k, v in single.items() if v is not None], _HISTORY
+        )
         quiet = [k for k in items if k not in evaluated]
         last_seen = self.counts.last_counted(environment_id, EXPOSURE, quiet) if quiet else {}
         stale: list[StaleFlag] = []
         for key in sorted(items):
-            flag = document.flags[key]
             reasons: list[StaleReason] = []
             age = ages[key]
-            since = self._rolled_out_since(r, environment_id, flag, items[key], written)
+            since = _rolled_out_since(single[key], items[key].version, writes.get(key), written)
             if since is not None and since <= horizon:
                 reasons.append(
                     StaleReason(
                         "rolled_out",
                         since,
-                        f"serves '{only_variant(flag)}' to everyone since {_day(since)}"
+                        f"serves '{single[key]}' to everyone since {_day(since)}"
                         f" ({(now - since).days} days; stale after {days})",
                     )
                 )
@@ -270,24 +273,6 @@ class StaleService:
                 where = {s: list(refs[key]) for s, refs in sorted(deployed.items()) if key in refs}
                 stale.append(StaleFlag(key, tuple(reasons), where))
         return stale
-
-    def _rolled_out_since(
-        self,
-        r: Reading,
-        environment_id: int,
-        flag: Flag,
-        item: Any,
-        written: Mapping[int, datetime],
-    ) -> datetime | None:
-        """Since when the flag has served its one variant to everyone; None if it does not."""
-        variant = only_variant(flag)
-        if variant is None:
-            return None
-        since = written.get(item.version)
-        history = r.stale.flag_writes(environment_id, flag.key, _HISTORY)
-        if not history or history[0].environment_version != item.version:
-            return since  # its last write was not one of its own (a document apply)
-        return _walk_back(flag.key, variant, history) or since
 
     # -- the leader's recurring check ----------------------------------------------------
 
@@ -354,7 +339,22 @@ def _days(r: Reading, project_id: int) -> int:
     return DEFAULT_STALE_AFTER_DAYS if days is None else days
 
 
-def _walk_back(key: str, variant: str, history: list[FlagWrite]) -> datetime | None:
+def _rolled_out_since(
+    variant: str | None,
+    version: int,
+    history: list[FlagWrite] | None,
+    written: Mapping[int, datetime],
+) -> datetime | None:
+    """Since when the flag has served ``variant`` alone; None if it serves more than one."""
+    if variant is None:
+        return None
+    since = written.get(version)
+    if not history or history[0].environment_version != version:
+        return since  # its last write was not one of its own (a document apply)
+    return _walk_back(variant, history)
+
+
+def _walk_back(variant: str, history: list[FlagWrite]) -> datetime:
     """The earliest write from which the flag has served ``variant`` alone, unbroken.
 
     ``history`` is newest first and begins with the write of the current
@@ -365,7 +365,7 @@ def _walk_back(key: str, variant: str, history: list[FlagWrite]) -> datetime | N
     for newer, older in itertools.pairwise(history):
         if newer.action != "flag.update" or older.after != newer.before:
             break
-        before = flag_alone(key, newer.before)
+        before = flag_alone("flag", newer.before)
         if before is None or only_variant(before) != variant:
             break
         since = older.at

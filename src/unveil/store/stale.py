@@ -120,29 +120,50 @@ class StaleRepository:
         )
         return {r.target: _utc(r.first) for r in rows}
 
-    def flag_writes(self, environment_id: int, flag: str, limit: int = 50) -> list[FlagWrite]:
-        """The flag's own writes (create, update), newest first, at most ``limit``."""
+    def flag_writes(
+        self, environment_id: int, flags: Collection[str], limit: int = 50
+    ) -> dict[str, list[FlagWrite]]:
+        """Each flag's own writes (create, update), newest first, at most ``limit`` a flag.
+
+        One query per 500 flags (a window function numbers each flag's writes),
+        not one per flag.
+        """
         a = t.audit.c
-        rows = self._conn.execute(
-            select(a.action, a.at, a.environment_version, a.before, a.after)
-            .where(
-                a.environment_id == environment_id,
-                a.target == flag,
-                a.action.in_(("flag.create", "flag.update")),
+        found: dict[str, list[FlagWrite]] = {}
+        names = sorted(set(flags))
+        for start in range(0, len(names), 500):
+            numbered = (
+                select(
+                    a.target,
+                    a.action,
+                    a.at,
+                    a.environment_version,
+                    a.before,
+                    a.after,
+                    a.id,
+                    func.row_number().over(partition_by=a.target, order_by=a.id.desc()).label("n"),
+                )
+                .where(
+                    a.environment_id == environment_id,
+                    a.target.in_(names[start : start + 500]),
+                    a.action.in_(("flag.create", "flag.update")),
+                )
+                .subquery()
             )
-            .order_by(a.id.desc())
-            .limit(limit)
-        )
-        return [
-            FlagWrite(
-                r.action,
-                _utc(r.at),
-                r.environment_version,
-                json.loads(r.before) if r.before else None,
-                json.loads(r.after) if r.after else None,
+            rows = self._conn.execute(
+                select(numbered).where(numbered.c.n <= limit).order_by(numbered.c.id.desc())
             )
-            for r in rows
-        ]
+            for r in rows:
+                found.setdefault(r.target, []).append(
+                    FlagWrite(
+                        r.action,
+                        _utc(r.at),
+                        r.environment_version,
+                        json.loads(r.before) if r.before else None,
+                        json.loads(r.after) if r.after else None,
+                    )
+                )
+        return found
 
     def metadata(self, project_id: int) -> dict[str, tuple[str, int | None, datetime]]:
         """Every flag's type, expected lifetime in days and metadata creation, by key."""
