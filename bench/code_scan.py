@@ -130,12 +130,13 @@ def main() -> None:
         started = time.perf_counter()
         lines, files, keys = generate(root, args.lines)
         print(f"generated {lines} lines in {files} files in {time.perf_counter() - started:.2f} s")
-        timings = []
+        timings, cpu = [], []
         result = None
         for _ in range(args.runs):
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             result = scan(root)
             timings.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - started_cpu)
         assert result is not None
         found = {ref.flag for ref in result.references}
         if found != keys:
@@ -149,6 +150,8 @@ def main() -> None:
             f"min {min(timings):.3f} s, max {max(timings):.3f} s "
             f"({lines / statistics.median(timings):,.0f} lines/s; goal: 100,000 lines under 5 s)"
         )
+        # on a shared machine the wall clock includes waiting for a core; CPU time does not
+        print(f"CPU time of the scan: median {statistics.median(cpu):.3f} s, min {min(cpu):.3f} s")
 
 
 if __name__ == "__main__":

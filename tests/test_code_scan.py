@@ -217,3 +217,23 @@ def test_a_huge_file_is_skipped(tmp_path: Path) -> None:
     result = scan(tmp_path)
     assert [r.flag for r in result.references] == ["small"]
     assert result.skipped == {"big.py": f"larger than {MAX_FILE_BYTES} bytes"}
+
+
+def test_a_folder_of_a_repository_honours_the_repositorys_gitignore(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    api = repo / "services" / "api"
+    (api / "generated").mkdir(parents=True)
+    (repo / "build").mkdir()
+    (repo / ".git").mkdir()
+    (repo / ".gitignore").write_text("generated/\nbuild/\n")
+    (repo / "services" / ".gitignore").write_text("*.tmp.py\n")
+    (api / "app.py").write_text('flags.enabled("kept")\n')
+    (api / "generated" / "x.py").write_text('flags.enabled("generated")\n')
+    (api / "scratch.tmp.py").write_text('flags.enabled("scratch")\n')
+    (repo / "build" / "out.py").write_text('flags.enabled("built")\n')
+    assert [r.flag for r in scan_tree(api)] == ["kept"]
+    # a folder the repository ignores, scanned on purpose, is scanned
+    assert [r.flag for r in scan_tree(repo / "build")] == ["built"]
+    # outside a repository the .gitignore files above the root are not read
+    (repo / ".git").rmdir()
+    assert [r.flag for r in scan_tree(api)] == ["generated", "kept", "scratch"]

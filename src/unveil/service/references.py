@@ -36,6 +36,7 @@ symbolic links.
 from __future__ import annotations
 
 import ast
+import bisect
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -164,23 +165,65 @@ def _call_key(call: ast.Call, shape: _Shape) -> tuple[str, int] | None:
     return None
 
 
-def _python_references(source: bytes, path: str) -> list[Reference] | None:
+def _hint_lines(text: str) -> list[int]:
+    """The lines (1-based, ascending) on which an evaluation method's name is written."""
+    lines: list[int] = []
+    line, at = 1, 0
+    for match in _PYTHON_HINT.finditer(text):
+        line += text.count("\n", at, match.start())
+        at = match.start()
+        if not lines or lines[-1] != line:
+            lines.append(line)
+    return lines
+
+
+def _touches(lines: list[int], start: int, end: int) -> bool:
+    """Whether any of ``lines`` (ascending) is in [start, end]."""
+    i = bisect.bisect_left(lines, start)
+    return i < len(lines) and lines[i] <= end
+
+
+def _collect(tree: ast.AST, lines: list[int] | None) -> tuple[list[ast.Call], dict[str, _Shape]]:
+    """The calls of a tree, and the names bound to a client's method.
+
+    With ``lines``, a statement on none of them is not entered: no call of an
+    evaluation method by name can be in it, and most of a file is passed over.
+    """
+    calls: list[ast.Call] = []
+    bound: dict[str, _Shape] = {}  # local names bound to a client's method
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.stmt):
+                if lines is not None:
+                    start = child.lineno
+                    decorators = getattr(child, "decorator_list", None)
+                    if decorators:
+                        start = min(start, *(d.lineno for d in decorators))
+                    if not _touches(lines, start, child.end_lineno or start):
+                        continue
+                if isinstance(child, ast.Assign) and isinstance(child.value, ast.Attribute):
+                    shape = _SHAPES.get(child.value.attr)
+                    if shape is not None and not isinstance(child.value.value, _LITERALS):
+                        for target in child.targets:
+                            if isinstance(target, ast.Name):
+                                bound[target.id] = shape
+            elif isinstance(child, ast.Call):
+                calls.append(child)
+            stack.append(child)
+    return calls, bound
+
+
+def _python_references(source: bytes, path: str, text: str) -> list[Reference] | None:
     """The flag references of one Python file; None if it does not parse."""
     try:
         tree = ast.parse(source, filename=path)
     except (SyntaxError, ValueError):  # not Python 3, or a NUL byte
         return None
-    calls: list[ast.Call] = []
-    bound: dict[str, _Shape] = {}  # local names bound to a client's method
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            calls.append(node)
-        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Attribute):
-            shape = _SHAPES.get(node.value.attr)
-            if shape is not None and not isinstance(node.value.value, _LITERALS):
-                for target in node.targets:
-                    if isinstance(target, ast.Name):
-                        bound[target.id] = shape
+    calls, bound = _collect(tree, _hint_lines(text))
+    if bound:  # a bound method is called by its own name, on lines of its own: read it all
+        calls, bound = _collect(tree, None)
     found: list[Reference] = []
     for call in calls:
         func = call.func
@@ -297,10 +340,16 @@ def _read_gitignore(folder: Path) -> pathspec.GitIgnoreSpec | None:
         return None
 
 
-def _ignored(rel: str, is_dir: bool, layers: Sequence[tuple[str, pathspec.GitIgnoreSpec]]) -> bool:
+#: One .gitignore in force: the folder it is in relative to the root ('' for the root,
+#: or for a folder above it), what to put before a path relative to that folder (for a
+#: folder above the root: the way down to the root), and its patterns.
+_Layer = tuple[str, str, pathspec.GitIgnoreSpec]
+
+
+def _ignored(rel: str, is_dir: bool, layers: Sequence[_Layer]) -> bool:
     """Git's rule: the deepest .gitignore with a matching pattern decides (last match wins)."""
-    for base, spec in reversed(layers):
-        inner = rel[len(base) :] if base else rel
+    for base, lead, spec in reversed(layers):
+        inner = lead + (rel[len(base) :] if base else rel)
         result = spec.check_file(inner + "/" if is_dir else inner)
         if result.include is not None:
             return result.include
@@ -322,8 +371,7 @@ def scan(root: Path, *, patterns: Sequence[str] = (), excludes: Sequence[str] = 
     found: set[Reference] = set()
     skipped: dict[str, str] = {}
     files = 0
-    # (folder relative to the root with a trailing '/', or '' for the root; its .gitignore)
-    layers: list[tuple[str, pathspec.GitIgnoreSpec]] = []
+    layers = _above(root)
     for folder, names in _walk(root, layers, excluded):
         for name in names:
             rel = folder + name
@@ -339,9 +387,32 @@ def scan(root: Path, *, patterns: Sequence[str] = (), excludes: Sequence[str] = 
     return ScanResult(sorted(found), files, skipped)
 
 
+def _above(root: Path) -> list[_Layer]:
+    """The .gitignore files between the root and the top of its git repository.
+
+    Scanning ``services/api`` of a repository honours the repository's own
+    .gitignore as git would. Outside a repository (no ``.git`` above) none
+    is read; and a root that those files ignore (scanning ``build/`` on
+    purpose) is scanned without them.
+    """
+    here = root.resolve()
+    chain = [here, *here.parents]
+    top = next((i for i, folder in enumerate(chain) if (folder / ".git").exists()), None)
+    if top is None or top == 0:
+        return []
+    layers: list[_Layer] = []
+    for folder in reversed(chain[1 : top + 1]):  # from the top down to the root's parent
+        spec = _read_gitignore(folder)
+        if spec is not None:
+            layers.append(("", here.relative_to(folder).as_posix() + "/", spec))
+    if layers and _ignored("", True, [(b, lead[:-1], s) for b, lead, s in layers]):
+        return []
+    return layers
+
+
 def _walk(
     root: Path,
-    layers: list[tuple[str, pathspec.GitIgnoreSpec]],
+    layers: list[_Layer],
     excluded: pathspec.GitIgnoreSpec | None,
 ) -> Iterator[tuple[str, list[str]]]:
     """Depth-first over the folders not ignored, keeping ``layers`` to the current folder.
@@ -349,13 +420,13 @@ def _walk(
     An ignored folder is not entered at all: as in git, nothing under it can be
     taken back by a negated pattern.
     """
-    stack: list[tuple[str, int]] = [("", 0)]
+    stack: list[tuple[str, int]] = [("", len(layers))]
     while stack:
         folder, depth = stack.pop()
         del layers[depth:]
         spec = _read_gitignore(root / folder)
         if spec is not None:
-            layers.append((folder, spec))
+            layers.append((folder, "", spec))
         dirs: list[str] = []
         names: list[str] = []
         try:
@@ -400,7 +471,7 @@ def _scan_file(
     if suffix in (".py", ".pyi"):
         text = data.decode("utf-8", errors="replace")
         if _PYTHON_HINT.search(text):
-            refs = _python_references(data, rel)
+            refs = _python_references(data, rel, text)
             if refs is None:
                 if not extra:
                     return "not valid Python"
