@@ -368,3 +368,42 @@ def test_the_walk_back_stops_where_the_history_is_broken_or_served_more() -> Non
         FlagWrite("flag.create", at(50), 3, None, on),
     ]
     assert _walk_back("on", gap) == at(1)
+
+
+def test_an_exposure_older_than_n_days_is_named_as_the_last_one(engine: Any) -> None:
+    from unveil.service.access import AccessService
+    from unveil.service.flags import Change, FlagService
+
+    store = Store(engine)
+    AccessService(store).ensure_environment("shop", "production")
+    for key in ("quiet", "busy"):
+        FlagService(store).put_item("flags", "shop", "production", key, SPLIT, Change("me"), None)
+    with engine.begin() as conn:
+        conn.execute(update(t.audit).values(at=NOW - timedelta(days=90)))
+    with store.reading() as r:
+        environment_id = r.environments.id_of("shop", "production") or 0
+    counts = EventCounts(engine)
+    try:
+        old = int((NOW - timedelta(days=40)).timestamp()) // 10 * 10
+        recent = int((NOW - timedelta(days=2)).timestamp()) // 10 * 10
+        counts.add(
+            [
+                ((environment_id, old, "quiet", "on", "$exposure"), 3, 3.0),
+                ((environment_id, old, "busy", "on", "$exposure"), 3, 3.0),
+                ((environment_id, recent, "busy", "off", "$exposure"), 1, 1.0),
+                ((environment_id, recent, "quiet", "on", "errors"), 1, 1.0),  # not an exposure
+            ]
+        )
+        report = StaleService(store, counts).report("shop", "production")
+    finally:
+        counts.close()
+    (quiet,) = report["flags"]
+    assert quiet["key"] == "quiet"
+    (reason,) = quiet["reasons"]
+    day = (NOW - timedelta(days=40)).date().isoformat()
+    assert reason == {
+        "code": "not_evaluated",
+        "since": reason["since"],
+        "text": f"not evaluated for 30 days or more (last exposure {day})",
+    }
+    assert datetime.fromisoformat(reason["since"]).date().isoformat() == day
