@@ -65,6 +65,25 @@ def not_flags(settings, row, widget, mapping):
     mapping.get("dict-key")
 """
 
+# No bound method here: only the statements on lines naming a method are walked.
+JOBS_PY = """\
+import functools
+
+
+@cache(
+    when=flags.enabled("cache-v2", None),
+)
+def cached():
+    return 1
+
+
+def totals():
+    total = 0
+    for c in range(3):
+        total += c
+    return [flags.value("in-a-comprehension", c) for c in range(3)]
+"""
+
 APP_TS = """\
 import { OpenFeature } from "@openfeature/web-sdk";
 
@@ -96,6 +115,7 @@ RUBY_PATTERN = r"""feature\("([^"]+)"\)"""
 def _tree(root: Path) -> Path:
     (root / "app" / "web").mkdir(parents=True)
     (root / "app" / "app.py").write_text(APP_PY)
+    (root / "app" / "jobs.py").write_text(JOBS_PY)
     (root / "app" / "web" / "banner.ts").write_text(APP_TS)
     (root / "app" / "main.go").write_text(APP_GO)
     (root / "app" / "cart.rb").write_text(APP_RB)
@@ -129,6 +149,8 @@ EXPECTED = {
     "layout": ["app/app.py:27"],
     "dark-mode": ["app/app.py:28"],
     "ranker": ["app/app.py:29"],
+    "cache-v2": ["app/jobs.py:5"],
+    "in-a-comprehension": ["app/jobs.py:15"],
     "promo-banner": ["app/web/banner.ts:5"],
     "react-nav": ["app/web/banner.ts:6"],
     "go-beta": ["app/main.go:4"],
@@ -168,7 +190,7 @@ def test_the_table_prints_file_and_line_per_flag(tmp_path: Path) -> None:
     assert re.search(r"│ new-checkout +│ app/app\.py:13 +│", ran.stdout)
     assert re.search(r"│ vendored +│ vendor/lib\.py:1 +│", ran.stdout)  # no --exclude this time
     assert "ruby-cart" not in ran.stdout  # no pattern for Ruby is built in
-    assert "13 flag(s) in 13 place(s)" in ran.stdout
+    assert "15 flag(s) in 15 place(s)" in ran.stdout
     assert "app/broken.py" not in ran.stdout
     assert "2 skipped" in ran.stdout  # the binary file and the Python that does not parse
 
