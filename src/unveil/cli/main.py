@@ -468,9 +468,8 @@ def demo() -> None:
     console.print(_evaluation_table(ruleset, DEMO_CONTEXTS, "unveil demo: who gets what"))
 
 
-_commands = (flags, apply, export, audit, release, schedules, changes, webhooks, promote)
+_commands = (flags, apply, export, audit, release, schedules, changes, webhooks, promote, code)
 for _command in (*_commands, templates, launches):
-for _command in (flags, apply, export, audit, release, schedules, changes, webhooks, code):
     main.add_command(_command)
 flags.add_command(stale)
 flags.add_command(stale_after)
