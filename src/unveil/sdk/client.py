@@ -27,6 +27,9 @@ from unveil.sdk.events import EventBuffer, targeting_key
 from unveil.sdk.timing import Timer, timed
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Iterable
+
+    from unveil.sdk.experiment import Compare, Ignore, Laboratory, Redact
     from unveil.sdk.sync import Sync, Transport
 
 __all__ = ["Client"]
@@ -66,7 +69,19 @@ class Client:
         event_capacity: int = 10_000,
         timeout: float = 10.0,
         transport: Transport | None = None,
+        redact: Redact | None = None,
+        experiment_workers: int = 2,
+        experiment_capacity: int = 64,
     ) -> None:
+        if experiment_workers < 1 or experiment_capacity < experiment_workers:
+            raise ValueError(
+                "experiment_workers must be at least 1 and experiment_capacity at least as many"
+            )
+        if redact is not None and not callable(redact):
+            raise TypeError(f"redact: must be callable, not {type(redact).__name__}")
+        self._redact = redact
+        self._experiment_pool = (experiment_workers, experiment_capacity)
+        self._laboratory: Laboratory | None = None
         self._ruleset = Ruleset(parse_document({}))
         self._source: str | Path | None = None
         self._origin = "none"
@@ -258,10 +273,120 @@ class Client:
         """Count one error for a context (what a rate guard compares per exposure)."""
         self.track(metric, context, 1.0)
 
+    # -- dark launches (see unveil.sdk.experiment) -------------------------------------------
+
+    def experiment(
+        self,
+        name: str,
+        context: object,
+        *,
+        control: Callable[[], R],
+        candidate: Callable[[], Any],
+        compare: Compare | None = None,
+        clean: Callable[[Any], Any] | None = None,
+        ignore: Iterable[Ignore] = (),
+        timeout: float = 1.0,
+        mode: str = "background",
+        redact: Redact | None = None,
+    ) -> R:
+        """Run ``control`` for the caller and, dark, ``candidate`` beside it; compare; report.
+
+        Returns what ``control()`` returns, or raises what it raises, as if
+        the experiment were not there. The candidate runs when the flag
+        ``name`` is on for ``context`` (what ``enabled(name, context)``
+        says: a boolean flag's value, any other kind's variant not being its
+        off variant; a text context is its targeting key), so the share of
+        contexts is the flag's rollout, sticky per context; a missing flag
+        or 0% never calls the candidate. The flag's answer here is not
+        reported as an exposure: the user sees the control either way.
+        Whatever the candidate does (raise, hang past ``timeout`` seconds,
+        return anything) is counted, never raised.
+
+        ``mode="background"`` (default) runs the candidate after the control
+        on a small pool of worker threads (skipped and counted when full);
+        ``"inline"`` runs both on this thread in random order. ``clean`` is
+        applied to both values before ``compare`` (default ``==``); each
+        ``ignore`` predicate ``(control, candidate) -> bool`` may accept a
+        difference (counted as ignored). ``redact`` (default: the client's)
+        is applied to every mismatch example before it is queued.
+        Bad options raise ``ValueError``/``TypeError`` before anything runs.
+        """
+        from unveil.sdk.experiment import Trial, as_context
+
+        trial = Trial(name, compare, clean, ignore, timeout, mode, redact)
+        if not self._ruleset.enabled(name, as_context(context)):
+            return control()
+        return self._lab().run(trial, targeting_key(context), control, candidate)
+
+    async def experiment_async(
+        self,
+        name: str,
+        context: object,
+        *,
+        control: Callable[[], Awaitable[R]],
+        candidate: Callable[[], Awaitable[Any]],
+        compare: Compare | None = None,
+        clean: Callable[[Any], Any] | None = None,
+        ignore: Iterable[Ignore] = (),
+        timeout: float = 1.0,
+        mode: str = "background",
+        redact: Redact | None = None,
+    ) -> R:
+        """``experiment`` for coroutines: ``control`` and ``candidate`` return awaitables.
+
+        In background mode the candidate is a task on the running loop: the
+        caller's await returns as soon as the control's does, and a
+        candidate past its ``timeout`` is cancelled.
+        """
+        from unveil.sdk.experiment import Trial, as_context
+
+        trial = Trial(name, compare, clean, ignore, timeout, mode, redact)
+        if not self._ruleset.enabled(name, as_context(context)):
+            return await control()
+        return await self._lab().run_async(trial, targeting_key(context), control, candidate)
+
+    def dark_launch(
+        self,
+        name: str,
+        candidate: Callable[..., Any],
+        context: object = None,
+        *,
+        compare: Compare | None = None,
+        clean: Callable[[Any], Any] | None = None,
+        ignore: Iterable[Ignore] = (),
+        timeout: float = 1.0,
+        mode: str = "background",
+        redact: Redact | None = None,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """A decorator: the function is the control; ``candidate`` gets the same arguments.
+
+        ``context`` is the context, or a function of the call's arguments
+        that returns it. Coroutine functions get ``experiment_async``. The
+        options are checked here, once, at decoration.
+        """
+        from unveil.sdk.experiment import Trial, dark_launch
+
+        trial = Trial(name, compare, clean, ignore, timeout, mode, redact)
+        return dark_launch(self, trial, candidate, context)
+
+    def _lab(self) -> Laboratory:
+        laboratory = self._laboratory
+        if laboratory is None:
+            from unveil.sdk.experiment import Laboratory
+
+            with self._lock:
+                if self._laboratory is None:
+                    workers, capacity = self._experiment_pool
+                    self._laboratory = Laboratory(self.events, self._redact, workers, capacity)
+                laboratory = self._laboratory
+        return laboratory
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     def close(self) -> None:
         """Stop syncing and send the events still waiting."""
+        if self._laboratory is not None:
+            self._laboratory.close()
         if self._sync is not None:
             self._sync.stop()
             _live_clients.discard(self)

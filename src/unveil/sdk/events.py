@@ -21,6 +21,12 @@ is not 1 to 200 printable characters, a value that is not a finite number)
 is refused here, quietly, with a logged warning and a count in ``refused``,
 so that one bad call can never spoil a batch or stop the sender.
 
+Dark-launch experiments (sdk/experiment.py) are summed the same way: one
+``experiment`` event per experiment and window holds the count of each
+outcome, the candidate's errors by type and both paths' durations, and at
+most ``EXAMPLES_PER_WINDOW`` ``mismatch`` examples per experiment and window
+are queued beside them.
+
 The buffer holds at most ``capacity`` events and summaries; beyond that
 events are dropped and counted, never grown without limit. The sender (see ``sync``) takes
 batches out.
@@ -39,7 +45,15 @@ from typing import Any
 
 from unveil.core.logbuckets import bucket_of
 
-__all__ = ["KEYLESS", "EventBuffer", "MAX_NAME", "encode_events", "targeting_key"]
+__all__ = [
+    "EXAMPLES_PER_WINDOW",
+    "KEYLESS",
+    "MAX_NAME",
+    "OUTCOMES",
+    "EventBuffer",
+    "encode_events",
+    "targeting_key",
+]
 
 log = logging.getLogger("unveil.sdk")
 
@@ -82,6 +96,77 @@ class _Summary:
             event["buckets"] = {str(i): n for i, n in sorted(self.buckets.items())}
         event["variants"] = self.variants
         event["at"] = self.at
+        return event
+
+
+#: The outcomes of an experiment's run, in the order the server lists them (see sdk/experiment.py).
+OUTCOMES = ("match", "mismatch", "ignored", "error", "timeout", "skipped")
+#: How many mismatch examples of one experiment leave the client per window.
+EXAMPLES_PER_WINDOW = 5
+#: How many exception type names one experiment's window counts apart ("other" holds the rest).
+ERROR_NAMES = 20
+
+
+class _Durations:
+    """Milliseconds of one path of an experiment in one window, as a metric summary holds them."""
+
+    __slots__ = ("buckets", "count", "total")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.buckets: dict[int, int] = {}
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.total += value
+        index = bucket_of(value)
+        self.buckets[index] = self.buckets.get(index, 0) + 1
+
+    def summary(self) -> dict[str, Any]:
+        buckets = {str(i): n for i, n in sorted(self.buckets.items())}
+        return {"count": self.count, "sum": self.total, "buckets": buckets}
+
+
+class _Runs:
+    """One experiment's runs in one window: what an ``experiment`` event sends."""
+
+    __slots__ = ("at", "candidate", "control", "errors", "experiment", "outcomes")
+
+    def __init__(self, experiment: str, at: int) -> None:
+        self.experiment = experiment
+        self.at = at
+        self.outcomes: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
+        self.control = _Durations()
+        self.candidate = _Durations()
+
+    def add(
+        self, outcome: str, error: str | None, control_ms: float, candidate_ms: float | None
+    ) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        if outcome == "error":
+            name = error or "other"
+            if name not in self.errors and len(self.errors) >= ERROR_NAMES:
+                name = "other"
+            self.errors[name] = self.errors.get(name, 0) + 1
+        self.control.add(control_ms)
+        if candidate_ms is not None:
+            self.candidate.add(candidate_ms)
+
+    def event(self) -> dict[str, Any]:
+        event: dict[str, Any] = {
+            "kind": "experiment",
+            "experiment": self.experiment,
+            "at": self.at,
+            "outcomes": {o: self.outcomes[o] for o in OUTCOMES if o in self.outcomes},
+        }
+        if self.errors:
+            event["errors"] = dict(self.errors)
+        if self.control.count:
+            event["control_ms"] = self.control.summary()
+        if self.candidate.count:
+            event["candidate_ms"] = self.candidate.summary()
         return event
 
 
@@ -156,11 +241,18 @@ class EventBuffer:
         #: (metric, variants, window) -> the values summed so far, oldest first
         self._summaries: dict[tuple[str, tuple[tuple[str, str], ...], int], _Summary] = {}
         self._exposed: dict[str, dict[str, str]] = {}
+        #: (experiment, window) -> its runs so far
+        self._experiments: dict[tuple[str, int], _Runs] = {}
+        #: mismatch examples queued per experiment in the window ``_example_window``
+        self._examples: dict[str, int] = {}
+        self._example_window = 0
         self._lock = threading.Lock()
         #: events dropped because the buffer was full
         self.dropped = 0
         #: ``track`` calls refused for bad input (each also logged)
         self.refused = 0
+        #: mismatch examples dropped because the redaction function raised
+        self.unredacted = 0
 
     def exposure(self, flag: str, variant: str | None, who: object) -> None:
         """Record that a context got this variant, once per window.
@@ -227,15 +319,68 @@ class EventBuffer:
             key = (metric, tuple(exposed.items()), int(now // SUMMARY_WINDOW))
             summary = self._summaries.get(key)
             if summary is None:
-                if len(self._events) + len(self._summaries) >= self.capacity:
+                if self.pending() >= self.capacity:
                     self.dropped += 1
                     return True
                 summary = self._summaries[key] = _Summary(metric, dict(exposed), now)
             summary.add(number)
         return True
 
+    def experiment_run(
+        self,
+        experiment: str,
+        outcome: str,
+        error: str | None,
+        control_ms: float,
+        candidate_ms: float | None,
+    ) -> None:
+        """Count one run of an experiment into its 10-second window (see sdk/experiment.py)."""
+        window = int(time.time() // SUMMARY_WINDOW)
+        with self._lock:
+            runs = self._experiments.get((experiment, window))
+            if runs is None:
+                if self.pending() >= self.capacity:
+                    self.dropped += 1
+                    return
+                runs = self._experiments[(experiment, window)] = _Runs(
+                    experiment, window * SUMMARY_WINDOW
+                )
+            runs.add(outcome, error, control_ms, candidate_ms)
+
+    def wants_example(self, experiment: str) -> bool:
+        """Whether a mismatch example of this experiment would still be sent in this window.
+
+        Asked before an example is made, so that converting and redacting
+        values costs nothing once the window's share is taken.
+        """
+        window = int(time.time() // SUMMARY_WINDOW)
+        examples = self._examples
+        if window != self._example_window:
+            return True
+        return examples.get(experiment, 0) < EXAMPLES_PER_WINDOW
+
+    def example(self, event: dict[str, Any]) -> bool:
+        """Queue a (redacted) mismatch example, if its experiment's window has room left."""
+        window = int(time.time() // SUMMARY_WINDOW)
+        experiment = event["experiment"]
+        with self._lock:
+            if window != self._example_window:
+                self._examples = {}
+                self._example_window = window
+            taken = self._examples.get(experiment, 0)
+            if taken >= EXAMPLES_PER_WINDOW:
+                return False
+            self._examples[experiment] = taken + 1
+            self._append(event)
+            return True
+
+    def count_unredacted(self) -> None:
+        """A mismatch example was dropped: the application's redaction function raised."""
+        with self._lock:
+            self.unredacted += 1
+
     def _append(self, event: dict[str, Any]) -> None:
-        if len(self._events) + len(self._summaries) >= self.capacity:
+        if self.pending() >= self.capacity:
             self.dropped += 1
             return
         self._events.append(event)
@@ -248,12 +393,15 @@ class EventBuffer:
             while len(taken) < limit and self._summaries:
                 key = next(iter(self._summaries))
                 taken.append(self._summaries.pop(key).event())
+            while len(taken) < limit and self._experiments:
+                runs = next(iter(self._experiments))
+                taken.append(self._experiments.pop(runs).event())
             return taken
 
     def give_back(self, events: list[dict[str, Any]]) -> None:
         """Events that could not be sent go back in front, as far as there is room."""
         with self._lock:
-            room = self.capacity - len(self._events) - len(self._summaries)
+            room = self.capacity - self.pending()
             keep = events[:room] if room > 0 else []
             self.dropped += len(events) - len(keep)
             self._events.extendleft(reversed(keep))
@@ -264,7 +412,8 @@ class EventBuffer:
             self.dropped += count
 
     def pending(self) -> int:
-        return len(self._events) + len(self._summaries)
+        """Events, metric summaries and experiment windows waiting to be sent."""
+        return len(self._events) + len(self._summaries) + len(self._experiments)
 
     def after_fork_in_child(self) -> None:
         """In a forked child: a new lock, and none of the parent's waiting events.
@@ -278,3 +427,4 @@ class EventBuffer:
         self._lock = threading.Lock()
         self._events.clear()
         self._summaries.clear()
+        self._experiments.clear()

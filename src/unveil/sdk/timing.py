@@ -26,7 +26,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["ERRORS", "Timer", "timed"]
+__all__ = ["ERRORS", "Timer", "context_of", "timed"]
 
 #: the metric an error is counted under unless the caller names another
 ERRORS = "errors"
@@ -68,7 +68,7 @@ class Timer:
             self._track(self._errors, self._context, 1.0)
 
 
-def _context_of(context: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
+def context_of(context: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
     """The context of one call: ``context`` itself, or what it answers for the call's arguments."""
     if not callable(context):
         return context
@@ -94,14 +94,14 @@ def timed(
 
             @functools.wraps(function)
             async def timed_coroutine(*args: Any, **kwargs: Any) -> Any:
-                with Timer(track, metric, _context_of(context, args, kwargs), errors):
+                with Timer(track, metric, context_of(context, args, kwargs), errors):
                     return await function(*args, **kwargs)
 
             return timed_coroutine  # type: ignore[return-value]
 
         @functools.wraps(function)
         def timed_call(*args: P.args, **kwargs: P.kwargs) -> R:
-            with Timer(track, metric, _context_of(context, args, kwargs), errors):
+            with Timer(track, metric, context_of(context, args, kwargs), errors):
                 return function(*args, **kwargs)
 
         return timed_call
