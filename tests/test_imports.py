@@ -45,6 +45,7 @@ CLIENT = CORE | {
     "unveil.core.patch",
     "unveil.core.logbuckets",
     "unveil.sdk.timing",
+    "unveil.sdk.experiment",
 }
 
 

@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from unveil.core import Evaluation, Ruleset, document_to_data, parse_document
 from unveil.core.patch import PatchGap, apply_patch
 from unveil.sdk.events import EventBuffer, targeting_key
+from unveil.sdk.experiment import Laboratory, Trial, as_context, dark_launch
 from unveil.sdk.timing import Timer, timed
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Iterable
 
-    from unveil.sdk.experiment import Compare, Ignore, Laboratory, Redact
+    from unveil.sdk.experiment import Compare, Ignore, Redact
     from unveil.sdk.sync import Sync, Transport
 
 __all__ = ["Client"]
@@ -311,8 +312,6 @@ class Client:
         is applied to every mismatch example before it is queued.
         Bad options raise ``ValueError``/``TypeError`` before anything runs.
         """
-        from unveil.sdk.experiment import Trial, as_context
-
         trial = Trial(name, compare, clean, ignore, timeout, mode, redact)
         if not self._ruleset.enabled(name, as_context(context)):
             return control()
@@ -338,8 +337,6 @@ class Client:
         caller's await returns as soon as the control's does, and a
         candidate past its ``timeout`` is cancelled.
         """
-        from unveil.sdk.experiment import Trial, as_context
-
         trial = Trial(name, compare, clean, ignore, timeout, mode, redact)
         if not self._ruleset.enabled(name, as_context(context)):
             return await control()
@@ -364,16 +361,12 @@ class Client:
         that returns it. Coroutine functions get ``experiment_async``. The
         options are checked here, once, at decoration.
         """
-        from unveil.sdk.experiment import Trial, dark_launch
-
         trial = Trial(name, compare, clean, ignore, timeout, mode, redact)
         return dark_launch(self, trial, candidate, context)
 
     def _lab(self) -> Laboratory:
         laboratory = self._laboratory
         if laboratory is None:
-            from unveil.sdk.experiment import Laboratory
-
             with self._lock:
                 if self._laboratory is None:
                     workers, capacity = self._experiment_pool

@@ -38,8 +38,8 @@ import random
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from unveil.sdk.events import EventBuffer, targeting_key
@@ -75,6 +75,10 @@ REPR_LIMIT = 1000
 VALUE_LIMIT = 4096
 #: seconds between two looks at the running candidates for one past its timeout
 WATCH_TICK = 0.1
+#: seconds between two looks of an active worker for new runs (no wake-up costs the caller)
+POLL = 0.005
+#: seconds without a run after which a worker sleeps until a caller wakes it
+IDLE_AFTER = 0.5
 
 Compare = Callable[[Any, Any], object]
 Clean = Callable[[Any], Any]
@@ -299,7 +303,11 @@ class Laboratory:
 
     def _fresh(self) -> None:
         self._lock = threading.Lock()
-        self._queue: SimpleQueue[_Run | None] = SimpleQueue()
+        self._pending: deque[_Run] = deque()
+        #: workers asleep until woken (a caller wakes them only then: a wake-up is a syscall)
+        self._head_asleep = False
+        self._wake = threading.Event()
+        self._helpers = threading.Event()
         #: background runs waiting or running; async candidates in flight
         self._busy = 0
         self._in_flight = 0
@@ -391,7 +399,9 @@ class Laboratory:
                 if not self._started:
                     self._start()
         if room:
-            self._queue.put(run)
+            self._pending.append(run)
+            if self._head_asleep:  # read after the append: the head saw the run, or is woken
+                self._wake.set()
         else:
             self.report(run.trial, run.key, "skipped", None, run.control_ms, None)
 
@@ -400,14 +410,57 @@ class Laboratory:
         self._started = True
         for number in range(self._workers):
             threading.Thread(
-                target=self._work, name=f"unveil-experiment-{number}", daemon=True
+                target=self._work,
+                args=(number == 0,),
+                name=f"unveil-experiment-{number}",
+                daemon=True,
             ).start()
         threading.Thread(target=self._watch, name="unveil-experiment-watch", daemon=True).start()
 
-    def _work(self) -> None:
-        queue, running, lock = self._queue, self._running, self._lock
+    def _next(self, head: bool) -> _Run | None:
+        """The next run to work on, waiting for one; None once the laboratory is closed.
+
+        Handing a run over costs the caller an append, not the wake-up of a
+        thread (a system call, and often a switch away from the caller):
+        the head worker, while active, looks every ``POLL`` seconds, and
+        only after ``IDLE_AFTER`` seconds without runs does it sleep until
+        a caller wakes it. The other workers sleep until the head finds
+        more runs waiting than it can take.
+        """
+        pending = self._pending
+        last = time.monotonic()
         while True:
-            run = queue.get()
+            try:
+                run = pending.popleft()
+            except IndexError:
+                run = None
+            if run is not None:
+                if head and pending and not self._helpers.is_set():
+                    self._helpers.set()  # a backlog: the other workers help
+                return run
+            if self._closed:
+                return None
+            if not head:
+                self._helpers.clear()
+                if not pending and not self._closed:  # looked at after clearing: no run is missed
+                    self._helpers.wait(IDLE_AFTER)
+                continue
+            if time.monotonic() - last < IDLE_AFTER:
+                time.sleep(POLL)
+                continue
+            self._head_asleep = True
+            try:
+                if not pending and not self._closed:  # looked at after saying so: none is missed
+                    self._wake.wait(IDLE_AFTER)
+            finally:
+                self._head_asleep = False
+                self._wake.clear()
+            last = time.monotonic()
+
+    def _work(self, head: bool) -> None:
+        running, lock = self._running, self._lock
+        while True:
+            run = self._next(head)
             if run is None:
                 return
             try:
@@ -436,6 +489,8 @@ class Laboratory:
         """
         running, stop = self._running, self._stop
         while not stop.wait(WATCH_TICK):
+            if self._pending and not self._helpers.is_set():
+                self._helpers.set()  # runs wait: the head may be held by a hung candidate
             now = time.monotonic()
             for ident, run in list(running.items()):
                 if run.deadline <= now and running.pop(ident, None) is not None:
@@ -596,8 +651,8 @@ class Laboratory:
             started = self._started
         if started:
             self._stop.set()
-            for _ in range(self._workers):
-                self._queue.put(None)
+            self._wake.set()
+            self._helpers.set()
 
     def after_fork_in_child(self) -> None:
         """New lock, queue and counts; threads start again with the child's first run."""
