@@ -546,6 +546,31 @@ def test_the_decorator_runs_the_candidate_with_the_same_arguments(lab: Lab) -> N
     assert example == {**example, "control": 30, "candidate": 31, "context": "sku-b"}
 
 
+def test_odd_values_and_keys_never_spoil_a_batch(lab: Lab) -> None:
+    lab.flag("odd", ALL_ON)
+    client = lab.client()
+    odd = [
+        ("\ud800" * 3000, Unprintable()),
+        ({"k": "x" * 9000}, [1.5, float("nan")]),
+        ("é" * 5000, {"a": {"b": [None] * 2000}}),
+    ]
+    for control, candidate in odd:
+        client.experiment(
+            "odd",
+            {"key": "u\ud800"},  # a key the server could not take: the example goes without it
+            control=lambda c=control: c,  # type: ignore[misc]
+            candidate=lambda c=candidate: c,  # type: ignore[misc]
+            mode="inline",
+        )
+    _finish(client)
+    examples = lab.examples("odd")
+    assert len(examples) == 3
+    for event in examples:
+        assert "context" not in event
+        for field in ("control", "candidate"):
+            assert len(json.dumps(event[field])) <= VALUE_LIMIT
+
+
 def test_bad_options_are_refused_before_anything_runs(lab: Lab) -> None:
     lab.flag("options", ALL_ON)
     client = lab.client()
@@ -555,10 +580,13 @@ def test_bad_options_are_refused_before_anything_runs(lab: Lab) -> None:
         ({"timeout": 0}, "timeout"),
         ({"compare": "=="}, "compare"),
         ({"ignore": [1]}, "ignore"),
+        ({"name": "bad\x00name"}, "name"),
+        ({"name": "a\ud800"}, "name"),
     ):
+        name = options.pop("name", "options")
         with pytest.raises((ValueError, TypeError), match=field):
             client.experiment(
-                "options", "u", control=lambda: ran.append("c"), candidate=lambda: 1, **options
+                name, "u", control=lambda: ran.append("c"), candidate=lambda: 1, **options
             )
     assert ran == []
 

@@ -52,6 +52,7 @@ __all__ = [
     "OUTCOMES",
     "EventBuffer",
     "encode_events",
+    "name_problem",
     "targeting_key",
 ]
 
@@ -181,7 +182,8 @@ def targeting_key(context: object) -> str | None:
     return who if who.__class__ is str else None
 
 
-def _name_problem(metric: object) -> str | None:
+def name_problem(metric: object) -> str | None:
+    """What makes this text unfit as a metric or experiment name for the server, or None."""
     if not isinstance(metric, str):
         return f"a metric name must be a string, not {type(metric).__name__}"
     if not 1 <= len(metric) <= MAX_NAME:
@@ -297,7 +299,7 @@ class EventBuffer:
         False, with a warning logged and ``refused`` counted, if the metric
         cannot be sent; never raises.
         """
-        problem = _name_problem(metric)
+        problem = name_problem(metric)
         number = _value_of(value)
         if problem is None and isinstance(number, str):
             problem = number

@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from unveil.sdk.events import EventBuffer, targeting_key
+from unveil.sdk.events import EventBuffer, name_problem, targeting_key
 from unveil.sdk.timing import context_of
 
 if TYPE_CHECKING:
@@ -101,8 +101,9 @@ class Trial:
         mode: str = "background",
         redact: Redact | None = None,
     ) -> None:
-        if not isinstance(name, str) or not 1 <= len(name) <= 200:
-            raise ValueError(f"name: an experiment's name is a flag key, not {name!r}")
+        problem = name_problem(name)
+        if problem is not None:  # the server would refuse every batch that carried it
+            raise ValueError(f"name: an experiment's name is a flag key: {problem}")
         if mode not in MODES:
             raise ValueError(f"mode: must be 'background' or 'inline', not {mode!r}")
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
@@ -128,7 +129,8 @@ def as_context(context: object) -> object:
 
 
 def _type_name(error: BaseException) -> str:
-    return type(error).__qualname__[:200] or "other"
+    name = type(error).__qualname__[:200]
+    return "other" if name_problem(name) is not None else name
 
 
 def _same_exception(one: BaseException, other: BaseException) -> bool:
@@ -219,6 +221,15 @@ def shown(value: object) -> Any:
     return cut + "..."
 
 
+def _sendable(text: str) -> bool:
+    """Whether text can travel in a batch: a lone surrogate makes the server refuse the batch."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def example(
     name: str, key: str | None, control: Any, candidate: Any, redact: Redact | None
 ) -> dict[str, Any] | None:
@@ -238,7 +249,7 @@ def example(
         "control": shown(control),
         "candidate": shown(candidate),
     }
-    if isinstance(key, str) and 1 <= len(key) <= 1000:
+    if isinstance(key, str) and 1 <= len(key) <= 1000 and _sendable(key):
         event["context"] = key
     return event
 
