@@ -641,3 +641,68 @@ def test_a_forked_child_runs_experiments_with_a_pool_of_its_own(lab: Lab) -> Non
     _finish(client)
     assert lab.outcomes("forked") == Counter(match=1, mismatch=5)
     assert {e["context"] for e in lab.examples("forked")} == {f"child-{i}" for i in range(5)}
+
+
+# -- the example of docs/dark-launches.md ------------------------------------------------------
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "dark-launches.md"
+
+
+def test_the_database_migration_example_of_the_docs_runs_as_written(
+    lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    section = DOC.read_text(encoding="utf-8").split("## A complete example")[1]
+    code = section.split("```python\n")[1].split("```")[0]
+    written = 'Client("https://flags.example.com", sdk_key="unveil-sdk-...", redact=redact)'
+    assert written in code
+    code = code.replace(written, "make_client(redact=redact)")
+    monkeypatch.chdir(tmp_path)
+    old = sqlite3.connect("old.db")
+    old.execute("CREATE TABLE orders (order_id, sku, quantity, mills, email)")
+    old.executemany(
+        "INSERT INTO orders VALUES (?, ?, ?, ?, ?)",
+        [
+            (1, "A", 2, 12500, "ann@example.com"),  # 12.50: in both
+            (1, "B", 1, 3000, "ann@example.com"),
+            (2, "A", 1, 1000, "bob@example.com"),  # not yet in the new store
+            (3, "C", 1, 9994, "cy@example.com"),  # 9.994: rounded to 9.99 there
+            (4, "D", 3, 5000, "di@example.com"),  # a real difference: the quantity
+        ],
+    )
+    old.commit()
+    new = sqlite3.connect("new.db")
+    new.execute("CREATE TABLE order_lines (order_id, sku, quantity, amount, email)")
+    new.executemany(
+        "INSERT INTO order_lines VALUES (?, ?, ?, ?, ?)",
+        [
+            (1, "B", 1, "3.00", "ann@example.com"),  # another line order
+            (1, "A", 2, "12.50", "ann@example.com"),
+            (3, "C", 1, "9.99", "cy@example.com"),
+            (4, "D", 2, "5.00", "di@example.com"),
+        ],
+    )
+    new.commit()
+    lab.flag("orders-from-new-store", ALL_ON)
+    made: list[Client] = []
+
+    def make_client(**options: Any) -> Client:
+        made.append(lab.client(**options))
+        return made[-1]
+
+    namespace: dict[str, Any] = {"render": lambda order: order, "make_client": make_client}
+    exec(compile(code, str(DOC), "exec"), namespace)  # the doc's own code, as written
+    order_page, order_from_old = namespace["order_page"], namespace["order_from_old"]
+    for order_id in (1, 2, 3, 4):
+        assert order_page(order_id, f"customer-{order_id}") == order_from_old(order_id)
+    with pytest.raises(KeyError):
+        order_page(5, "customer-5")  # in neither: the caller gets the old database's KeyError
+    (client,) = made
+    _finish(client)
+    assert lab.outcomes("orders-from-new-store") == Counter(match=2, error=1, ignored=1, mismatch=1)
+    assert lab.errors("orders-from-new-store") == Counter(KeyError=1)
+    (example,) = lab.examples("orders-from-new-store")
+    assert example["context"] == "customer"  # redacted, as every value of the example
+    assert example["control"] == [{"sku": "D", "quantity": 3, "amount": "***"}]
+    assert example["candidate"] == [{"sku": "D", "quantity": 2, "amount": "***"}]
