@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["Client"]
 
 log = logging.getLogger("unveil.sdk")
+#: how many experiments' plain settings a client keeps checked
+_KEPT_TRIALS = 1024
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -83,6 +85,7 @@ class Client:
         self._redact = redact
         self._experiment_pool = (experiment_workers, experiment_capacity)
         self._laboratory: Laboratory | None = None
+        self._trials: dict[tuple[str, float, str], Trial] = {}
         self._ruleset = Ruleset(parse_document({}))
         self._source: str | Path | None = None
         self._origin = "none"
@@ -312,7 +315,7 @@ class Client:
         is applied to every mismatch example before it is queued.
         Bad options raise ``ValueError``/``TypeError`` before anything runs.
         """
-        trial = Trial(name, compare, clean, ignore, timeout, mode, redact)
+        trial = self._trial(name, compare, clean, ignore, timeout, mode, redact)
         if not self._ruleset.enabled(name, as_context(context)):
             return control()
         return self._lab().run(trial, targeting_key(context), control, candidate)
@@ -337,7 +340,7 @@ class Client:
         caller's await returns as soon as the control's does, and a
         candidate past its ``timeout`` is cancelled.
         """
-        trial = Trial(name, compare, clean, ignore, timeout, mode, redact)
+        trial = self._trial(name, compare, clean, ignore, timeout, mode, redact)
         if not self._ruleset.enabled(name, as_context(context)):
             return await control()
         return await self._lab().run_async(trial, targeting_key(context), control, candidate)
@@ -363,6 +366,35 @@ class Client:
         """
         trial = Trial(name, compare, clean, ignore, timeout, mode, redact)
         return dark_launch(self, trial, candidate, context)
+
+    def _trial(
+        self,
+        name: str,
+        compare: Compare | None,
+        clean: Callable[[Any], Any] | None,
+        ignore: Iterable[Ignore],
+        timeout: float,
+        mode: str,
+        redact: Redact | None,
+    ) -> Trial:
+        """The experiment's checked settings; those with only a name, timeout and mode are kept.
+
+        Checking them is most of what an experiment costs the caller, and
+        most calls pass the same few: those are checked once per client.
+        """
+        plain = compare is None and clean is None and redact is None and ignore == ()
+        if not plain:
+            return Trial(name, compare, clean, ignore, timeout, mode, redact)
+        trials = self._trials
+        try:
+            trial = trials.get((name, timeout, mode))
+        except TypeError:  # something unhashable: Trial says what is wrong with it
+            trial = None
+        if trial is None:
+            trial = Trial(name, compare, clean, ignore, timeout, mode, redact)
+            if len(trials) < _KEPT_TRIALS:
+                trials[(name, timeout, mode)] = trial
+        return trial
 
     def _lab(self) -> Laboratory:
         laboratory = self._laboratory
