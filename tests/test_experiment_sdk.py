@@ -516,6 +516,40 @@ def test_coroutines_the_candidate_never_delays_the_callers_await(lab: Lab) -> No
     assert lab.errors("async-exp") == Counter(LookupError=1)
 
 
+def test_coroutines_too_skip_when_the_pool_of_candidate_tasks_is_full(lab: Lab) -> None:
+    lab.flag("async-full", ALL_ON)
+    client = lab.client(experiment_workers=1, experiment_capacity=1)
+    calls: list[int] = []
+
+    async def control() -> int:
+        return 1
+
+    async def main() -> None:
+        release = asyncio.Event()
+
+        async def candidate() -> int:
+            calls.append(1)
+            await release.wait()
+            return 1
+
+        for _ in range(20):
+            assert (
+                await client.experiment_async(
+                    "async-full", "u", control=control, candidate=candidate, timeout=30
+                )
+                == 1
+            )
+        await asyncio.sleep(0)  # the first candidate task starts
+        release.set()
+        while client._laboratory is not None and client._laboratory._tasks:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    _finish(client)
+    assert calls == [1]
+    assert lab.outcomes("async-full") == Counter(skipped=19, match=1)
+
+
 def test_the_decorator_runs_the_candidate_with_the_same_arguments(lab: Lab) -> None:
     lab.flag("decorated", ALL_ON)
     client = lab.client()
