@@ -79,6 +79,8 @@ WATCH_TICK = 0.1
 POLL = 0.005
 #: seconds without a run after which a worker sleeps until a caller wakes it
 IDLE_AFTER = 0.5
+#: the longest a sleeping worker or an idle watchdog waits before looking anyway
+IDLE_WAIT = 5.0
 
 Compare = Callable[[Any, Any], object]
 Clean = Callable[[Any], Any]
@@ -454,7 +456,7 @@ class Laboratory:
             if not head:
                 self._helpers.clear()
                 if not pending and not self._closed:  # looked at after clearing: no run is missed
-                    self._helpers.wait(IDLE_AFTER)
+                    self._helpers.wait(IDLE_WAIT)
                 continue
             if time.monotonic() - last < IDLE_AFTER:
                 time.sleep(POLL)
@@ -462,7 +464,7 @@ class Laboratory:
             self._head_asleep = True
             try:
                 if not pending and not self._closed:  # looked at after saying so: none is missed
-                    self._wake.wait(IDLE_AFTER)
+                    self._wake.wait(IDLE_WAIT)
             finally:
                 self._head_asleep = False
                 self._wake.clear()
@@ -498,8 +500,11 @@ class Laboratory:
         Its worker stays busy until it returns (a thread cannot be stopped),
         so a pool of hung candidates fills and later runs are skipped.
         """
-        running, stop = self._running, self._stop
-        while not stop.wait(WATCH_TICK):
+        running, stop, pending = self._running, self._stop, self._pending
+        tick = WATCH_TICK
+        while not stop.wait(tick):
+            # idle (nothing running or waiting): a look a second is enough
+            tick = WATCH_TICK if running or pending else 1.0
             if self._pending and not self._helpers.is_set():
                 self._helpers.set()  # runs wait: the head may be held by a hung candidate
             now = time.monotonic()
