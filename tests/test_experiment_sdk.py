@@ -3,8 +3,8 @@
 Every test runs a live client of a real server process (the flag named after
 the experiment decides the share) and reads what the client actually posts:
 its event batches go to a real loopback receiver process (the server of this
-clone refuses the new kinds), everything else to the server. The wire is
-EXPERIMENT_WIRE (docs/dark-launches.md).
+clone refuses the new kinds), everything else to the server. The two event
+kinds are those of docs/api.md (Events).
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ durations are summed per experiment and 10-second window in the client's
 event buffer (sdk/events.py) and sent in the ordinary event batches; a few
 mismatches per window also go as examples, after the application's
 ``redact`` function: when one is set, no example leaves unredacted, and one
-whose redaction raises is dropped. The wire is EXPERIMENT_WIRE in the docs
-(docs/dark-launches.md).
+whose redaction raises is dropped. The two event kinds are described in
+docs/api.md (Events); users' documentation is docs/dark-launches.md.
 """
 
 from __future__ import annotations
@@ -317,7 +317,7 @@ class Laboratory:
     def _fresh(self) -> None:
         self._lock = threading.Lock()
         self._pending: deque[_Run] = deque()
-        #: workers asleep until woken (a caller wakes them only then: a wake-up is a syscall)
+        #: whether the head worker sleeps until woken (only then does a caller wake it)
         self._head_asleep = False
         self._wake = threading.Event()
         self._helpers = threading.Event()
