@@ -1,6 +1,6 @@
 """Dark launches in the SDK (issue 14, items 1 and 2): the caller never feels the candidate.
 
-Every test runs a live client of a real server process (the flag named after
+The tests run a live client of a real server process (the flag named after
 the experiment decides the share) and reads what the client actually posts:
 its event batches go to a real loopback receiver process (the server of this
 clone refuses the new kinds), everything else to the server. The two event
