@@ -28,8 +28,8 @@ from unveil.server import (
     admin,
     changes_api,
     dashboard,
-    launches_api,
     deploys_api,
+    launches_api,
     metrics_api,
     ofrep,
     ops,
@@ -62,8 +62,8 @@ from unveil.service.promotions import PromotionService
 from unveil.service.releases import RELEASE_TICK, ReleaseService
 from unveil.service.schedules import SCHEDULE_RUN, ScheduleService
 from unveil.service.sessions import SessionService
-from unveil.service.templates import TemplateService
 from unveil.service.stale import STALE_CHECK, StaleService
+from unveil.service.templates import TemplateService
 from unveil.service.webhooks import Deliverer, RetryPolicy, WebhookService
 from unveil.store.deploys import latest_references
 from unveil.store.events import EventCounts

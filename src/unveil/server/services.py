@@ -25,8 +25,8 @@ from unveil.service.promotions import PromotionService
 from unveil.service.releases import ReleaseService
 from unveil.service.schedules import ScheduleService
 from unveil.service.sessions import SessionService
-from unveil.service.templates import TemplateService
 from unveil.service.stale import StaleService
+from unveil.service.templates import TemplateService
 from unveil.service.webhooks import Deliverer, WebhookService
 from unveil.store.link import FileLink, PostgresLink
 from unveil.store.unit import Store

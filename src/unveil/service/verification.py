@@ -341,8 +341,8 @@ class Period:
 
 def _arm(windows: Sequence[Mapping[str, Any]], metric: str, starts: Sequence[int]) -> Period:
     """Per window start, the variants' exposures, counts and histograms summed."""
-    exposures: dict[int, int] = {s: 0 for s in starts}
-    counts: dict[int, int] = {s: 0 for s in starts}
+    exposures: dict[int, int] = dict.fromkeys(starts, 0)
+    counts: dict[int, int] = dict.fromkeys(starts, 0)
     hists: dict[int, Histogram] = {s: Histogram.of(()) for s in starts}
     for w in windows:
         start = int(datetime.fromisoformat(str(w["start"])).timestamp())

@@ -9,6 +9,7 @@ forms, and the server refuses the posts anyway.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from importlib.resources import files
@@ -20,7 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
-from unveil.core import InvalidDocument, UnveilError
+from unveil.core import Flag, InvalidDocument, Rollout, UnveilError
 from unveil.server.auth import PRINCIPAL
 from unveil.server.changes_api import gated
 from unveil.server.dashboard.forms import (
@@ -301,6 +302,15 @@ def _state(data: dict[str, Any]) -> str:
     return "on"
 
 
+def _flag_state(flag: Flag) -> str:
+    """``_state`` of a validated flag (what the list reads, from memory)."""
+    if not flag.enabled:
+        return "off"
+    if isinstance(flag.default, Rollout) or any(isinstance(r.serve, Rollout) for r in flag.rules):
+        return "rolling out"
+    return "on"
+
+
 @router.get("/")
 async def home(request: Request) -> Response:
     who = await _viewer(request)
@@ -345,17 +355,19 @@ async def flags_page(
     envs = _nav(projects, project)
     if env not in envs:
         raise NotFound(f"no environment '{env}' in project '{project}'")
-    per_env: dict[str, dict[str, Any]] = {}
+    # the validated flags each node keeps in memory: no JSON to read for a whole list
+    per_env: dict[str, Mapping[str, Flag]] = {}
     for e in envs:
-        records = await run_in_threadpool(svc.flags.list_items, "flags", project, e)
-        per_env[e] = {r.key: r.data for r in records}
+        environment_id = await run_in_threadpool(svc.access.environment_of, project, e)
+        loaded = await run_in_threadpool(svc.flags.loaded, environment_id)
+        per_env[e] = loaded.ruleset.document.flags
     active = {r.flag for r in await run_in_threadpool(svc.releases.list, project, env, None, True)}
     metas = await run_in_threadpool(svc.meta.all, project)
     rows = []
-    for key, data in sorted(per_env[env].items()):
-        here = "under release" if key in active else _state(data)
+    for key, flag in sorted(per_env[env].items()):
+        here = "under release" if key in active else _flag_state(flag)
         meta = metas.get(key, {})
-        if q and q.lower() not in f"{key} {data.get('description', '')}".lower():
+        if q and q.lower() not in f"{key} {flag.description}".lower():
             continue
         if state and state != here and not (state == "on" and here == "rolling out"):
             continue
@@ -366,10 +378,12 @@ async def flags_page(
         rows.append(
             {
                 "key": key,
-                "description": data.get("description", ""),
+                "description": flag.description,
                 "state": here,
                 "meta": meta,
-                "states": {e: _state(per_env[e][key]) if key in per_env[e] else "" for e in envs},
+                "states": {
+                    e: _flag_state(per_env[e][key]) if key in per_env[e] else "" for e in envs
+                },
             }
         )
     pages = max(1, -(-len(rows) // PAGE_SIZE))
