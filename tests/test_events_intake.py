@@ -108,7 +108,7 @@ def test_a_sigterm_under_load_writes_every_acknowledged_event(
 
 
 # NUL and lone surrogates no body may carry anywhere: the one JSON decoder refuses them
-# (400, path "body") before the intake sees the batch; the rest the intake names (422).
+# (400, naming the field) before the intake sees the batch; the rest the intake names (422).
 BAD_TEXT = [
     ("flag", "a\x00b", "NUL character"),
     ("flag", "tab\there", "control characters"),
@@ -137,7 +137,7 @@ def test_invalid_text_is_refused_at_the_intake_and_counting_goes_on(
                 by_decoder = message in _DECODER_REFUSES
                 assert refused.status_code == (400 if by_decoder else 422)
                 problems = refused.json()["problems"]
-                path = "body" if by_decoder else f"events[0].{field}"
+                path = f"events[0].{field}"
                 assert [p["path"] for p in problems] == [path]
                 assert message in problems[0]["message"]
                 good = {"kind": "exposure", "flag": "after", "variant": "on"}

@@ -102,7 +102,15 @@ _LIMIT_NAMES = {
 
 
 class BodyRefused(Exception):
-    """A body that cannot be decoded as the JSON a route takes: 400, and why."""
+    """A body that cannot be decoded as the JSON a route takes: 400, why, and where.
+
+    ``path`` names the field the way the routes' own problems do
+    (``plan.steps[0].name``); ``body`` when the fault is the body as a whole.
+    """
+
+    def __init__(self, message: str, path: str = "body") -> None:
+        super().__init__(message)
+        self.path = path
 
 
 def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -122,21 +130,34 @@ def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _UNCARRIABLE = re.compile("[\x00\ud800-\udfff]")
 
 
+def _child(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]" if path else f"[{key}]"
+    return f"{path}.{key}" if path else key
+
+
 def _refuse_uncarriable(value: Any) -> None:
-    """Every string in the body, keys included, free of what cannot be stored or sent."""
-    stack = [value]
+    """Every string in the body, keys included, free of what cannot be stored or sent.
+
+    The refusal names the field that holds it (a key that holds it names the
+    object the key is in), so that a client is told which of its fields to fix.
+    """
+    stack: list[tuple[str, Any]] = [("", value)]
     while stack:
-        item = stack.pop()
+        path, item = stack.pop()
         if isinstance(item, str):
             found = _UNCARRIABLE.search(item)
             if found is not None:
                 what = "a NUL character" if found.group() == "\x00" else "a lone surrogate"
-                raise BodyRefused(f"a string in the JSON body holds {what}: {item[:40]!r}")
+                raise BodyRefused(
+                    f"a string in the JSON body holds {what}: {item[:40]!r}", path or "body"
+                )
         elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
+            for key, inner in item.items():
+                stack.append((path, key))
+                stack.append((_child(path, key), inner))
         elif isinstance(item, list):
-            stack.extend(item)
+            stack.extend((_child(path, i), inner) for i, inner in enumerate(item))
 
 
 def _refuse_constant(name: str) -> Any:
@@ -239,7 +260,7 @@ class Guard:
             try:
                 decode_json(body)
             except BodyRefused as exc:
-                await _malformed(path, str(exc))(scope, receive, counting_send)
+                await _malformed(path, str(exc), exc.path)(scope, receive, counting_send)
                 return
         await self.app(scope, _replay(body, receive), counting_send)
 
@@ -315,7 +336,7 @@ def _refuse(status: int, message: str, headers: dict[str, str] | None = None) ->
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def _malformed(path: str, message: str) -> JSONResponse:
+def _malformed(path: str, message: str, where: str = "body") -> JSONResponse:
     """400 for a body that is not acceptable JSON, in the shape the route's clients read."""
     if path.startswith("/ofrep/"):
         body: dict[str, Any] = {"errorCode": "PARSE_ERROR", "errorDetails": message}
@@ -323,7 +344,7 @@ def _malformed(path: str, message: str) -> JSONResponse:
         if one is not None:
             body = {"key": one["key"], **body}
         return JSONResponse(body, status_code=400)
-    problems = [{"path": "body", "message": message}]
+    problems = [{"path": where, "message": message}]
     return JSONResponse({"error": "malformed request", "problems": problems}, status_code=400)
 
 
