@@ -196,7 +196,9 @@ def test_the_cli_asks_approves_and_turns_off_at_once(people: People) -> None:
     listed = cli("rita", "changes", "list", "-e", "production", "--state", "open")
     assert "c1" in listed.output
     shown = cli("rita", "changes", "show", "c1", "-e", "production")
-    assert '"rollout"' in shown.output
+    # a readable diff: the one field that moves, from what to what, not both flags whole
+    assert '~ default: "off" -> {"rollout": {"on": 10, "off": 90}}' in shown.output, shown.output
+    assert "before:" not in shown.output
     approved = cli("rita", "changes", "approve", "c1", "-e", "production", "-m", "go")
     assert approved.exit_code == 0, approved.output
     assert "applied" in approved.output

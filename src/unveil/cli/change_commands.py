@@ -7,7 +7,6 @@ it, and they say so); a second person approves or rejects it here.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -16,6 +15,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from unveil.cli.diff import diff_documents, diff_values, document_lines, field_lines
 from unveil.cli.errors import CliError, field
 from unveil.cli.remote import Remote, remote_options
 
@@ -40,6 +40,13 @@ def opened_request(answer: Mapping[str, Any]) -> bool:
 def _path(remote: Remote, env: str, change_id: str = "", action: str = "") -> str:
     rest = "/changes" + (f"/{quote(change_id, safe='')}" if change_id else "")
     return remote.env_path(env, rest + (f"/{action}" if action else ""))
+
+
+def diff_lines(action: str, before: Any, after: Any) -> list[str]:
+    """What the request changes, field by field (item by item for a document), not whole."""
+    if action == "document.apply":
+        return document_lines(diff_documents(before or {}, after or {}))
+    return field_lines(diff_values(before or {}, after or {}))
 
 
 def _line(change: Mapping[str, Any]) -> str:
@@ -96,8 +103,8 @@ def show(remote: Remote, change_id: str, env: str) -> None:
             click.echo(f"  {key}: {found[key]}")
     diff = found.get("diff")
     if isinstance(diff, Mapping):
-        click.echo("  before: " + json.dumps(diff.get("before"), sort_keys=True))
-        click.echo("  after:  " + json.dumps(diff.get("after"), sort_keys=True))
+        for line in diff_lines(str(found.get("action")), diff.get("before"), diff.get("after")):
+            click.echo(f"  {line}")
     for note in found.get("comments") or []:
         if isinstance(note, Mapping):
             click.echo(f"  {note.get('by')}: {note.get('text')}")
