@@ -181,6 +181,33 @@ def test_a_release_start_and_a_document_apply_can_be_scheduled(running: Server) 
     assert _flag(running)["default"] == {"rollout": {"off": 95, "on": 5}}
 
 
+def test_a_second_release_start_of_one_flag_is_refused_naming_the_field(
+    running: Server,
+) -> None:
+    """The review: two release.start schedules of one flag were both taken (the later
+    could only fail when its time came)."""
+    plan = {
+        "flag": "promo",
+        "control": "off",
+        "treatment": "on",
+        "steps": [{"percent": 5, "hold": "1h"}, {"percent": 100}],
+    }
+    first = _schedule(running, action="release.start", plan=plan, at=_in(3600))
+    with running.client() as api:
+        again = api.post(
+            f"{ENV}/schedules", json={"action": "release.start", "plan": plan, "at": _in(7200)}
+        )
+        assert again.status_code == 422, again.text
+        (problem,) = again.json()["problems"]
+        assert problem["path"] == "plan.flag"
+        assert first["id"] in problem["message"]
+        assert [s["id"] for s in api.get(f"{ENV}/schedules").json()["schedules"]] == [first["id"]]
+        cancelled = api.post(f"{ENV}/schedules/{first['id']}/cancel", json={})
+        assert cancelled.status_code == 200, cancelled.text
+        # once the first is cancelled, another may be scheduled
+        assert _schedule(running, action="release.start", plan=plan, at=_in(7200))["id"]
+
+
 BAD = [
     ({"at": "2020-01-01T00:00:00Z"}, "at"),
     ({"at": "2030-01-01T09:00", "time_zone": "Mars/Olympus"}, "time_zone"),

@@ -39,6 +39,7 @@ from unveil.service.scope import (
     require_environment,
     when_problem,
 )
+from unveil.store import tables as t
 from unveil.store.items import Part
 from unveil.store.jobs import Job
 from unveil.store.schedules import APPLIED, CANCELLED, FAILED, PENDING, STATES, ScheduleRow
@@ -58,6 +59,23 @@ ACTIONS: dict[str, Part | None] = {
     PROMOTION: None,
 }
 _Clock = Callable[[], datetime]
+
+
+def _one_release_start(work: UnitOfWork, environment_id: int, flag: str) -> None:
+    """Refuse a second pending release start of one flag: when its time came, the later
+    one would only fail (a flag runs one release at a time), so say so now."""
+    for row in work.schedules.in_environment(environment_id, "pending"):
+        if row.action == "release.start" and row.target == flag:
+            raise Invalid(
+                (
+                    Problem(
+                        "plan.flag",
+                        f"flag '{flag}' has a release start scheduled already ({row.id}, at "
+                        f"{t.utc_text(row.run_at)}): cancel it first, or schedule this one "
+                        "after that release ends",
+                    ),
+                )
+            )
 
 
 def schedule_actor(schedule_id: str) -> str:
@@ -201,6 +219,8 @@ class ScheduleService:
         target, wanted = self._what(request)
         with self.store.unit_of_work(within) as work:
             environment_id = require_environment(work, project, env, lock=True)
+            if request.action == "release.start":
+                _one_release_start(work, environment_id, target)
             base = self._current(work, environment_id, request.action, target)
             if request.action.endswith(".delete") and base is None:
                 raise NotFound(f"no {request.action.split('.')[0]} '{target}' to delete")
