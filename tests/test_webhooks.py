@@ -45,14 +45,17 @@ FAST = ("--webhook-retry-base", "0.2", "--worker-interval", "0.2")
 
 def verify(secret: str, header: str, body: bytes, tolerance: int = 300) -> bool:
     """True if the Unveil-Signature header signs this body with this secret."""
-    parts = dict(item.split("=", 1) for item in header.split(","))
-    timestamp = int(parts["t"])
+    try:
+        parts = dict(item.split("=", 1) for item in header.split(","))
+        timestamp, signature = int(parts["t"]), parts["v1"]
+    except (KeyError, ValueError):
+        return False  # not a signature at all
     if abs(time.time() - timestamp) > tolerance:
         return False  # too old (or from the future): a replay
     expected = hmac.new(
         secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256
     ).hexdigest()
-    return hmac.compare_digest(expected, parts["v1"])
+    return hmac.compare_digest(expected, signature)
 
 
 # -- a receiver process ------------------------------------------------------------------------
@@ -131,6 +134,12 @@ def _deliveries(api: httpx.Client, hook: int) -> list[dict[str, Any]]:
     answer = api.get(f"{HOOKS}/{hook}/deliveries")
     assert answer.status_code == 200, answer.text
     return list(answer.json()["deliveries"])
+
+
+def _oldest(api: httpx.Client, hook: int) -> dict[str, Any]:
+    """The subscription's oldest delivery, or an empty one while none is made yet."""
+    found = _deliveries(api, hook)
+    return found[-1] if found else {"state": None, "attempts": []}
 
 
 # -- the tests ---------------------------------------------------------------------------------
@@ -216,6 +225,18 @@ def test_the_doc_holds_the_recipe_this_test_uses() -> None:
     doc = GOVERNANCE.read_text()
     assert inspect.getsource(verify) in doc
     assert "| openssl dgst -sha256 -hmac" in doc
+
+
+def test_the_recipe_says_no_to_a_header_that_is_not_a_signature() -> None:
+    """The review: the doc's recipe raised (a 500 in the receiver) on a forged header."""
+    from unveil.service.webhooks import sign
+
+    now = int(time.time())
+    good = sign("whsec_s", now, b"{}")
+    assert verify("whsec_s", good, b"{}")
+    for header in ("", "garbage", "t=abc,v1=00", f"t={now}", "v1=00", f"t={now},v2=00", "=,="):
+        assert not verify("whsec_s", header, b"{}"), header
+    assert not verify("whsec_s", sign("whsec_s", now - 301, b"{}"), b"{}")
 
 
 def test_a_receiver_down_for_a_while_gets_every_event_in_order_once_back(
@@ -348,6 +369,11 @@ BAD_SUBSCRIPTIONS: list[tuple[dict[str, Any], str]] = [
     ({"url": "http:///nohost", "events": ["flag.changed"]}, "url"),
     ({"url": "http://example.com:99999/", "events": ["flag.changed"]}, "url"),
     ({"url": "http://exa mple.com/", "events": ["flag.changed"]}, "url"),
+    ({"url": "http://example.com:0/", "events": ["flag.changed"]}, "url"),
+    ({"url": "http://xn--ab-.com/", "events": ["flag.changed"]}, "url"),
+    ({"url": "http://ab..com/", "events": ["flag.changed"]}, "url"),
+    ({"url": "http://" + "a" * 64 + ".com/", "events": ["flag.changed"]}, "url"),
+    ({"url": "http://example.com/\x1b[31m", "events": ["flag.changed"]}, "url"),
     ({"url": "https://example.com/", "events": ["flag.changed", "flag.exploded"]}, "events[1]"),
     ({"url": "https://example.com/", "events": []}, "events"),
     ({"url": "https://example.com/", "events": ["flag.changed"], "format": "xml"}, "format"),
@@ -490,3 +516,239 @@ def test_a_scheduled_change_announces_that_it_was_applied(
         assert (body["event"], body["action"]) == ("schedule.applied", "schedule.applied")
         assert body["target"] == "promo"
         assert body["environment"] == "production"
+
+
+#: Strings no column can hold, in each field: refused by the one decoder, naming the field.
+UNCARRIABLE: list[tuple[dict[str, Any], str]] = [
+    ({"url": "http://a\x00b.com/", "events": ["flag.changed"]}, "url"),
+    ({"url": "https://example.com/", "events": ["flag.changed", "x\x00"]}, "events[1]"),
+    (
+        {"url": "https://example.com/", "events": ["flag.changed"], "environments": ["p\x00"]},
+        "environments[0]",
+    ),
+    ({"url": "https://example.com/", "events": ["flag.changed"], "format": "\ud800"}, "format"),
+]
+
+
+def test_nul_and_lone_surrogates_are_refused_naming_the_field(server: Server) -> None:
+    """The review: a NUL in a subscription's url was reported at path ``body``."""
+    with server.client() as api:
+        for body, field in UNCARRIABLE:
+            answer = api.post(
+                HOOKS, content=json.dumps(body), headers={"Content-Type": "application/json"}
+            )
+            assert answer.status_code == 400, (body, answer.text)
+            assert [p["path"] for p in answer.json()["problems"]] == [field], answer.text
+        assert api.get(HOOKS).json()["webhooks"] == []
+
+
+#: Receivers that do not take a delivery, and what its first attempt records.
+REFUSING: list[tuple[tuple[str, ...], int]] = [
+    (("--status", "302", "--location", "http://127.0.0.1:9/elsewhere"), 302),
+    (("--status", "404"), 404),
+    (("--status", "503"), 503),
+]
+
+
+@pytest.mark.parametrize(("options", "status"), REFUSING)
+def test_a_receiver_that_redirects_or_refuses_is_a_failed_attempt_tried_again(
+    tmp_path: Path, receiver: Receiver, options: tuple[str, ...], status: int
+) -> None:
+    receiver.start(*options)
+    with serving(f"sqlite:///{tmp_path / 'unveil.db'}", *FAST) as server, server.client() as api:
+        hook = _subscribe(api, receiver.url, "flag.changed")
+        _flag(api, "refused")
+        assert wait_for(lambda: len(_oldest(api, hook["id"])["attempts"]) >= 2)
+        (delivery,) = _deliveries(api, hook["id"])
+        assert delivery["state"] in ("pending", "sending")
+        first = delivery["attempts"][0]
+        assert first["status"] == status
+        assert first["error"] == f"the receiver answered {status}"
+        assert len(receiver.received()) >= 2  # each attempt reached it; no redirect followed
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_a_huge_answer_is_not_read_and_a_dripping_one_is_cut_off(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """The review: a receiver that answers a byte every half second (each read within
+    the read timeout) held a sender for ever; a whole attempt now has a deadline."""
+    huge = Receiver(_free_port(), tmp_path / "huge.jsonl")
+    huge.start("--huge", "2048")  # 2 GiB of answer
+    receiver.start("--drip", "0.5")
+    extra = (*FAST, "--webhook-deadline", "2")
+    try:
+        with (
+            serving(f"sqlite:///{tmp_path / 'unveil.db'}", *extra) as server,
+            server.client() as api,
+        ):
+            big = _subscribe(api, huge.url, "flag.changed")
+            drip = _subscribe(api, receiver.url, "flag.changed")
+            before = _rss_kib(server.process.pid)
+            _flag(api, "answered")
+            assert wait_for(lambda: _oldest(api, big["id"])["state"] == "delivered")
+            assert _rss_kib(server.process.pid) - before < 64 * 1024  # not read whole
+            assert wait_for(lambda: bool(_oldest(api, drip["id"])["attempts"]))
+            cut = _deliveries(api, drip["id"])[0]["attempts"][0]
+            assert cut["status"] is None
+            assert cut["error"] == "no whole answer within 2 s: cut off"
+            assert 1_500 <= cut["duration_ms"] <= 6_000
+    finally:
+        huge.stop()
+
+
+def test_a_flood_of_changes_to_a_hanging_receiver_answers_fast_and_waits_in_the_database(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    receiver.start("--hang", "60")
+    with serving(f"sqlite:///{tmp_path / 'unveil.db'}", *FAST) as server, server.client() as api:
+        hooks = [_subscribe(api, receiver.url, "flag.changed")["id"] for _ in range(10)]
+        before = _rss_kib(server.process.pid)
+        latencies = []
+        for i in range(100):
+            started = time.monotonic()
+            _flag(api, f"flood-{i % 5}", description=f"change {i}")
+            latencies.append(time.monotonic() - started)
+        assert max(latencies) < 2.0, max(latencies)
+        # 10 subscriptions x 100 changes wait; the eight senders each hold one, the oldest
+        # of its subscription, and nothing else is being sent
+        assert wait_for(lambda: _metric(server, "unveil_webhook_waiting") == 1000.0)
+        assert wait_for(lambda: _sending(api, hooks) == 8)
+        for h in hooks:
+            states = [
+                d["state"]
+                for d in api.get(f"{HOOKS}/{h}/deliveries?limit=500").json()["deliveries"]
+            ]
+            assert len(states) == 100
+            assert set(states[:-1]) == {"pending"}
+        assert _rss_kib(server.process.pid) - before < 100 * 1024
+
+
+def _sending(api: httpx.Client, hooks: list[int]) -> int:
+    return sum(
+        d["state"] == "sending"
+        for h in hooks
+        for d in api.get(f"{HOOKS}/{h}/deliveries?limit=500").json()["deliveries"]
+    )
+
+
+def _metric(server: Server, name: str) -> float | None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    return None
+
+
+def _by_outcome(server: Server) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "unveil_webhook_attempts_total":
+                found[sample.labels["outcome"]] = sample.value
+    return found
+
+
+def test_metrics_count_deliveries_by_outcome_the_waiting_and_the_latency(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    extra = (*FAST, "--webhook-give-up", "2")
+    with serving(f"sqlite:///{tmp_path / 'unveil.db'}", *extra) as server, server.client() as api:
+        assert _by_outcome(server) == {"delivered": 0, "failed": 0, "given_up": 0}
+        hook = _subscribe(api, receiver.url, "flag.changed")
+        _flag(api, "lost")  # nobody listens: tried again and again, then given up
+        assert wait_for(lambda: _by_outcome(server)["failed"] >= 2)
+        assert _metric(server, "unveil_webhook_waiting") == 1.0
+        assert wait_for(lambda: _by_outcome(server)["given_up"] == 1, timeout=20)
+        assert _metric(server, "unveil_webhook_waiting") == 0.0
+        failed = _by_outcome(server)["failed"]
+        recorded = sum(len(d["attempts"]) for d in _deliveries(api, hook["id"]))
+        assert recorded == failed + 1  # every failed attempt, and the one given up
+        receiver.start()
+        for key in ("a", "b", "c"):
+            _flag(api, key)
+        assert wait_for(lambda: _by_outcome(server)["delivered"] == 3)
+        assert _metric(server, "unveil_webhook_delivery_seconds_count") == 3.0
+        total = _metric(server, "unveil_webhook_delivery_seconds_sum")
+        assert total is not None
+        assert 0 < total < 3 * 5.0
+        # a redelivery's success is a delivered attempt, but not a second first delivery
+        delivery = _deliveries(api, hook["id"])[0]["id"]
+        assert api.post(f"{HOOKS}/{hook['id']}/deliveries/{delivery}/redeliver").is_success
+        assert wait_for(lambda: _by_outcome(server)["delivered"] == 4)
+        assert _metric(server, "unveil_webhook_delivery_seconds_count") == 3.0
+        assert _metric(server, "unveil_webhook_waiting") == 0.0
+
+
+def test_kill_9_while_a_delivery_is_being_sent_sends_it_again_after_restart(
+    database_url: str, receiver: Receiver, tmp_path: Path
+) -> None:
+    receiver.start("--hang", "60")
+    with serving(database_url, *FAST) as server:
+        with server.client() as api:
+            hook = _subscribe(api, receiver.url, "flag.changed")
+            _flag(api, "mid-send")
+            assert wait_for(lambda: _oldest(api, hook["id"])["state"] == "sending")
+        server.kill()
+    receiver.stop()
+    receiver.start()  # the same port, answering now
+    with serving(database_url, *FAST, seed=False) as again, again.client() as api:
+        assert wait_for(lambda: _deliveries(api, hook["id"])[0]["state"] == "delivered")
+        (delivery,) = _deliveries(api, hook["id"])
+        got = receiver.received()
+        assert [json.loads(r["body"])["id"] for r in got] == [delivery["id"]]
+        # the attempt cut by the kill left no record; the one that got through has one
+        assert [(a["number"], a["status"]) for a in delivery["attempts"]] == [(2, 200)]
+
+
+def _log_of(server: Server) -> str:
+    return Path(os.readlink(f"/proc/{server.process.pid}/fd/2")).read_text()
+
+
+def test_the_secret_is_shown_once_and_never_again(tmp_path: Path, receiver: Receiver) -> None:
+    from click.testing import CliRunner
+
+    from tests.server_process import ADMIN_TOKEN
+    from unveil.cli.main import main
+
+    receiver.start()
+    with serving(f"sqlite:///{tmp_path / 'unveil.db'}", *FAST, "--log-level", "debug") as server:
+        with server.client() as api:
+            hook = _subscribe(api, receiver.url, "flag.changed")
+            secret = hook["secret"]
+            _flag(api, "quiet")
+            assert wait_for(lambda: len(receiver.received()) == 1)
+            delivery = _deliveries(api, hook["id"])[0]["id"]
+            api.post(f"{HOOKS}/{hook['id']}/deliveries/{delivery}/redeliver")
+            assert wait_for(lambda: len(receiver.received()) == 2)
+            reads = [
+                api.get(HOOKS).text,
+                api.get(f"{HOOKS}/{hook['id']}").text,
+                api.get(f"{HOOKS}/{hook['id']}/deliveries").text,
+                api.get("/api/v1/audit").text,
+                api.get(f"{ENV}/audit").text,
+            ]
+            env = {"UNVEIL_URL": server.url, "UNVEIL_TOKEN": ADMIN_TOKEN}
+            env |= {"UNVEIL_PROJECT": "shop", "UNVEIL_CONFIG": "/none"}
+            for args in (["list"], ["deliveries", str(hook["id"])]):
+                shown = CliRunner().invoke(main, ["webhooks", *args], env=env)
+                assert shown.exit_code == 0, shown.output
+                reads.append(shown.output)
+            assert api.delete(f"{HOOKS}/{hook['id']}").status_code == 204
+            reads.append(api.get("/api/v1/audit").text)
+        reads.append(_log_of(server))
+        reads += [json.dumps(r) for r in receiver.received()]
+    assert all(secret not in read for read in reads)
+    assert all(secret[6:] not in read for read in reads)

@@ -1,11 +1,16 @@
 """A webhook receiver for the tests: a real HTTP server process on loopback.
 
     python tests/webhook_receiver.py PORT LOG [--hang SECONDS] [--status CODE]
+        [--drip SECONDS] [--huge MIB] [--location URL]
 
 Every POST it takes is appended to LOG as one JSON line: its headers, its
 body as text, and the time it came. ``--hang`` accepts the request and
 answers nothing for that long (a receiver that hangs); ``--status`` answers
-with that status (a receiver that refuses). It prints "ready" once listening.
+with that status (a receiver that refuses); ``--location`` adds that header
+(a redirect, with a 3xx status). ``--drip`` answers its status line one byte
+every SECONDS, for ever (a receiver that never hangs long enough for a read
+timeout, yet never finishes); ``--huge`` follows the headers with a body of
+that many MiB, written as fast as it is read. It prints "ready" once listening.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ def main() -> None:
     parser.add_argument("log", type=Path)
     parser.add_argument("--hang", type=float, default=0.0)
     parser.add_argument("--status", type=int, default=200)
+    parser.add_argument("--drip", type=float, default=0.0)
+    parser.add_argument("--huge", type=int, default=0)
+    parser.add_argument("--location", default=None)
     options = parser.parse_args()
     lock = threading.Lock()
 
@@ -42,9 +50,19 @@ def main() -> None:
                     "body": body.decode("utf-8"),
                 }
                 out.write(json.dumps(entry) + "\n")
+            if options.drip:
+                while True:  # until the sender hangs up
+                    self.wfile.write(b"H")
+                    self.wfile.flush()
+                    time.sleep(options.drip)
             self.send_response(options.status)
-            self.send_header("Content-Length", "0")
+            if options.location:
+                self.send_header("Location", options.location)
+            self.send_header("Content-Length", str(options.huge << 20))
             self.end_headers()
+            chunk = b"x" * (1 << 20)
+            for _ in range(options.huge):
+                self.wfile.write(chunk)
 
         def log_message(self, *_args: object) -> None:
             pass

@@ -241,6 +241,7 @@ def db_upgrade(data_dir: Path, database_url: str | None) -> None:
     "--webhook-give-up", default=86_400.0, type=click.FloatRange(1, 7 * 86_400), hidden=True
 )
 @click.option("--stale-check", default=3600.0, type=click.FloatRange(0.05, 86_400), hidden=True)
+@click.option("--webhook-deadline", default=30.0, type=click.FloatRange(0.5, 600), hidden=True)
 @click.option(
     "--document-limit",
     default=16,
@@ -273,6 +274,7 @@ def serve(
     webhook_retry_base: float,
     webhook_give_up: float,
     stale_check: float,
+    webhook_deadline: float,
     log_level: str,
 ) -> None:
     """Run the server: admin API, SDK API, health and metrics.
@@ -321,6 +323,7 @@ def serve(
             webhook_retry_base=webhook_retry_base,
             webhook_give_up=webhook_give_up,
             stale_check_seconds=stale_check,
+            webhook_deadline=webhook_deadline,
         )
         configure_logging(log_level)
         tune_garbage_collector()

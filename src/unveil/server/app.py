@@ -66,6 +66,7 @@ from unveil.service.stale import STALE_CHECK, StaleService
 from unveil.service.templates import TemplateService
 from unveil.service.webhooks import Deliverer, RetryPolicy, WebhookService
 from unveil.store.deploys import latest_references
+from unveil.service.webhooks import ATTEMPT_DEADLINE, Deliverer, RetryPolicy, WebhookService
 from unveil.store.events import EventCounts
 from unveil.store.link import link_for
 from unveil.store.unit import Store
@@ -94,6 +95,7 @@ def build_services(
     webhook_retry_base: float = 10.0,
     webhook_give_up: float = 86_400.0,
     stale_check_seconds: float = 3600.0,
+    webhook_deadline: float = ATTEMPT_DEADLINE,
 ) -> Services:
     """The services of one server process over one database."""
     store = Store(engine)
@@ -138,7 +140,7 @@ def build_services(
     jobs.register(LAUNCH_WATCH, launches.watch_handler())
     link = link_for(store, cluster.node, hub.changed, worker_interval)
     retry = RetryPolicy(webhook_retry_base, give_up_after=timedelta(seconds=webhook_give_up))
-    webhooks = WebhookService(store, retry)
+    webhooks = WebhookService(store, retry, webhook_deadline, metrics.webhook_latency.observe)
     jobs.register_recurring("webhooks.prune", timedelta(hours=1), webhooks.prune)
     deliverer = Deliverer(webhooks, link, cluster.node, worker_interval)
     stale = StaleService(store, counts, deployed=latest_references)

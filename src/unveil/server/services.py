@@ -41,6 +41,7 @@ class Metrics:
     registry: CollectorRegistry
     requests: Counter
     propagation: Histogram
+    webhook_latency: Histogram
 
     @classmethod
     def create(cls) -> Metrics:
@@ -57,6 +58,12 @@ class Metrics:
                 "unveil_propagation_seconds",
                 "From noticing a change to handing its patch to every stream client",
                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+                registry=registry,
+            ),
+            Histogram(
+                "unveil_webhook_delivery_seconds",
+                "From a change to its webhook delivery's first successful attempt (sent here)",
+                buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 21600),
                 registry=registry,
             ),
         )
@@ -108,6 +115,13 @@ class Metrics:
             "1 on the node doing background work",
             lambda: float(services.link.leading.is_set()),
         )
+        webhooks = services.webhooks
+        self.registry.register(_Outcomes(webhooks.outcomes))
+        gauge(
+            "unveil_webhook_waiting",
+            "Webhook deliveries not yet delivered nor given up, on every node",
+            lambda: _or_nan(webhooks.waiting),
+        )
         counter("unveil_jobs_ran", "Jobs run to their finish here", lambda: services.jobs.ran)
         counter("unveil_jobs_failed", "Job attempts that failed here", lambda: services.jobs.failed)
         counter(
@@ -134,6 +148,31 @@ class _Counts(Collector):
     def collect(self) -> Iterator[CounterMetricFamily]:
         for name, text, read in self._reads:
             yield CounterMetricFamily(name, text, value=float(read()))
+
+
+class _Outcomes(Collector):
+    """Webhook attempts recorded here, by outcome, as one labelled counter."""
+
+    def __init__(self, outcomes: dict[str, int]) -> None:
+        self._outcomes = outcomes
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "unveil_webhook_attempts",
+            "Webhook attempts sent here, by outcome: delivered, failed (tried again), given_up",
+            labels=["outcome"],
+        )
+        for outcome, count in list(self._outcomes.items()):
+            family.add_metric([outcome], float(count))
+        yield family
+
+
+def _or_nan(read: Callable[[], int]) -> float:
+    """A figure read from the database, or NaN while it is away (a scrape never fails)."""
+    try:
+        return float(read())
+    except Exception:
+        return float("nan")
 
 
 @dataclass

@@ -18,6 +18,7 @@ dedupe by the delivery's id. docs/governance.md is the user's account.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -25,6 +26,7 @@ import json
 import logging
 import random
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -123,6 +125,9 @@ _FLAG_ACTIONS = frozenset({"flag.create", "flag.update", "flag.delete"})
 #: Sending: short timeouts, so that a dead receiver holds a pool thread briefly.
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 10.0
+#: A whole attempt's longest time: a receiver that drips its answer a byte at a time
+#: (each read within READ_TIMEOUT) is cut off here, not allowed to hold a sender for ever.
+ATTEMPT_DEADLINE = 30.0
 #: Threads that send; per subscription one delivery is in flight at a time.
 SENDERS = 8
 #: How long a claimed delivery is its sender's before another node may send it again.
@@ -222,11 +227,19 @@ def _url_problem(url: object) -> Problem | None:
     host = parts.hostname or ""
     if not host:
         return Problem("url", "needs a host")
+    if parts.port == 0:
+        return Problem("url", "has port 0, which nothing listens on (1 to 65535)")
     if host.startswith("[") or ":" in host:
         try:
             ipaddress.IPv6Address(host.strip("[]"))
         except ValueError:
             return Problem("url", "has a host that is not a name or an address")
+    elif any(not label or len(label) > 63 for label in host.rstrip(".").split(".")):
+        return Problem("url", "has a host with an empty label or one over 63 characters")
+    try:  # the client that sends must be able to send to it, or every attempt would fail
+        httpx.Request("POST", url)
+    except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
+        return Problem("url", f"is not a URL the sender can reach: {exc}")
     return None
 
 
@@ -292,6 +305,57 @@ def _delivery_data(delivery: Delivery, attempts: list[Attempt]) -> dict[str, Any
     }
 
 
+class _Deadline:
+    """Cuts one attempt's connection when its whole time is up.
+
+    httpx bounds each read, not the whole exchange; this closes the socket
+    from a timer, which ends the blocked read at once. The socket is learnt
+    from the connection's ``connect_tcp`` trace, so the sending client must
+    open a connection per attempt (no keep-alive).
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.cut = False
+        self._socket: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._timer.cancel()
+
+    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        if event != "connection.connect_tcp.complete":
+            return
+        stream = info.get("return_value")
+        found = stream.get_extra_info("socket") if stream is not None else None
+        with self._lock:
+            self._socket = found if isinstance(found, socket.socket) else None
+            late = self.cut
+        if late:
+            self._shut()
+
+    def _cut(self) -> None:
+        with self._lock:
+            self.cut = True
+        self._shut()
+
+    def _shut(self) -> None:
+        with self._lock:
+            sock = self._socket
+        if sock is not None:
+            with contextlib.suppress(OSError):  # closed already: the attempt ended by itself
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+#: What an attempt's recording counts, by outcome (docs/metrics.md: unveil_webhook_attempts).
+OUTCOMES = ("delivered", "failed", "given_up")
+
+
 def _target(project: str, webhook_id: int) -> str:
     return f"{project}/webhooks/{webhook_id}"
 
@@ -299,9 +363,21 @@ def _target(project: str, webhook_id: int) -> str:
 class WebhookService:
     """Subscribing, reading deliveries, redelivering; and making deliveries from the outbox."""
 
-    def __init__(self, store: Store, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        retry: RetryPolicy | None = None,
+        deadline: float = ATTEMPT_DEADLINE,
+        on_delivered: Callable[[float], None] | None = None,
+    ) -> None:
         self.store = store
         self.retry = retry or RetryPolicy()
+        self.deadline = deadline
+        #: seconds from a change to its delivery's first success, told once per delivery
+        self.on_delivered = on_delivered
+        #: attempts recorded here by outcome: delivered, failed (to be tried again), given up
+        self.outcomes = dict.fromkeys(OUTCOMES, 0)
+        self._counting = threading.Lock()
 
     # -- subscriptions ------------------------------------------------------------------
 
@@ -514,15 +590,27 @@ class WebhookService:
         started = time.monotonic()
         status: int | None = None
         error: str | None = None
+        deadline = _Deadline(self.deadline)
         try:
-            with http.stream("POST", claimed.url, content=body, headers=headers) as answer:
-                status = answer.status_code
+            with (
+                deadline,
+                http.stream(
+                    "POST",
+                    claimed.url,
+                    content=body,
+                    headers=headers,
+                    extensions={"trace": deadline.trace},
+                ) as answer,
+            ):
+                status = answer.status_code  # the answer's body is never read
             if not 200 <= status < 300:
                 error = f"the receiver answered {status}"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:1000]
         except Exception as exc:  # an odd URL httpx refuses: a failed attempt, never a lost one
             error = f"{type(exc).__name__}: {exc}"[:1000]
+        if deadline.cut and error is not None:
+            status, error = None, f"no whole answer within {self.deadline:g} s: cut off"
         duration = (time.monotonic() - started) * 1000
         ok = error is None
         attempt = Attempt(delivery.attempts, at, status, error, duration, node)
@@ -536,9 +624,34 @@ class WebhookService:
             give_up = give_up if give_up.tzinfo else give_up.replace(tzinfo=UTC)
             state = PENDING if next_at < give_up else FAILED
         with self.store.unit_of_work() as work:
+            first = ok and not work.webhooks.ever_delivered(delivery.id)
             if not work.webhooks.attempted(delivery, attempt, state, next_at):
                 log.info("delivery %s was taken over while it was sent", delivery.id)
+        self._count(state, first, delivery, now)
         return ok
+
+    def _count(self, state: str, first: bool, delivery: Delivery, now: datetime) -> None:
+        outcome = {DELIVERED: "delivered", PENDING: "failed"}.get(state, "given_up")
+        with self._counting:
+            self.outcomes[outcome] += 1
+        if first and self.on_delivered is not None:
+            changed = _when(delivery.payload.get("occurred_at")) or delivery.created_at
+            changed = changed if changed.tzinfo else changed.replace(tzinfo=UTC)
+            self.on_delivered(max(0.0, (now - changed).total_seconds()))
+
+    def waiting(self) -> int:
+        """Deliveries not yet delivered nor given up, on every node (for /metrics)."""
+        with self.store.reading() as r:
+            return r.webhooks.unfinished()
+
+
+def _when(text: object) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 class _Leading(Protocol):
@@ -575,10 +688,9 @@ class Deliverer:
         self._http = httpx.Client(
             timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=senders * 2),
+            # a connection per attempt: the attempt's deadline learns its socket as it opens
+            limits=httpx.Limits(max_connections=senders * 2, max_keepalive_connections=0),
         )
-        self.sent = 0
-        self.failed = 0
 
     def wake(self, _environment_id: object = None) -> None:
         """Look now (a change committed here, a send finished)."""
@@ -620,10 +732,7 @@ class Deliverer:
 
     def _send(self, claimed: Claimed) -> None:
         try:
-            if self._webhooks.send(claimed, self._http, self._node):
-                self.sent += 1
-            else:
-                self.failed += 1
+            self._webhooks.send(claimed, self._http, self._node)
         except Exception:  # recording the attempt failed: the lease lets it be sent again
             log.exception("sending delivery %s failed", claimed.delivery.id)
         finally:

@@ -372,6 +372,24 @@ class WebhookRepository:
             )
         return moved
 
+    def ever_delivered(self, delivery_id: int) -> bool:
+        """Whether an attempt of this delivery was ever taken (a 2xx answer recorded)."""
+        a = t.webhook_attempts
+        found = self._conn.execute(
+            select(a.c.id)
+            .where(a.c.delivery_id == delivery_id, a.c.error.is_(None), a.c.status.is_not(None))
+            .limit(1)
+        ).first()
+        return found is not None
+
+    def unfinished(self) -> int:
+        """How many deliveries wait to be delivered (pending or being sent), everywhere."""
+        d = t.webhook_deliveries
+        found = self._conn.execute(
+            select(func.count()).select_from(d).where(d.c.state.in_(_UNFINISHED))
+        ).scalar_one()
+        return int(found)
+
     def redeliver(self, delivery: Delivery, now: datetime, give_up_at: datetime) -> bool:
         """Send again from now on (its time to give up starts anew); False if it moved meanwhile."""
         d = t.webhook_deliveries
