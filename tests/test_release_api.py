@@ -95,6 +95,53 @@ def test_a_bad_plan_is_refused_with_every_problem_named(server: Server) -> None:
         assert _default(server) == "off"
 
 
+def test_a_nul_in_a_plan_is_refused_at_its_field_not_at_body(server: Server) -> None:
+    """The earlier review: a NUL in a release plan was reported at path ``body``."""
+    with server.client() as api:
+        api.put(f"{ENV}/flags/checkout", json=FLAG)
+        plan = _plan()
+        plan["steps"][1]["hold"] = "1h\x00"
+        plan["guards"] = [{**GUARD, "name": "e\x00"}]
+        for body, path in (
+            ({"plan": {**plan, "guards": []}}, "plan.steps[1].hold"),
+            ({"plan": {**_plan(), "guards": plan["guards"]}}, "plan.guards[0].name"),
+            ({"plan": _plan(), "reason": "why\x00"}, "reason"),
+        ):
+            refused = api.post(
+                f"{ENV}/releases",
+                content=json.dumps(body),
+                headers={"Content-Type": "application/json"},
+            )
+            assert refused.status_code == 400, refused.text
+            assert [p["path"] for p in refused.json()["problems"]] == [path]
+            assert "NUL character" in refused.json()["problems"][0]["message"]
+        assert api.get(f"{ENV}/releases").json()["releases"] == []
+
+
+def test_a_release_whose_flag_is_deleted_aborts_naming_who_deleted_it(server: Server) -> None:
+    """The earlier review: the abort said only "the flag was deleted"."""
+    with server.client() as api:
+        api.put(f"{ENV}/flags/checkout", json=FLAG)
+        assert api.post(f"{ENV}/releases", json={"plan": _plan()}).status_code == 201
+        etag = api.get(f"{ENV}/flags/checkout").headers["etag"]
+        gone = api.delete(
+            f"{ENV}/flags/checkout", params={"reason": "cleanup"}, headers={"If-Match": etag}
+        )
+        assert gone.status_code == 204, gone.text
+
+        def aborted() -> dict[str, Any] | None:
+            shown = api.get(f"{ENV}/releases/r1").json()
+            return shown if shown["phase"] == "aborted" else None
+
+        from tests.server_process import wait_for
+
+        assert wait_for(lambda: aborted() is not None)
+        shown = aborted()
+        assert shown is not None
+        last = shown["state"]["history"][-1]
+        assert "deleted by admin (UNVEIL_ADMIN_TOKEN): cleanup" in json.dumps(last), last
+
+
 def test_stopping_is_never_harder_than_starting(server: Server) -> None:
     with server.client() as api:
         api.put(f"{ENV}/flags/checkout", json=FLAG)

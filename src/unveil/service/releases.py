@@ -636,7 +636,10 @@ class ReleaseService:
             return row, state
         event: Event
         if flag is None and not state.over:
-            event = Abort(release_actor(state.id), "the flag was deleted", keep_share=True)
+            last = work.audit.last_change_of(environment_id, state.plan.flag)
+            actor, why = last if last is not None else ("someone", None)
+            reason = f"the flag was deleted by {actor}" + (f": {why}" if why else "")
+            event = Abort(release_actor(state.id), reason, keep_share=True)
         elif _drives_flag(state):
             last = work.audit.last_change_of(environment_id, state.plan.flag)
             actor, why = last if last is not None else ("", None)
