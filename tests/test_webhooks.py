@@ -752,3 +752,57 @@ def test_the_secret_is_shown_once_and_never_again(tmp_path: Path, receiver: Rece
         reads += [json.dumps(r) for r in receiver.received()]
     assert all(secret not in read for read in reads)
     assert all(secret[6:] not in read for read in reads)
+
+
+def _cluster(server: Server) -> dict[str, Any]:
+    with server.client() as api:
+        found: dict[str, Any] = api.get("/api/v1/cluster").json()
+        return found
+
+
+def test_two_nodes_on_postgresql_the_other_delivers_each_event_once_when_the_leader_dies(
+    receiver: Receiver,
+) -> None:
+    """Two server processes on one database; the leader is killed -9 while its first
+    delivery hangs in the receiver (and before any is taken); the other node takes the
+    lead, sends that one again and the rest after it: each once, in order."""
+    from tests.server_process import postgres_database
+
+    receiver.start("--hang", "120")  # takes the leader's first attempt and never answers
+    with postgres_database() as url:
+        nodes = [start_server(url, None, True, *FAST)]
+        try:
+            nodes.append(start_server(url, None, False, *FAST))
+            assert wait_for(lambda: sum(_cluster(n)["leading"] for n in nodes) == 1)
+            leader = next(n for n in nodes if _cluster(n)["leading"])
+            other = next(n for n in nodes if n is not leader)
+            leader_node, other_node = _cluster(leader)["node"], _cluster(other)["node"]
+            with other.client() as api:  # changes through the node that does not deliver
+                hook = _subscribe(api, receiver.url, "flag.changed")
+                for i in range(5):
+                    _flag(api, f"two-{i}")
+                assert wait_for(lambda: _oldest(api, hook["id"])["state"] == "sending")
+                assert wait_for(lambda: len(_deliveries(api, hook["id"])) == 5)
+                assert [d["attempts"] for d in _deliveries(api, hook["id"])] == [[]] * 5
+            leader.kill()
+            receiver.stop()
+            receiver.start()  # the same port, answering now
+            with other.client() as api:
+                delivered = ["delivered"] * 5
+                assert wait_for(
+                    lambda: [d["state"] for d in _deliveries(api, hook["id"])] == delivered,
+                    timeout=60,
+                )
+                shown = list(reversed(_deliveries(api, hook["id"])))
+                assert _cluster(other)["leading"]
+            got = [json.loads(r["body"]) for r in receiver.received()]
+            assert [b["id"] for b in got] == [d["id"] for d in shown]  # each once, in order
+            assert [b["target"] for b in got] == [f"two-{i}" for i in range(5)]
+            for d in shown:  # every recorded attempt got through, sent by the new leader
+                assert [(a["status"], a["node"]) for a in d["attempts"]] == [(200, other_node)]
+            assert leader_node != other_node
+            # the claim the dead leader held was its first attempt: the retry is the second
+            assert shown[0]["attempts"][0]["number"] == 2
+        finally:
+            for node in nodes:
+                stop(node)
