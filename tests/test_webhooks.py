@@ -806,3 +806,22 @@ def test_two_nodes_on_postgresql_the_other_delivers_each_event_once_when_the_lea
         finally:
             for node in nodes:
                 stop(node)
+
+
+def test_the_cli_shows_urls_as_written_never_as_markup(tmp_path: Path) -> None:
+    """The review: ``unveil webhooks list`` crashed on a URL holding ``[/x]`` (Rich markup)."""
+    from click.testing import CliRunner
+
+    from tests.server_process import ADMIN_TOKEN
+    from unveil.cli.main import main
+
+    with serving(f"sqlite:///{tmp_path / 'unveil.db'}", *FAST) as server, server.client() as api:
+        odd = ["http://127.0.0.1:9/[/x]", "http://127.0.0.1:9/[bold]loud:smile:"]
+        for url in odd:
+            _subscribe(api, url, "flag.changed")
+        env = {"UNVEIL_URL": server.url, "UNVEIL_TOKEN": ADMIN_TOKEN}
+        env |= {"UNVEIL_PROJECT": "shop", "UNVEIL_CONFIG": "/none", "COLUMNS": "200"}
+        listed = CliRunner().invoke(main, ["webhooks", "list"], env=env)
+        assert listed.exit_code == 0, listed.output
+        for url in odd:
+            assert url in listed.output

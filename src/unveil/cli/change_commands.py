@@ -12,12 +12,12 @@ from typing import Any
 from urllib.parse import quote
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from unveil.cli.diff import diff_documents, diff_values, document_lines, field_lines
 from unveil.cli.errors import CliError, field
 from unveil.cli.remote import Remote, remote_options
+from unveil.cli.render import show_table
 
 __all__ = ["changes", "opened_request"]
 
@@ -87,7 +87,7 @@ def list_(remote: Remote, env: str, state: str | None) -> None:
             str(item.get("reason") or ""),
             str(item.get("outcome") or ""),
         )
-    Console().print(table)
+    show_table(table)
 
 
 @changes.command()

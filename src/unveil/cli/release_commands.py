@@ -21,13 +21,13 @@ from typing import Any
 from urllib.parse import quote
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from unveil.cli.change_commands import opened_request
 from unveil.cli.errors import CliError, field
 from unveil.cli.launch_commands import template_plan
 from unveil.cli.remote import Remote, remote_options
+from unveil.cli.render import show_table
 from unveil.cli.schedule_commands import When, post_schedule
 from unveil.core import InvalidDocument, Problem
 from unveil.release.plan import parse_plan
@@ -213,7 +213,7 @@ def list_(remote: Remote, env: str, flag: str | None, active: bool) -> None:
             f"{item.get('percent')}%",
             str(item.get("updated_at", ""))[:19],
         )
-    Console().print(table)
+    show_table(table)
 
 
 def _history(answer: Mapping[str, Any], last: int) -> None:

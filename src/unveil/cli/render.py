@@ -12,12 +12,24 @@ import io
 import json
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
 from ruamel.yaml import YAML
 
 from unveil.core import InvalidDocument
 from unveil.sdk.files import read_data
 
-__all__ = ["yaml_text"]
+__all__ = ["show_table", "yaml_text"]
+
+
+def show_table(table: Table) -> None:
+    """Print a table of what the server holds, every cell as the text it is.
+
+    Rich reads ``[...]`` in a string as markup and ``:name:`` as an emoji, so a
+    webhook URL ``http://x/[/x]`` crashed ``unveil webhooks list`` and
+    ``[bold]`` in a reason restyled it: values people wrote are never markup.
+    """
+    Console(markup=False, emoji=False, highlight=False).print(table)
 
 
 def yaml_text(data: Any) -> str:

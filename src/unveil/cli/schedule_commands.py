@@ -14,12 +14,12 @@ from typing import Any
 from urllib.parse import quote
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from unveil.cli.change_commands import opened_request
 from unveil.cli.errors import field
 from unveil.cli.remote import Remote, remote_options
+from unveil.cli.render import show_table
 
 __all__ = ["When", "post_schedule", "schedule_options", "schedules"]
 
@@ -125,7 +125,7 @@ def list_(remote: Remote, env: str, state: str | None) -> None:
             str(item.get("undoes") or ""),
             str(item.get("outcome") or ""),
         )
-    Console().print(table)
+    show_table(table)
 
 
 @schedules.command()

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from unveil.cli.change_commands import opened_request
@@ -30,7 +29,7 @@ from unveil.cli.diff import (
 )
 from unveil.cli.errors import BadAnswer, CliError, Refused, RemoteError, field, refused_message
 from unveil.cli.remote import Remote, remote_options
-from unveil.cli.render import yaml_text
+from unveil.cli.render import show_table, yaml_text
 from unveil.cli.schedule_commands import When, post_schedule, schedule_options
 from unveil.core import InvalidDocument, document_to_data, parse_document
 from unveil.sdk.files import dump_document, format_of, load_document
@@ -123,7 +122,7 @@ def list_(remote: Remote, env: str) -> None:
             shown,
             str(field(item, "version", int, "flag list")),
         )
-    Console().print(table)
+    show_table(table)
 
 
 @flags.command()

@@ -11,11 +11,11 @@ from typing import Any
 from urllib.parse import quote
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from unveil.cli.errors import field
 from unveil.cli.remote import Remote, remote_options
+from unveil.cli.render import show_table
 
 __all__ = ["webhooks"]
 
@@ -76,7 +76,7 @@ def list_(remote: Remote) -> None:
             ", ".join(str(e) for e in envs) if isinstance(envs, list) else "all",
             str(item.get("format")),
         )
-    Console().print(table)
+    show_table(table)
 
 
 @webhooks.command()
@@ -125,7 +125,7 @@ def deliveries(remote: Remote, webhook_id: int, limit: int) -> None:
             _last_answer(item),
             str(item.get("next_attempt_at") or "-")[:19],
         )
-    Console().print(table)
+    show_table(table)
 
 
 @webhooks.command()
