@@ -68,6 +68,20 @@ def test_no_request_gets_a_server_error(
         checked.append(f"{operation.method.upper()} {operation.path}")
     assert len(checked) >= 20
     assert broken_inputs >= 10  # most operations take input that can be broken
+    # issue 13: schedules, approvals and webhooks are in the run
+    hooks = "/api/v1/projects/{project}/webhooks"
+    env = "/api/v1/projects/{project}/environments/{env}"
+    for needed in (
+        f"POST {hooks}",
+        f"GET {hooks}/{{webhook_id}}/deliveries",
+        f"POST {hooks}/{{webhook_id}}/deliveries/{{delivery_id}}/redeliver",
+        f"DELETE {hooks}/{{webhook_id}}",
+        f"POST {env}/schedules",
+        f"POST {env}/schedules/{{schedule_id}}/cancel",
+        f"POST {env}/changes/{{change_id}}/approve",
+        f"PUT {env}/settings",
+    ):
+        assert needed in checked, (needed, checked)
 
 
 def test_the_openapi_document_describes_the_api(running: Any) -> None:
