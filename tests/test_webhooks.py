@@ -825,3 +825,52 @@ def test_the_cli_shows_urls_as_written_never_as_markup(tmp_path: Path) -> None:
         assert listed.exit_code == 0, listed.output
         for url in odd:
             assert url in listed.output
+
+
+def test_the_docs_webhook_commands_run_as_written(tmp_path: Path, receiver: Receiver) -> None:
+    """docs/governance.md followed literally: its ``unveil webhooks`` lines, with the
+    example URLs pointed at a real receiver and the example ids at the real ones."""
+    import shlex
+
+    from click.testing import CliRunner
+
+    from tests.server_process import ADMIN_TOKEN
+    from unveil.cli.main import main
+
+    doc = GOVERNANCE.read_text()
+    assert all(f"\n## {part}\n" in doc for part in ("Schedules", "Approvals", "Webhooks"))
+    block = doc[doc.index("### Subscribing") :]
+    block = block[block.index("```\n") + 4 : block.index("\n```", block.index("```\n"))]
+    lines = [line for line in block.splitlines() if line.startswith("unveil webhooks ")]
+    assert [line.split()[2] for line in lines] == [
+        "add",
+        "add",
+        "list",
+        "deliveries",
+        "redeliver",
+        "remove",
+    ]
+    receiver.start()
+    with serving(f"sqlite:///{tmp_path / 'unveil.db'}", *FAST) as server, server.client() as api:
+        env = {"UNVEIL_URL": server.url, "UNVEIL_TOKEN": ADMIN_TOKEN}
+        env |= {"UNVEIL_PROJECT": "shop", "UNVEIL_CONFIG": "/none", "COLUMNS": "200"}
+        ids: dict[str, str] = {}
+        _flag(api, "documented")  # made before subscribing: not announced
+        for line in lines:
+            words = shlex.split(line)[1:]
+            words = [receiver.url if w.startswith("https://hooks.") else w for w in words]
+            if words[1] in ("deliveries", "redeliver", "remove"):
+                words[2] = ids["hook"]  # the doc's 3
+            if words[1] == "redeliver":
+                _flag(api, "documented", enabled=False)  # a switch-off: both subscribed to it
+                assert wait_for(lambda: len(receiver.received()) == 2)
+                first = int(ids["hook"])
+                assert wait_for(lambda hook=first: _oldest(api, hook)["state"] == "delivered")
+                words[3] = str(_deliveries(api, first)[0]["id"])  # the doc's 41
+            done = CliRunner().invoke(main, words, env=env)
+            assert done.exit_code == 0, (line, done.output)
+            if words[1] == "add":
+                ids.setdefault("hook", done.output.split()[1])
+        assert wait_for(lambda: len(receiver.received()) == 3)  # the redelivery
+        left = api.get(HOOKS).json()["webhooks"]
+        assert [h["format"] for h in left] == ["slack"]  # the first was removed
