@@ -4,8 +4,9 @@ Starts a real server process (SQLite in a temporary folder) and a real
 receiver process (tests/webhook_receiver.py) on loopback, then makes N flag
 writes one at a time through the admin API in each of three setups and
 prints p50, p99 and max of the PUT's answer time. The hanging receiver
-accepts every delivery and answers nothing for 60 s: the writes must not
-notice.
+accepts every delivery and answers nothing for 60 s, the dripping one
+answers a byte every half second for ever, the huge one 1 GiB: the writes
+must not notice.
 
     .venv/bin/python bench/webhook_latency.py [--writes 100]
 """
@@ -73,6 +74,8 @@ def main() -> None:
                     ("no webhook", None),
                     ("answering", ()),
                     ("hanging 60 s", ("--hang", "60")),
+                    ("dripping", ("--drip", "0.5")),
+                    ("huge answer", ("--huge", "1024")),
                 ]
                 for name, receiver_options in setups:
                     hook = None

@@ -38,6 +38,12 @@ def main() -> None:
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
+            try:
+                self._take()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the sender hung up (cut off, or did not read the huge answer)
+
+        def _take(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
             if options.hang:
