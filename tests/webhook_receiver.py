@@ -16,6 +16,7 @@ that many MiB, written as fast as it is read. It prints "ready" once listening.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import threading
@@ -38,10 +39,9 @@ def main() -> None:
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            try:
+            # the sender may hang up (cut off, or not reading the huge answer): that is fine
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 self._take()
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the sender hung up (cut off, or did not read the huge answer)
 
         def _take(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
