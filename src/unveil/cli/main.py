@@ -242,6 +242,8 @@ def db_upgrade(data_dir: Path, database_url: str | None) -> None:
 )
 @click.option("--stale-check", default=3600.0, type=click.FloatRange(0.05, 86_400), hidden=True)
 @click.option("--webhook-deadline", default=30.0, type=click.FloatRange(0.5, 600), hidden=True)
+# below the 60 s lease of a claimed delivery: an attempt always ends before another may begin
+@click.option("--webhook-deadline", default=30.0, type=click.FloatRange(0.5, 50), hidden=True)
 @click.option(
     "--document-limit",
     default=16,
