@@ -332,13 +332,25 @@ def test_a_slack_subscription_gets_one_line_of_text(database_url: str, receiver:
     with serving(database_url, *FAST) as server, server.client() as api:
         _subscribe(api, receiver.url, "flag.switched_off", format="slack")
         _flag(api, "pay")  # a change that is not a switch-off: not sent
-        _flag(api, "pay", enabled=False)
+        current = api.get(f"{ENV}/flags/pay")
+        off = api.put(
+            f"{ENV}/flags/pay",
+            json={"default": "off", "enabled": False},
+            headers={"If-Match": current.headers["etag"]},
+            params={"reason": "<!channel> see <https://evil.example|the runbook> & more"},
+        )
+        assert off.status_code == 200, off.text
         assert wait_for(lambda: len(receiver.received()) == 1)
         text = json.loads(receiver.received()[0]["body"])
         assert list(text) == ["text"]
         assert "flag.switched_off" in text["text"]
         assert "pay" in text["text"]
         assert "shop/production" in text["text"]
+        # the review: a reason's Slack markup pinged the channel; it is shown as written
+        assert text["text"].endswith(
+            "&lt;!channel&gt; see &lt;https://evil.example|the runbook&gt; &amp; more"
+        )
+        assert "<" not in text["text"]
 
 
 def test_environments_filter_and_removal(database_url: str, receiver: Receiver) -> None:

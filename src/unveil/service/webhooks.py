@@ -180,9 +180,16 @@ def _slack_text(payload: Mapping[str, Any]) -> str:
     return text
 
 
+def _slack_escaped(text: str) -> str:
+    """Text Slack shows as written: ``<!channel>``, ``<@U1>`` and ``<url|label>`` in a
+    reason would otherwise ping everyone or dress up a link; Slack asks for these three."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack_body(payload: Mapping[str, Any]) -> bytes:
-    """A Slack-style incoming webhook's message: one line of text."""
-    return json.dumps({"text": _slack_text(payload)}, separators=(",", ":")).encode()
+    """A Slack-style incoming webhook's message: one line of text, none of it markup."""
+    text = _slack_escaped(_slack_text(payload))
+    return json.dumps({"text": text}, separators=(",", ":")).encode()
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
