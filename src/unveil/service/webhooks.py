@@ -576,8 +576,12 @@ class WebhookService:
 
     def claim(self, epoch: int, limit: int) -> list[Claimed]:
         now = datetime.now(UTC)
+        with self.store.reading() as r:  # the search holds no write lock (SQLite has one)
+            rows = r.webhooks.due(now, epoch, limit)
+        if not rows:
+            return []
         with self.store.unit_of_work() as work:
-            return work.webhooks.claim_due(now, epoch, now + LEASE, limit)
+            return work.webhooks.take(rows, epoch, now + LEASE)
 
     def send(self, claimed: Claimed, http: httpx.Client, node: str) -> bool:
         """One attempt, recorded with its answer; whether the receiver took it."""

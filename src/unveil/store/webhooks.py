@@ -274,25 +274,18 @@ class WebhookRepository:
             )
         return found
 
-    def claim_due(
-        self, now: datetime, epoch: int, lease_until: datetime, limit: int
-    ) -> list[Claimed]:
-        """Take deliveries to send once under ``epoch``: per subscription its oldest unfinished.
+    def due(self, now: datetime, epoch: int, limit: int) -> list[Any]:
+        """Deliveries to send now (rows with their subscription's url, secret and format).
 
-        Due: pending and its time come, or left sending by an earlier leadership
-        or past its lease (its sender died: it is sent again).
+        Per subscription only its oldest unfinished delivery is a candidate
+        (the heads: one aggregate over the unfinished, not a look behind each
+        of them, so that a backlog of a hundred thousand costs one scan). Due:
+        pending and its time come, or left sending by an earlier leadership or
+        past its lease (its sender died: it is sent again). Only reads: the
+        leader reads outside the write lock and takes the rows with ``take``.
         """
         d = t.webhook_deliveries
-        earlier = d.alias("earlier")
-        head = ~(
-            select(earlier.c.id)
-            .where(
-                earlier.c.webhook_id == d.c.webhook_id,
-                earlier.c.id < d.c.id,
-                earlier.c.state.in_(_UNFINISHED),
-            )
-            .exists()
-        )
+        heads = select(func.min(d.c.id)).where(d.c.state.in_(_UNFINISHED)).group_by(d.c.webhook_id)
         due = or_(
             and_(d.c.state == PENDING, d.c.next_at <= now),
             and_(
@@ -300,13 +293,23 @@ class WebhookRepository:
                 or_(d.c.epoch.is_(None), d.c.epoch < epoch, d.c.lease_until < now),
             ),
         )
-        rows = self._conn.execute(
-            select(d, t.webhooks.c.url, t.webhooks.c.secret, t.webhooks.c.format)
-            .join(t.webhooks, t.webhooks.c.id == d.c.webhook_id)
-            .where(due, head)
-            .order_by(d.c.id)
-            .limit(limit)
-        ).all()
+        return list(
+            self._conn.execute(
+                select(d, t.webhooks.c.url, t.webhooks.c.secret, t.webhooks.c.format)
+                .join(t.webhooks, t.webhooks.c.id == d.c.webhook_id)
+                .where(d.c.id.in_(heads), due)
+                .order_by(d.c.id)
+                .limit(limit)
+            ).all()
+        )
+
+    def take(self, rows: list[Any], epoch: int, lease_until: datetime) -> list[Claimed]:
+        """Claim the rows ``due`` read, each by compare-and-set: one attempt under ``epoch``.
+
+        A row that moved since it was read (another node claimed it, it was
+        sent, removed or redelivered) is left alone.
+        """
+        d = t.webhook_deliveries
         claimed = []
         for row in rows:
             moved = self._conn.execute(
