@@ -873,6 +873,8 @@ def test_the_docs_webhook_commands_run_as_written(tmp_path: Path, receiver: Rece
             words = [receiver.url if w.startswith("https://hooks.") else w for w in words]
             if words[1] in ("deliveries", "redeliver", "remove"):
                 words[2] = ids["hook"]  # the doc's 3
+            if words[1] == "remove":  # removing drops what is not yet sent: the redelivery first
+                assert wait_for(lambda: len(receiver.received()) == 3)
             if words[1] == "redeliver":
                 _flag(api, "documented", enabled=False)  # a switch-off: both subscribed to it
                 assert wait_for(lambda: len(receiver.received()) == 2)
@@ -883,6 +885,30 @@ def test_the_docs_webhook_commands_run_as_written(tmp_path: Path, receiver: Rece
             assert done.exit_code == 0, (line, done.output)
             if words[1] == "add":
                 ids.setdefault("hook", done.output.split()[1])
-        assert wait_for(lambda: len(receiver.received()) == 3)  # the redelivery
+        assert len(receiver.received()) == 3  # the switch-off to each, and the redelivery
         left = api.get(HOOKS).json()["webhooks"]
         assert [h["format"] for h in left] == ["slack"]  # the first was removed
+
+
+def test_a_refused_scheduled_change_reaches_a_receiver_as_schedule_failed(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    receiver.start()
+    with serving(f"sqlite:///{tmp_path / 'unveil.db'}", *FAST) as server, server.client() as api:
+        _flag(api, "promo")
+        _subscribe(api, receiver.url, "schedule.applied", "schedule.failed")
+        at = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+        made = api.post(
+            f"{ENV}/schedules",
+            json={"action": "flag.put", "key": "promo", "data": {"default": "on"}, "at": at},
+        )
+        assert made.status_code == 201, made.text
+        _flag(api, "promo", default={"rollout": {"on": 10, "off": 90}})  # the same field, by hand
+        assert wait_for(lambda: len(receiver.received()) == 1)
+        body = json.loads(receiver.received()[0]["body"])
+        assert (body["event"], body["target"]) == ("schedule.failed", "promo")
+        assert body["actor"] == f"schedule:{made.json()['id']}"
+        shown = api.get(f"{ENV}/schedules/{made.json()['id']}").json()
+        assert shown["state"] == "failed"
