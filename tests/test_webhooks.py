@@ -676,14 +676,14 @@ def _by_outcome(server: Server) -> dict[str, float]:
 def test_metrics_count_deliveries_by_outcome_the_waiting_and_the_latency(
     tmp_path: Path, receiver: Receiver
 ) -> None:
-    extra = (*FAST, "--webhook-give-up", "2")
+    extra = (*FAST, "--webhook-give-up", "4")
     with serving(f"sqlite:///{tmp_path / 'unveil.db'}", *extra) as server, server.client() as api:
         assert _by_outcome(server) == {"delivered": 0, "failed": 0, "given_up": 0}
         hook = _subscribe(api, receiver.url, "flag.changed")
         _flag(api, "lost")  # nobody listens: tried again and again, then given up
         assert wait_for(lambda: _by_outcome(server)["failed"] >= 2)
         assert _metric(server, "unveil_webhook_waiting") == 1.0
-        assert wait_for(lambda: _by_outcome(server)["given_up"] == 1, timeout=20)
+        assert wait_for(lambda: _by_outcome(server)["given_up"] == 1, timeout=40)
         assert _metric(server, "unveil_webhook_waiting") == 0.0
         failed = _by_outcome(server)["failed"]
         recorded = sum(len(d["attempts"]) for d in _deliveries(api, hook["id"]))
