@@ -241,7 +241,6 @@ def db_upgrade(data_dir: Path, database_url: str | None) -> None:
     "--webhook-give-up", default=86_400.0, type=click.FloatRange(1, 7 * 86_400), hidden=True
 )
 @click.option("--stale-check", default=3600.0, type=click.FloatRange(0.05, 86_400), hidden=True)
-@click.option("--webhook-deadline", default=30.0, type=click.FloatRange(0.5, 600), hidden=True)
 # below the 60 s lease of a claimed delivery: an attempt always ends before another may begin
 @click.option("--webhook-deadline", default=30.0, type=click.FloatRange(0.5, 50), hidden=True)
 @click.option(
