@@ -195,9 +195,10 @@ def _sqlite(tmp_path: Path) -> Engine:
     return make_engine(url)
 
 
-def test_an_events_file_of_schema_1_is_upgraded_to_2_keeping_its_counts(tmp_path: Path) -> None:
+def test_an_events_file_of_schema_1_is_upgraded_keeping_its_counts(tmp_path: Path) -> None:
     """The events file has its own schema version (PRAGMA user_version): 1 held only
-    the counts per minute; 2 adds the windows, and the old counts stay."""
+    the counts per minute; 2 adds the windows, 3 the experiments' examples, and the
+    old counts stay."""
     events_file = tmp_path / "unveil-events.db"
     with sqlite3.connect(events_file) as db:  # as version 1 of the file left it
         db.execute(
@@ -225,14 +226,14 @@ def test_an_events_file_of_schema_1_is_upgraded_to_2_keeping_its_counts(tmp_path
         counts.close()
         engine.dispose()
     with sqlite3.connect(events_file) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
     db.close()
 
 
 def test_an_events_file_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
     events_file = tmp_path / "unveil-events.db"
     with sqlite3.connect(events_file) as db:
-        db.execute("PRAGMA user_version = 3")
+        db.execute("PRAGMA user_version = 4")
     db.close()
     engine = _sqlite(tmp_path)
     try:

@@ -34,24 +34,70 @@ or a summary of several values the SDK summed up: ``count``, ``sum`` and
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
 import time
 import unicodedata
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from unveil.core import Problem
 from unveil.core.logbuckets import OVERFLOW, bucket_of
 from unveil.core.timestamps import parse_instant
 from unveil.service.errors import Invalid, Overloaded
-from unveil.store.events import FINE, Cell, EventCounts, Refused, Unavailable
+from unveil.store.events import (
+    EXAMPLES_KEPT,
+    FINE,
+    Cell,
+    EventCounts,
+    Example,
+    Refused,
+    Unavailable,
+)
 
-__all__ = ["EXPOSURE", "MAX_BATCH", "EventIntake", "parse_batch"]
+__all__ = [
+    "CANDIDATE",
+    "CONTROL",
+    "DURATION",
+    "ERROR_TYPE",
+    "EXPOSURE",
+    "MAX_BATCH",
+    "MAX_EXAMPLE",
+    "OUTCOMES",
+    "Batch",
+    "EventIntake",
+    "outcome_metric",
+    "parse_batch",
+    "parse_events",
+]
 
 EXPOSURE = "$exposure"
+#: The prefix of every metric name the server keeps for itself (SDK metrics may not use it).
+RESERVED = "$"
+#: How an experiment's runs may end (one outcome per run), in the order reports show them.
+OUTCOMES = ("match", "mismatch", "ignored", "error", "timeout", "skipped")
+#: The two paths of an experiment, stored as the variants of its windows.
+CONTROL = "control"
+CANDIDATE = "candidate"
+#: The metric of both paths' durations in milliseconds (variant: control or candidate).
+DURATION = "$experiment.ms"
+#: The metric of the candidate's errors, one variant per exception type name.
+ERROR_TYPE = "$experiment.error_type"
+#: The largest control or candidate value of a mismatch example, as UTF-8 JSON.
+MAX_EXAMPLE = 4096
+#: What one held example costs in memory beyond its texts.
+_EXAMPLE_OVERHEAD = 300
+
+
+def outcome_metric(outcome: str) -> str:
+    """The metric that counts an experiment's runs of one outcome (variant: candidate)."""
+    return f"$experiment.{outcome}"
+
+
 #: The most events one batch may carry.
 MAX_BATCH = 1_000
 #: The longest flag, variant or metric name (the columns hold 200 characters).
@@ -201,8 +247,21 @@ def _summary(
     return total, sum(buckets.values()), buckets
 
 
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What a batch adds: counts, and experiments' mismatch examples."""
+
+    counts: list[_Count]
+    examples: list[Example]
+
+
 def parse_batch(data: object, now: float) -> list[_Count]:
     """The counts a batch adds; ``Invalid`` names every bad field, and nothing is taken."""
+    return parse_events(data, now).counts
+
+
+def parse_events(data: object, now: float) -> Batch:
+    """What a batch adds; ``Invalid`` names every bad field, and nothing of it is taken."""
     problems: list[Problem] = []
     if not isinstance(data, Mapping) or not isinstance(data.get("events"), list):
         raise Invalid((Problem("events", "must be a list of events"),))
@@ -210,6 +269,7 @@ def parse_batch(data: object, now: float) -> list[_Count]:
     if len(events) > MAX_BATCH:
         raise Invalid((Problem("events", f"at most {MAX_BATCH} events per batch"),))
     counts: list[_Count] = []
+    examples: list[Example] = []
     for i, event in enumerate(events):
         path = f"events[{i}]"
         if not isinstance(event, Mapping):
@@ -223,6 +283,10 @@ def parse_batch(data: object, now: float) -> list[_Count]:
             counts.append(_Count(flag, variant, EXPOSURE, 1.0, at))
         elif kind == "metric":
             metric = _name(event.get("metric"), f"{path}.metric", problems)
+            if metric.startswith(RESERVED):
+                problems.append(
+                    Problem(f"{path}.metric", f"names starting with {RESERVED!r} are the server's")
+                )
             summary = _summary(event, path, problems)
             if summary is None:
                 continue
@@ -238,15 +302,148 @@ def parse_batch(data: object, now: float) -> list[_Count]:
                 flag_key = _name(flag, vpath, problems)
                 variant_name = _name(variant, vpath, problems)
                 counts.append(_Count(flag_key, variant_name, metric, number, at, many, buckets))
+        elif kind == "experiment":
+            counts.extend(_experiment(event, path, at, problems))
+        elif kind == "mismatch":
+            example = _mismatch(event, path, at, problems)
+            if example is not None:
+                examples.append(example)
         else:
-            problems.append(Problem(f"{path}.kind", "must be 'exposure' or 'metric'"))
+            problems.append(
+                Problem(f"{path}.kind", "must be 'exposure', 'metric', 'experiment' or 'mismatch'")
+            )
     if problems:
         raise Invalid(tuple(problems))
-    return counts
+    return Batch(counts, examples)
+
+
+def _runs(raw: object, path: str, problems: list[Problem]) -> int | None:
+    if raw.__class__ is not int or not 0 <= raw <= MAX_SUMMARY:
+        problems.append(Problem(path, f"must be a whole number from 0 to {MAX_SUMMARY}"))
+        return None
+    return int(raw)
+
+
+def _experiment(
+    event: Mapping[str, Any], path: str, at: float, problems: list[Problem]
+) -> list[_Count]:
+    """The counts of an ``experiment`` event: outcomes, error types and both durations."""
+    before = len(problems)
+    name = _name(event.get("experiment"), f"{path}.experiment", problems)
+    raw = event.get("outcomes")
+    outcomes: dict[str, int] = {}
+    if not isinstance(raw, Mapping):
+        problems.append(Problem(f"{path}.outcomes", "must map outcomes to run counts"))
+    else:
+        for key, n in raw.items():
+            where = f"{path}.outcomes.{key}"
+            if key not in OUTCOMES:
+                problems.append(Problem(where, f"is not an outcome (one of {', '.join(OUTCOMES)})"))
+                continue
+            runs = _runs(n, where, problems)
+            if runs is not None:
+                outcomes[key] = runs
+        if len(problems) == before and not any(outcomes.values()):
+            problems.append(Problem(f"{path}.outcomes", "must count at least one run"))
+    outcomes_read = len(problems) == before
+    errors: dict[str, int] = {}
+    raw_errors = event.get("errors", {})
+    if not isinstance(raw_errors, Mapping):
+        problems.append(Problem(f"{path}.errors", "must map exception type names to counts"))
+    else:
+        errors_from = len(problems)
+        for key, n in raw_errors.items():
+            where = f"{path}.errors.{key}"
+            type_name = _name(key, where, problems)
+            runs = _runs(n, where, problems)
+            if type_name and runs:
+                errors[type_name] = runs
+        errors_read = len(problems) == errors_from
+        if outcomes_read and errors_read and sum(errors.values()) != outcomes.get("error", 0):
+            problems.append(
+                Problem(
+                    f"{path}.errors",
+                    f"must count {outcomes.get('error', 0)} errors in all (outcomes.error), "
+                    f"not {sum(errors.values())}",
+                )
+            )
+    durations: list[_Count] = []
+    for field, variant in (("control_ms", CONTROL), ("candidate_ms", CANDIDATE)):
+        summary = event.get(field)
+        if summary is None:
+            continue
+        where = f"{path}.{field}"
+        if not isinstance(summary, Mapping) or "buckets" not in summary:
+            problems.append(Problem(where, "must be a summary: count, sum and buckets"))
+            continue
+        read = _summary(summary, where, problems)
+        if read is not None:
+            total, many, buckets = read
+            durations.append(_Count(name, variant, DURATION, total, at, many, buckets))
+    if len(problems) > before:
+        return []
+    found = [
+        _Count(name, CANDIDATE, outcome_metric(outcome), float(n), at, n)
+        for outcome, n in outcomes.items()
+        if n
+    ]
+    found += [
+        _Count(name, type_name, ERROR_TYPE, float(n), at, n) for type_name, n in errors.items()
+    ]
+    return found + durations
+
+
+def _example_json(raw: object, path: str, problems: list[Problem]) -> str | None:
+    try:
+        text = json.dumps(raw, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError:  # a NaN or infinity (JSON has none; the parser may let them in)
+        problems.append(Problem(path, "must be JSON (no NaN or infinity)"))
+        return None
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        problems.append(Problem(path, "must not contain a lone surrogate (it is not text)"))
+        return None
+    if size > MAX_EXAMPLE:
+        problems.append(Problem(path, f"is {size} bytes as JSON, more than {MAX_EXAMPLE}"))
+        return None
+    return text
+
+
+def _mismatch(
+    event: Mapping[str, Any], path: str, at: float, problems: list[Problem]
+) -> Example | None:
+    """A ``mismatch`` event as an example to keep (its environment is set by the intake)."""
+    before = len(problems)
+    name = _name(event.get("experiment"), f"{path}.experiment", problems)
+    context = event.get("context")
+    if context is not None:
+        context = _name(context, f"{path}.context", problems) or None
+    values: list[str] = []
+    for field in ("control", "candidate"):
+        if field not in event:
+            problems.append(Problem(f"{path}.{field}", "is required (the value as JSON)"))
+            continue
+        value = _example_json(event[field], f"{path}.{field}", problems)
+        if value is not None:
+            values.append(value)
+    if len(problems) > before:
+        return None
+    return Example(0, name, at, context, values[0], values[1])
 
 
 def _cost(cell: Cell, buckets: int = 0) -> int:
     return _CELL_OVERHEAD + len(cell[2]) + len(cell[3]) + len(cell[4]) + buckets * _BUCKET_OVERHEAD
+
+
+def _example_cost(example: Example) -> int:
+    return (
+        _EXAMPLE_OVERHEAD
+        + len(example.experiment)
+        + len(example.control)
+        + len(example.candidate)
+        + len(example.context or "")
+    )
 
 
 def _series(cell: Cell) -> Cell:
@@ -283,6 +480,7 @@ class EventIntake:
         self._clock = clock
         self._lock = threading.Lock()
         self._cells: dict[Cell, _Sums] = {}
+        self._examples: dict[tuple[int, str], deque[Example]] = {}
         self._bytes = 0  # of the cells held and of those being written
         self._series: dict[int, _Series] = {}
         self._stopping = False
@@ -322,7 +520,9 @@ class EventIntake:
     def accept(self, environment_id: int, data: object) -> int:
         """Take a batch: how many events were taken; ``Invalid`` if bad, ``Overloaded`` if busy."""
         now = self._clock()
-        counts = parse_batch(data, now)
+        parsed = parse_events(data, now)
+        counts = parsed.counts
+        examples = [replace(x, environment_id=environment_id) for x in parsed.examples]
         folded: dict[Cell, _Sums] = {}
         for c in counts:
             cell = (environment_id, int(c.at // FINE) * FINE, c.flag, c.variant, c.metric)
@@ -348,6 +548,7 @@ class EventIntake:
                     max(1, 60 - int(now) % 60),
                 )
             added = sum(self._growth(cell, sums) for cell, sums in folded.items())
+            added += sum(_example_cost(x) for x in examples)
             if self._bytes + added > self._max_bytes:
                 self.refused += 1
                 raise Overloaded("too many events waiting to be written; retry shortly", 1)
@@ -359,7 +560,18 @@ class EventIntake:
                     self._cells[cell] = sums
                 else:
                     held.add(sums.count, sums.total, sums.buckets)
+            for example in examples:
+                self._hold_example(example)
         return len(data["events"]) if isinstance(data, Mapping) else 0
+
+    def _hold_example(self, example: Example) -> None:
+        """Hold an example to write, at most the latest ``EXAMPLES_KEPT`` per experiment
+        (older ones would be trimmed as they are written anyway). The lock is held."""
+        key = (example.environment_id, example.experiment)
+        held = self._examples.setdefault(key, deque())
+        held.append(example)
+        if len(held) > EXAMPLES_KEPT:
+            self._bytes -= _example_cost(held.popleft())
 
     def _growth(self, cell: Cell, sums: _Sums) -> int:
         """What holding these sums adds to memory (the lock held)."""
@@ -390,7 +602,9 @@ class EventIntake:
                 pause *= 2
         with self._lock:
             lost = sum(sums.count for sums in self._cells.values())
+            lost += sum(len(held) for held in self._examples.values())
             self._cells.clear()
+            self._examples.clear()
             self._bytes = 0
         self.lost_events += lost
         log.error("the database stayed away: %s acknowledged events were not counted", lost)
@@ -400,6 +614,12 @@ class EventIntake:
         with self._writing:
             with self._lock:
                 cells, self._cells = self._cells, {}
+                held, self._examples = self._examples, {}
+            examples = [x for key in sorted(held) for x in held[key]]
+            if examples and not self._write_examples(examples):
+                self._keep_examples(examples)
+                self._keep(sorted(cells.items()))
+                return False
             rows = sorted(cells.items())
             for start in range(0, len(rows), _CHUNK):  # sorted: nodes lock rows in one order
                 try:
@@ -428,6 +648,40 @@ class EventIntake:
             self.rejected_events += sums.count
             log.warning("the database refused the event counts of %r: %s", cell, exc)
         self._release(rows)
+
+    def _write_examples(self, examples: Sequence[Example]) -> bool:
+        """Write examples; False if the database is away. Refused ones are dropped, counted."""
+        try:
+            self._store.add_examples(examples)
+        except Unavailable as exc:
+            log.warning("writing mismatch examples failed (%s); keeping them for later", exc)
+            return False
+        except Refused as exc:
+            if len(examples) > 1:
+                half = len(examples) // 2
+                first = self._write_examples(examples[:half])
+                second = self._write_examples(examples[half:])
+                return first and second
+            self.rejected_rows += 1
+            self.rejected_events += 1
+            log.warning("the database refused a mismatch example of %r: %s", examples[0], exc)
+        freed = sum(_example_cost(x) for x in examples)
+        with self._lock:
+            self._bytes -= freed
+        return True
+
+    def _keep_examples(self, examples: Sequence[Example]) -> None:
+        """Put unwritten examples back before any that came meanwhile (the lock is free)."""
+        with self._lock:
+            newer, self._examples = self._examples, {}
+            for example in examples:
+                self._hold_example(example)
+            for key in sorted(newer):
+                for example in newer[key]:
+                    self._examples.setdefault(key, deque()).append(example)
+                    held = self._examples[key]
+                    if len(held) > EXAMPLES_KEPT:
+                        self._bytes -= _example_cost(held.popleft())
 
     def _release(self, rows: Sequence[tuple[Cell, _Sums]]) -> None:
         freed = sum(_cost(cell, len(sums.buckets)) for cell, sums in rows)

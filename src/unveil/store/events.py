@@ -44,8 +44,10 @@ from unveil.store.database import make_engine, reader
 __all__ = [
     "FINE",
     "HOUR",
+    "EXAMPLES_KEPT",
     "Cell",
     "EventCounts",
+    "Example",
     "Refused",
     "Unavailable",
     "Window",
@@ -60,11 +62,13 @@ Cell = tuple[int, int, str, str, str]
 FINE = 10
 HOUR = 3600
 #: the schema version of a SQLite events file (PRAGMA user_version): 1 had only
-#: event_counts, 2 adds the windows
-_EVENTS_SCHEMA = 2
+#: event_counts, 2 adds the windows, 3 the experiments' mismatch examples
+_EVENTS_SCHEMA = 3
+#: mismatch examples kept per environment and experiment (the latest ones)
+EXAMPLES_KEPT = 50
 _KEY = ["environment_id", "minute", "flag", "variant", "metric"]
 _WINDOW_KEY = ["environment_id", "flag", "metric", "seconds", "start", "variant"]
-_TABLES = (t.event_counts, t.metric_windows, t.metric_buckets)
+_TABLES = (t.event_counts, t.metric_windows, t.metric_buckets, t.experiment_examples)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,18 @@ class Window:
     count: int
     total: float
     buckets: Mapping[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One mismatch example of an experiment, its two values as JSON text."""
+
+    environment_id: int
+    experiment: str
+    at: float  # epoch seconds
+    context: str | None
+    control: str
+    candidate: str
 
 
 class Unavailable(Exception):
@@ -309,6 +325,96 @@ class EventCounts:
             for r in rows
         ]
 
+    def add_examples(self, examples: Sequence[Example]) -> None:
+        """Store mismatch examples and trim each experiment to its latest ``EXAMPLES_KEPT``.
+
+        One short transaction, like ``add``, with the same two errors.
+        """
+        if not examples:
+            return
+        e = t.experiment_examples.c
+        rows = [
+            {
+                "environment_id": x.environment_id,
+                "experiment": x.experiment,
+                "at": x.at,
+                "context": x.context,
+                "control": x.control,
+                "candidate": x.candidate,
+            }
+            for x in examples
+        ]
+        touched = sorted({(x.environment_id, x.experiment) for x in examples})
+        try:
+            with self.engine.begin() as conn:
+                if self._postgres:
+                    conn.execute(text("SET LOCAL lock_timeout = '2s'"))
+                    conn.execute(text("SET LOCAL statement_timeout = '10s'"))
+                conn.execute(t.experiment_examples.insert(), rows)
+                for env, experiment in touched:
+                    mine = [e.environment_id == env, e.experiment == experiment]
+                    oldest_kept = conn.execute(
+                        select(e.id)
+                        .where(*mine)
+                        .order_by(e.id.desc())
+                        .offset(EXAMPLES_KEPT - 1)
+                        .limit(1)
+                    ).scalar()
+                    if oldest_kept is not None:
+                        conn.execute(delete(t.experiment_examples).where(*mine, e.id < oldest_kept))
+        except (OperationalError, InterfaceError) as exc:
+            raise Unavailable(str(exc)) from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise Unavailable(str(exc)) from exc
+            raise Refused(str(exc.orig or exc)) from exc
+        except (ValueError, TypeError) as exc:
+            raise Refused(str(exc)) from exc
+
+    def examples(
+        self, environment_id: int, experiment: str, since: float, until: float
+    ) -> list[Example]:
+        """The kept examples of an experiment whose time lies in [since, until), latest first."""
+        e = t.experiment_examples.c
+        query = (
+            select(t.experiment_examples)
+            .where(
+                e.environment_id == environment_id,
+                e.experiment == experiment,
+                e.at >= since,
+                e.at < until,
+            )
+            .order_by(e.at.desc(), e.id.desc())
+            .limit(EXAMPLES_KEPT)
+        )
+        with reader(self.engine).connect() as conn:
+            return [
+                Example(r.environment_id, r.experiment, r.at, r.context, r.control, r.candidate)
+                for r in conn.execute(query)
+            ]
+
+    def totals_by_flag(
+        self, environment_id: int, metrics: Iterable[str], since: int
+    ) -> list[tuple[str, str, int, int]]:
+        """Per flag and metric (of ``metrics``), from ``since`` on: the summed count and
+        the end of the latest window (epoch seconds); what a list of experiments shows."""
+        w = t.metric_windows.c
+        query = (
+            select(w.flag, w.metric, func.sum(w["count"]), func.max(w.start + w.seconds))
+            .where(
+                w.environment_id == environment_id,
+                w.metric.in_(sorted(set(metrics))),
+                w.start >= since,
+            )
+            .group_by(w.flag, w.metric)
+            .order_by(w.flag, w.metric)
+        )
+        with reader(self.engine).connect() as conn:
+            return [
+                (str(flag), str(metric), int(count), int(last))
+                for flag, metric, count, last in conn.execute(query)
+            ]
+
     def roll_up(self, before: int, hours: int = 24) -> int:
         """Roll the 10-second windows of whole hours before ``before`` into hourly windows.
 
@@ -385,14 +491,15 @@ class EventCounts:
 
 
 def _prepare(engine: Engine) -> None:
-    """Create the events file's one table, or check that it is of a version we know."""
+    """Create the events file's tables, or check that it is of a version we know."""
     with engine.begin() as conn:
         version = int(conn.exec_driver_sql("PRAGMA user_version").scalar_one())
         if version > _EVENTS_SCHEMA:
             raise RuntimeError(
                 f"{engine.url.database} was written by a newer unveil (schema {version})"
             )
-        if version < _EVENTS_SCHEMA:  # 0: a new file; 1: counts only, the windows are new
+        # 0: a new file; 1: counts only; 2: no examples. What is missing is created.
+        if version < _EVENTS_SCHEMA:
             for table in _TABLES:
                 table.create(conn, checkfirst=True)
             conn.exec_driver_sql(f"PRAGMA user_version = {_EVENTS_SCHEMA}")

@@ -168,6 +168,22 @@ metric_buckets = Table(
     Index("metric_buckets_by_age", "seconds", "start"),
 )
 
+# The latest mismatch examples of dark-launch experiments (issue 14), at most
+# ``EXAMPLES_KEPT`` per environment and experiment (store/events.py trims them as it
+# writes). Telemetry like the counts: no foreign key, and on SQLite in the events file.
+experiment_examples = Table(
+    "experiment_examples",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("environment_id", Integer, nullable=False),
+    Column("experiment", String(200), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("context", String(200), nullable=True),
+    Column("control", Text, nullable=False),
+    Column("candidate", Text, nullable=False),
+    Index("experiment_examples_latest", "environment_id", "experiment", "id"),
+)
+
 flag_meta = Table(
     "flag_meta",
     metadata,
