@@ -27,7 +27,8 @@ from unveil.release.histogram import Histogram
 
 def test_wilson_matches_the_textbook_values() -> None:
     none = wilson(0, 10)
-    assert none.value == 0.0 and none.low == 0.0
+    assert none.value == 0.0
+    assert none.low == 0.0
     assert none.high == pytest.approx(0.2775, abs=1e-4)
     half = wilson(5, 10)
     assert (half.low, half.high) == (
@@ -53,7 +54,8 @@ def test_the_mismatch_rate_interval_covers_a_known_rate_at_its_confidence() -> N
     for _ in range(trials):
         mismatches = sum(rng.random() < truth for _ in range(runs))
         rate = mismatch_rate(runs - mismatches, mismatches)
-        assert rate.low is not None and rate.high is not None
+        assert rate.low is not None
+        assert rate.high is not None
         covered += rate.low <= truth <= rate.high
     assert covered / trials >= 0.93, covered / trials
 
@@ -80,7 +82,8 @@ def test_quantile_intervals_cover_the_true_quantile(name: str, q: float) -> None
     trials, covered = 300, 0
     for _ in range(trials):
         interval = quantile_interval(Histogram.of(_latencies(rng, 2000)), q)
-        assert interval.low is not None and interval.high is not None
+        assert interval.low is not None
+        assert interval.high is not None
         assert interval.low <= (interval.value or 0) <= interval.high
         covered += interval.low <= _true_quantile(q) <= interval.high
     assert covered / trials >= 0.93, f"{name}: {covered / trials}"
@@ -89,7 +92,8 @@ def test_quantile_intervals_cover_the_true_quantile(name: str, q: float) -> None
 def test_a_quantile_beyond_the_data_is_unbounded_and_an_empty_one_unknown() -> None:
     few = Histogram.of([10.0 + i for i in range(20)])
     p99 = quantile_interval(few, 0.99)
-    assert p99.value is not None and p99.high is None
+    assert p99.value is not None
+    assert p99.high is None
     assert quantile_interval(Histogram(), 0.5).value is None
     with pytest.raises(ValueError, match="quantile"):
         quantile_interval(few, 1.0)
@@ -104,7 +108,9 @@ def test_the_difference_interval_covers_a_known_slowdown(name: str, q: float) ->
         control = Histogram.of(_latencies(rng, 3000))
         candidate = Histogram.of(_latencies(rng, 3000, shift=5.0))
         found = quantile_difference(control, candidate, q).difference
-        assert found.low is not None and found.high is not None and found.value is not None
+        assert found.low is not None
+        assert found.high is not None
+        assert found.value is not None
         covered += found.low <= 5.0 <= found.high
         if q == 0.5:  # a 5 ms slowdown at 20 ms is seen in the middle (bucket edges
             assert found.low > 0.0  # widen the tails' intervals to around zero)
@@ -144,18 +150,22 @@ def test_the_guard_stays_quiet_at_the_maximum_however_often_it_looks() -> None:
 
 def test_the_guard_fails_a_clearly_higher_rate_but_not_before_min_runs() -> None:
     early = exceeds(12, 200, 0.01, min_runs=500)
-    assert not early.exceeded and early.log_evidence > math.log(20)
+    assert not early.exceeded
+    assert early.log_evidence > math.log(20)
     late = exceeds(30, 1000, 0.01, min_runs=500)
     assert late.exceeded
-    assert late.lower is not None and 0.01 < late.lower < 0.03
+    assert late.lower is not None
+    assert 0.01 < late.lower < 0.03
     data = late.as_data()
-    assert data["mismatch_rate"] == 0.03 and data["exceeded"] is True
+    assert data["mismatch_rate"] == 0.03
+    assert data["exceeded"] is True
 
 
 def test_the_guard_passes_a_rate_below_the_maximum_and_its_lower_bound_stays_below() -> None:
     check = exceeds(5, 1000, 0.01)
     assert not check.exceeded
-    assert check.lower is not None and check.lower < 0.005
+    assert check.lower is not None
+    assert check.lower < 0.005
     assert exceeds(0, 0, 0.01).lower is None
     assert exceeds(0, 50, 0.01).lower == 0.0
 

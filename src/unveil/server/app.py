@@ -30,6 +30,7 @@ from unveil.server import (
     dashboard,
     deploys_api,
     launches_api,
+    experiments_api,
     metrics_api,
     ofrep,
     ops,
@@ -248,6 +249,14 @@ def create_app(engine: Engine, limits: Limits | None = None, **options: Any) -> 
     routers.append(deploys_api.router)
     routers += [metrics_api.router, sdk.router, webhooks_api.router, stale_api.router]
     for router in [*routers, ofrep.router]:
+    for router in [
+        *routers,
+        metrics_api.router,
+        experiments_api.router,
+        sdk.router,
+        webhooks_api.router,
+        ofrep.router,
+    ]:
         app.include_router(router, dependencies=checked)
     app.include_router(dashboard.router, dependencies=checked)
     app.mount("/static", StaticFiles(directory=str(files("unveil.server.dashboard") / "static")))

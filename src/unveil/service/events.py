@@ -331,6 +331,7 @@ def _experiment(
     before = len(problems)
     name = _name(event.get("experiment"), f"{path}.experiment", problems)
     raw = event.get("outcomes")
+    outcomes_from = len(problems)
     outcomes: dict[str, int] = {}
     if not isinstance(raw, Mapping):
         problems.append(Problem(f"{path}.outcomes", "must map outcomes to run counts"))
@@ -343,9 +344,9 @@ def _experiment(
             runs = _runs(n, where, problems)
             if runs is not None:
                 outcomes[key] = runs
-        if len(problems) == before and not any(outcomes.values()):
+        if len(problems) == outcomes_from and not any(outcomes.values()):
             problems.append(Problem(f"{path}.outcomes", "must count at least one run"))
-    outcomes_read = len(problems) == before
+    outcomes_read = len(problems) == outcomes_from
     errors: dict[str, int] = {}
     raw_errors = event.get("errors", {})
     if not isinstance(raw_errors, Mapping):

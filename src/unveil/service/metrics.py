@@ -44,7 +44,9 @@ __all__ = [
     "MAX_RANGE",
     "GuardReader",
     "keep_windows",
+    "read_range",
     "series",
+    "histogram_of",
 ]
 
 #: seconds after a window's end before it is read as closed
@@ -134,7 +136,7 @@ class GuardReader:
                     if guard.kind is GuardKind.RATE:
                         counts[guard.metric] = sum(w.count for w in of)
                     else:
-                        values[guard.metric] = _histogram(of)
+                        values[guard.metric] = histogram_of(of)
                 else:
                     if self._prometheus is None:
                         raise SourceError(
@@ -169,20 +171,8 @@ class GuardReader:
         for name, value in (("flag", flag), ("metric", metric)):
             if not value:
                 problems.append(Problem(name, "is required"))
-        now = self._clock()
-        end = _instant(until, "until", problems, now)
-        begin = _instant(since, "since", problems, end - 3600)
-        if not problems and begin >= end:
-            problems.append(Problem("since", "must be before until"))
-        if not problems and end - begin > MAX_RANGE:
-            problems.append(
-                Problem("until", f"the range may span at most {MAX_RANGE // 3600} hours")
-            )
-        if problems:
-            raise Invalid(tuple(problems))
+        first, last = read_range(since, until, self._clock(), 3600, MAX_RANGE, problems)
         assert flag is not None and metric is not None  # noqa: PT018
-        first = int(begin) - int(begin) % FINE
-        last = -(-math.ceil(end) // FINE) * FINE
         rows = self._counts.windows(environment_id, flag, {EXPOSURE, metric}, first, last)
         return {
             "flag": flag,
@@ -214,7 +204,36 @@ def _instant(raw: str | None, name: str, problems: list[Problem], default: float
     return found
 
 
-def _histogram(windows: Sequence[Window]) -> Histogram:
+def read_range(
+    since: str | None,
+    until: str | None,
+    now: float,
+    default_span: int,
+    max_span: int,
+    problems: list[Problem] | None = None,
+) -> tuple[int, int]:
+    """A ``since``/``until`` query range as whole 10-second windows [first, last).
+
+    RFC 3339 times or epoch seconds; ``until`` defaults to now and ``since``
+    to ``default_span`` seconds before it; at most ``max_span`` seconds
+    apart. ``Invalid`` names every bad parameter, with ``problems`` found
+    before (the caller's own).
+    """
+    found = [] if problems is None else problems
+    end = _instant(until, "until", found, now)
+    begin = _instant(since, "since", found, end - default_span)
+    if not found and begin >= end:
+        found.append(Problem("since", "must be before until"))
+    if not found and end - begin > max_span:
+        span = f"{max_span // 86400} days" if max_span >= 2 * 86400 else f"{max_span // 3600} hours"
+        found.append(Problem("until", f"the range may span at most {span}"))
+    if found:
+        raise Invalid(tuple(found))
+    return int(begin) - int(begin) % FINE, -(-math.ceil(end) // FINE) * FINE
+
+
+def histogram_of(windows: Sequence[Window]) -> Histogram:
+    """The merged histogram of windows (of one metric and variant)."""
     merged = Histogram()
     for w in windows:
         merged = merged.merge(Histogram.from_counts(w.buckets, w.total))

@@ -394,18 +394,22 @@ class EventCounts:
             ]
 
     def totals_by_flag(
-        self, environment_id: int, metrics: Iterable[str], since: int
+        self, environment_id: int, metrics: Iterable[str], since: int, flag: str | None = None
     ) -> list[tuple[str, str, int, int]]:
-        """Per flag and metric (of ``metrics``), from ``since`` on: the summed count and
-        the end of the latest window (epoch seconds); what a list of experiments shows."""
+        """Per flag (or of one flag) and metric (of ``metrics``), from ``since`` on: the
+        summed count and the end of the latest window (epoch seconds); what a list of
+        experiments shows."""
         w = t.metric_windows.c
+        conditions = [
+            w.environment_id == environment_id,
+            w.metric.in_(sorted(set(metrics))),
+            w.start >= since,
+        ]
+        if flag is not None:
+            conditions.append(w.flag == flag)
         query = (
             select(w.flag, w.metric, func.sum(w["count"]), func.max(w.start + w.seconds))
-            .where(
-                w.environment_id == environment_id,
-                w.metric.in_(sorted(set(metrics))),
-                w.start >= since,
-            )
+            .where(*conditions)
             .group_by(w.flag, w.metric)
             .order_by(w.flag, w.metric)
         )
