@@ -7,15 +7,26 @@ EXPERIMENT_WIRE.md go in through ``POST /sdk/v1/events``; what comes out of
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner, Result
 
 from tests.event_flood import EVENTS
-from tests.server_process import Server, database, sdk_key, start_server, stop, wait_for
+from tests.server_process import (
+    ADMIN_TOKEN,
+    Server,
+    database,
+    sdk_key,
+    start_server,
+    stop,
+    wait_for,
+)
+from unveil.cli.main import main
 from unveil.core.logbuckets import bucket_of
 
 EXPERIMENTS = "/api/v1/projects/shop/environments/production/experiments"
@@ -223,3 +234,57 @@ def test_experiments_are_read_by_viewers_only(sqlite_server: Server) -> None:
     assert httpx.get(f"{sqlite_server.url}{EXPERIMENTS}").status_code == 401
     with sqlite_server.client(sdk_key(sqlite_server.database_url)) as sdk:
         assert sdk.get(EXPERIMENTS).status_code in {401, 403}
+
+
+def _cli(server: Server, *args: str) -> Result:
+    env = {
+        "UNVEIL_URL": server.url,
+        "UNVEIL_TOKEN": ADMIN_TOKEN,
+        "UNVEIL_PROJECT": "shop",
+        "UNVEIL_CONFIG": "/nonexistent",
+        "COLUMNS": "200",
+    }
+    return CliRunner().invoke(main, list(args), env=env)
+
+
+def test_the_cli_lists_experiments_and_shows_a_report(sqlite_server: Server) -> None:
+    _send(sqlite_server, [aggregate("cli-shown"), mismatch("cli-shown", 3)])
+    _reported(sqlite_server, "cli-shown", runs=998, examples=1)
+    listed = _cli(sqlite_server, "experiment", "list", "-e", "production")
+    assert listed.exit_code == 0, listed.output
+    assert "cli-shown" in listed.output
+    assert "3.03% (" in listed.output  # 30 of 990 compared runs
+    since, until = str(RANGE["since"]), str(RANGE["until"])
+    shown = _cli(
+        sqlite_server,
+        "experiment",
+        "show",
+        "cli-shown",
+        "-e",
+        "production",
+        "--since",
+        since,
+        "--until",
+        until,
+    )
+    assert shown.exit_code == 0, shown.output
+    for text in ("runs: 998", "mismatch: 30", "mismatch rate (95%): 3.03%", "KeyError", "user-3"):
+        assert text in shown.output, text
+    assert "+10." in shown.output or "+9." in shown.output  # the p50 difference, ms
+    as_json = _cli(
+        sqlite_server,
+        "experiment",
+        "show",
+        "cli-shown",
+        "-e",
+        "production",
+        "--json",
+        "--since",
+        since,
+        "--until",
+        until,
+    )
+    assert json.loads(as_json.output)["outcomes"]["mismatch"] == 30
+    missing = _cli(sqlite_server, "experiment", "show", "nope", "-e", "production")
+    assert missing.exit_code != 0
+    assert "no experiment 'nope'" in missing.output
