@@ -151,12 +151,16 @@ def _value(value: Any) -> str:
     return text if len(text) <= _VALUE_WIDTH else text[: _VALUE_WIDTH - 3] + "..."
 
 
+_PARTS = ("control", "candidate", "difference")
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def _latency(console: Console, latency: Mapping[str, Any]) -> None:
     """Both paths' quantiles and the candidate's difference, each with its interval."""
-    control = latency.get("control") if isinstance(latency.get("control"), Mapping) else {}
-    candidate = latency.get("candidate") if isinstance(latency.get("candidate"), Mapping) else {}
-    difference = latency.get("difference")
-    difference = difference if isinstance(difference, Mapping) else {}
+    control, candidate, difference = (_mapping(latency.get(k)) for k in _PARTS)
     table = Table(title="latency, ms (95% intervals)")
     for column in ("", "control", "candidate", "candidate - control"):
         table.add_column(column)
