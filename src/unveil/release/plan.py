@@ -32,7 +32,9 @@ __all__ = [
     "CONTINUOUS_MARGIN",
     "FULL_SHARE",
     "VARIANT_PLACEHOLDER",
+    "DEFAULT_MIN_RUNS",
     "Direction",
+    "ExperimentGuard",
     "Guard",
     "GuardKind",
     "OnInsufficientData",
@@ -55,6 +57,9 @@ VARIANT_PLACEHOLDER = "{variant}"
 #: healthy instances of one service differ by a few percent in latency, which must not
 #: count as a regression (docs/releases.md; the benchmark measured it, performance.md)
 CONTINUOUS_MARGIN = 0.05
+#: the compared runs an experiment guard needs before it may stop a release, by default
+DEFAULT_MIN_RUNS = 100
+MAX_RUNS = 10**12
 MAX_STEPS = 100
 MAX_GUARDS = 50
 MAX_EXPOSURES = 10**12
@@ -138,6 +143,23 @@ class Guard:
 
 
 @dataclass(frozen=True, slots=True)
+class ExperimentGuard:
+    """A dark-launch experiment whose mismatch rate must stay at most ``max_mismatch_rate``.
+
+    Judged on the experiment's runs since the release started (the experiment
+    is named by its own flag; it need not be the released one): a regression
+    once the rate is shown to be above the maximum at every look at once
+    (release/experiment.py ``exceeds``), and never before ``min_runs``
+    compared runs (matches + mismatches).
+    """
+
+    name: str
+    experiment: str
+    max_mismatch_rate: float
+    min_runs: int = DEFAULT_MIN_RUNS
+
+
+@dataclass(frozen=True, slots=True)
 class Options:
     """How the release moves between steps; every field has a safe default."""
 
@@ -162,6 +184,7 @@ class Plan:
     steps: tuple[Step, ...]
     guards: tuple[Guard, ...] = ()
     options: Options = field(default_factory=Options)
+    experiments: tuple[ExperimentGuard, ...] = ()
 
 
 # -- reading -------------------------------------------------------------------
@@ -171,6 +194,7 @@ _PLAN_FIELDS = frozenset(
 )
 _STEP_FIELDS = frozenset({"percent", "hold"})
 _GUARD_FIELDS = frozenset({"name", "kind", "metric", "source", "query", "direction", "margin"})
+_EXPERIMENT_FIELDS = frozenset({"name", "experiment", "max_mismatch_rate", "min_runs"})
 _OPTION_FIELDS = frozenset(
     {
         "window",
@@ -289,16 +313,50 @@ def _read_guard(r: Reader, raw: object, path: str) -> Guard | None:
     return Guard(name, GuardKind(kind), metric, Direction(direction), margin, Source(source), query)
 
 
-def _read_guards(r: Reader, raw: object, path: str) -> tuple[Guard, ...]:
+def _read_experiment_guard(r: Reader, body: Mapping[str, Any], path: str) -> ExperimentGuard | None:
+    """A guard on an experiment's mismatch rate: ``{experiment, max_mismatch_rate}``."""
+    r.mapping(body, path, _EXPERIMENT_FIELDS)
+    before = len(r.problems)
+    experiment = r.key(body["experiment"], join(path, "experiment"), "an experiment's name")
+    name = (
+        r.key(body["name"], join(path, "name"), "a guard's name") if "name" in body else experiment
+    )
+    rate: float | None = None
+    if r.require(body, "max_mismatch_rate", path):
+        raw = body["max_mismatch_rate"]
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 < raw < 1:
+            r.fail(
+                join(path, "max_mismatch_rate"),
+                f"a mismatch rate is a fraction above 0 and below 1, like 0.01 for 1%, not {raw!r}",
+            )
+        else:
+            rate = float(raw)
+    min_runs = r.whole(body.get("min_runs", DEFAULT_MIN_RUNS), join(path, "min_runs"), 1, MAX_RUNS)
+    if len(r.problems) > before or None in (name, experiment, rate, min_runs):
+        return None
+    assert name is not None and experiment is not None  # noqa: PT018
+    assert rate is not None and min_runs is not None  # noqa: PT018
+    return ExperimentGuard(name, experiment, rate, min_runs)
+
+
+def _read_guards(
+    r: Reader, raw: object, path: str
+) -> tuple[tuple[Guard, ...], tuple[ExperimentGuard, ...]]:
+    """The metric guards and the experiment guards (those naming an ``experiment``)."""
     items = r.sequence(raw, path)
     if len(items) > MAX_GUARDS:
         r.fail(path, f"at most {MAX_GUARDS} guards, not {len(items)}")
-        return ()
+        return (), ()
     guards: list[Guard] = []
+    experiments: list[ExperimentGuard] = []
     seen: dict[str, int] = {}
     for i, item in enumerate(items):
         here = f"{path}[{i}]"
-        guard = _read_guard(r, item, here)
+        guard: Guard | ExperimentGuard | None
+        if isinstance(item, Mapping) and "experiment" in item:
+            guard = _read_experiment_guard(r, item, here)
+        else:
+            guard = _read_guard(r, item, here)
         if guard is None:
             continue
         if guard.name in seen:
@@ -307,8 +365,11 @@ def _read_guards(r: Reader, raw: object, path: str) -> tuple[Guard, ...]:
             )
             continue
         seen[guard.name] = i
-        guards.append(guard)
-    return tuple(guards)
+        if isinstance(guard, ExperimentGuard):
+            experiments.append(guard)
+        else:
+            guards.append(guard)
+    return tuple(guards), tuple(experiments)
 
 
 def _read_options(r: Reader, raw: object, path: str) -> Options:
@@ -392,7 +453,7 @@ def parse_plan(data: object, variants: Collection[str] | None = None) -> Plan:
     if names["control"] is not None and names["control"] == names["treatment"]:
         r.fail("treatment", f"must differ from control (both are {names['control']!r})")
     steps = _read_steps(r, body["steps"], "steps") if r.require(body, "steps", "") else ()
-    guards = _read_guards(r, body.get("guards", []), "guards")
+    guards, experiments = _read_guards(r, body.get("guards", []), "guards")
     options = _read_options(r, body.get("options", {}), "options")
     if variants is not None:
         r.problems.extend(_variant_problems(names["control"], names["treatment"], variants))
@@ -400,7 +461,7 @@ def parse_plan(data: object, variants: Collection[str] | None = None) -> Plan:
         raise InvalidPlan(r.problems)
     # no problems: every name was read
     flag, environment, control, treatment = (str(names[k]) for k in names)
-    return Plan(flag, environment, control, treatment, steps, guards, options)
+    return Plan(flag, environment, control, treatment, steps, guards, options, experiments)
 
 
 def check_against(plan: Plan, variants: Collection[str]) -> None:
@@ -454,6 +515,17 @@ def plan_to_data(plan: Plan) -> dict[str, Any]:
         "control": plan.control,
         "treatment": plan.treatment,
         "steps": steps,
-        "guards": [_guard_to_data(g) for g in plan.guards],
+        "guards": [
+            *(_guard_to_data(g) for g in plan.guards),
+            *(
+                {
+                    "name": g.name,
+                    "experiment": g.experiment,
+                    "max_mismatch_rate": g.max_mismatch_rate,
+                    "min_runs": g.min_runs,
+                }
+                for g in plan.experiments
+            ),
+        ],
         "options": written,
     }

@@ -52,6 +52,7 @@ from unveil.service.changes import ChangeService
 from unveil.service.cluster import Cluster
 from unveil.service.deploys import DeployService
 from unveil.service.events import EventIntake
+from unveil.service.experiments import ExperimentReports
 from unveil.service.flags import FlagService
 from unveil.service.jobs import JobService, Worker
 from unveil.service.launches import LAUNCH_START, LAUNCH_WATCH, LaunchService
@@ -126,6 +127,7 @@ def build_services(
         jobs,
         GuardReader(counts, prometheus, lag=metrics_lag),
         timedelta(seconds=release_tick),
+        experiments=ExperimentReports(counts),
     )
     jobs.register(RELEASE_TICK, releases.handler())
     jobs.register_recurring("releases.keep_ticking", timedelta(minutes=1), releases.keep_ticking)

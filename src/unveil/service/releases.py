@@ -45,6 +45,7 @@ from unveil.core import UnveilError
 from unveil.core.errors import Problem
 from unveil.release import judge
 from unveil.release.errors import InvalidPlan
+from unveil.release.experiment import exceeds
 from unveil.release.judge import Batch, JudgeState
 from unveil.release.judging import WINDOW, floor_window, judge_config, windows
 from unveil.release.machine import (
@@ -84,6 +85,7 @@ from unveil.store.unit import Store, UnitOfWork
 
 __all__ = [
     "RELEASE_TICK",
+    "ExperimentRuns",
     "MetricsReader",
     "Release",
     "ReleaseService",
@@ -126,6 +128,14 @@ class MetricsReader(Protocol):
         end: datetime,
     ) -> Batch:
         """Both arms' aggregates over the windows in [start, end); ``end_s`` is unset (0)."""
+        ...
+
+
+class ExperimentRuns(Protocol):
+    """Where an experiment guard's counts come from (service/experiments.py)."""
+
+    def runs(self, environment_id: int, experiment: str, start: int, end: int) -> tuple[int, int]:
+        """Matches and mismatches in the windows starting in [start, end) (epoch seconds)."""
         ...
 
 
@@ -302,8 +312,10 @@ class ReleaseService:
         metrics: MetricsReader,
         tick_every: timedelta = timedelta(seconds=5),
         clock: _Clock = lambda: datetime.now(UTC),
+        experiments: ExperimentRuns | None = None,
     ) -> None:
         self.store = store
+        self.experiments = experiments
         self.flags = flags
         self.jobs = jobs
         self.metrics = metrics
@@ -398,6 +410,8 @@ class ReleaseService:
             for i, g in enumerate(plan.guards)
             if g.source not in known
         ]
+        if plan.experiments and self.experiments is None:
+            missing.append(Problem("guards", "this server keeps no experiments to guard with"))
         if missing:
             raise InvalidPlan(missing)
         if plan.environment != env:
@@ -580,7 +594,40 @@ class ReleaseService:
             total = self._arms(row, plan, begin, until)
             some = total.treatment.exposures > 0 and total.control.exposures > 0
             verdict = Verdict(VerdictKind.CONTINUE if some else VerdictKind.NO_DATA)
+        if plan.experiments:
+            verdict = self._experiment_verdict(row, plan, begin, until, verdict)
         return Observation(verdict, exposures), until
+
+    def _experiment_verdict(
+        self, row: ReleaseRow, plan: Plan, begin: datetime, until: datetime, verdict: Verdict
+    ) -> Verdict:
+        """The judge's verdict, turned into FAIL when an experiment guard's rate is shown
+        to be above its maximum (on the experiment's runs since the release began)."""
+        if self.experiments is None:
+            raise InvalidPlan([Problem("guards", "this server keeps no experiments")])
+        checks: list[dict[str, object]] = []
+        failed: list[str] = []
+        start, end = int(begin.timestamp()), int(until.timestamp())
+        for guard in plan.experiments:
+            matches, mismatches = self.experiments.runs(
+                row.environment_id, guard.experiment, start, end
+            )
+            check = exceeds(
+                mismatches, matches + mismatches, guard.max_mismatch_rate, guard.min_runs
+            )
+            checks.append({"guard": guard.name, "experiment": guard.experiment, **check.as_data()})
+            if check.exceeded:
+                failed.append(
+                    f"experiment {guard.experiment!r} mismatches in "
+                    f"{mismatches / (matches + mismatches):.2%} of {matches + mismatches} runs, "
+                    f"above its maximum of {guard.max_mismatch_rate:.2%} "
+                    f"(at least {check.lower:.2%} at {1 - check.alpha:.0%} confidence)"
+                )
+        explanation = {**verdict.explanation, "experiments": checks}
+        if failed:
+            explanation["summary"] = "; ".join(failed)
+            return Verdict(VerdictKind.FAIL, explanation)
+        return Verdict(verdict.kind, explanation)
 
     def _arms(self, row: ReleaseRow, plan: Plan, start: datetime, end: datetime) -> Batch:
         """Both arms' exposures over [start, end), with no guard's metrics."""
