@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 
+from tests.server_process import database, sdk_key, start_server, stop, wait_for
 from tests.test_releases import E, P, World
 from unveil.core import InvalidDocument
 from unveil.release.errors import InvalidPlan
@@ -178,3 +181,64 @@ def test_a_plan_with_an_experiment_guard_needs_a_server_that_keeps_experiments(
     with pytest.raises(InvalidPlan) as refused:
         world.releases.start(P, E, _plan(GUARD), "rita")
     assert [p.path for p in refused.value.problems] == ["guards"]
+
+
+ENV = "/api/v1/projects/shop/environments/production"
+
+
+def test_a_release_on_a_real_server_rolls_back_on_its_experiment(tmp_path: Path) -> None:
+    """The wire events of an experiment mismatching in 5% of its runs, sent as an SDK
+    sends them, stop a release whose plan allows 1%; a bad guard is refused by name."""
+    with database("sqlite", tmp_path) as url:
+        server = start_server(
+            url, None, True, "--release-tick", "1", "--worker-interval", "0.2", "--metrics-lag", "4"
+        )
+        try:
+            flag = {"variants": {"on": True, "off": False}, "default": "off"}
+            plan = {
+                "flag": "checkout",
+                "control": "off",
+                "treatment": "on",
+                "steps": [{"percent": 10, "hold": "10m"}, {"percent": 100}],
+                "guards": [{"experiment": "search-v2", "max_mismatch_rate": 0.01, "min_runs": 300}],
+            }
+            with server.client() as api:
+                assert api.put(f"{ENV}/flags/checkout", json=flag).status_code == 201
+                bad = {**plan, "guards": [{"experiment": "search-v2", "max_mismatch_rate": 2}]}
+                refused = api.post(f"{ENV}/releases", json={"plan": bad})
+                assert refused.status_code == 422, refused.text
+                assert [p["path"] for p in refused.json()["problems"]] == [
+                    "guards[0].max_mismatch_rate"
+                ]
+                started = api.post(f"{ENV}/releases", json={"plan": plan})
+                assert started.status_code == 201, started.text
+            release_id = started.json()["id"]
+            key = sdk_key(url)
+            rng = random.Random(5)
+
+            def rolled_back() -> bool:
+                mismatches = sum(rng.random() < 0.05 for _ in range(100))
+                event = {
+                    "kind": "experiment",
+                    "experiment": "search-v2",
+                    "at": time.time(),
+                    "outcomes": {"match": 100 - mismatches, "mismatch": mismatches},
+                }
+                with server.client(key) as sdk:
+                    assert sdk.post("/sdk/v1/events", json={"events": [event]}).status_code == 202
+                with server.client() as api:
+                    return bool(
+                        api.get(f"{ENV}/releases/{release_id}").json()["phase"] == "rolled_back"
+                    )
+
+            assert wait_for(rolled_back, 120)
+            with server.client() as api:
+                assert api.get(f"{ENV}/flags/checkout").json()["data"]["default"] == "off"
+                audit = api.get(f"{ENV}/audit", params={"actor": f"release:{release_id}"}).json()
+            [entry] = [e for e in audit["entries"] if e["action"] == "release.rolled_back"]
+            [check] = json.loads(entry["after"])["judge"]["experiments"]
+            assert check["exceeded"] is True
+            assert check["runs"] >= 300
+            assert check["lower_bound"] > 0.01
+        finally:
+            stop(server)
