@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, delete, func, select, text
+from sqlalchemy import Connection, Engine, Table, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -171,20 +173,24 @@ class EventCounts:
             }
             for (env, minute, flag, variant, metric), (count, total) in sorted(minutes.items())
         ]
+        with self._short_write() as conn:
+            conn.execute(self._upsert(t.event_counts, _KEY, ("count", "total")), rows)
+            conn.execute(self._upsert(t.metric_windows, _WINDOW_KEY, ("count", "total")), windows)
+            if bucket_rows:
+                conn.execute(
+                    self._upsert(t.metric_buckets, [*_WINDOW_KEY, "bucket"], ("count",)),
+                    bucket_rows,
+                )
+
+    @contextmanager
+    def _short_write(self) -> Iterator[Connection]:
+        """One short transaction of telemetry; its failures as ``Unavailable`` or ``Refused``."""
         try:
             with self.engine.begin() as conn:
                 if self._postgres:  # a write of counts never waits long, nor makes others wait
                     conn.execute(text("SET LOCAL lock_timeout = '2s'"))
                     conn.execute(text("SET LOCAL statement_timeout = '10s'"))
-                conn.execute(self._upsert(t.event_counts, _KEY, ("count", "total")), rows)
-                conn.execute(
-                    self._upsert(t.metric_windows, _WINDOW_KEY, ("count", "total")), windows
-                )
-                if bucket_rows:
-                    conn.execute(
-                        self._upsert(t.metric_buckets, [*_WINDOW_KEY, "bucket"], ("count",)),
-                        bucket_rows,
-                    )
+                yield conn
         except (OperationalError, InterfaceError) as exc:
             raise Unavailable(str(exc)) from exc
         except DBAPIError as exc:
@@ -345,31 +351,19 @@ class EventCounts:
             for x in examples
         ]
         touched = sorted({(x.environment_id, x.experiment) for x in examples})
-        try:
-            with self.engine.begin() as conn:
-                if self._postgres:
-                    conn.execute(text("SET LOCAL lock_timeout = '2s'"))
-                    conn.execute(text("SET LOCAL statement_timeout = '10s'"))
-                conn.execute(t.experiment_examples.insert(), rows)
-                for env, experiment in touched:
-                    mine = [e.environment_id == env, e.experiment == experiment]
-                    oldest_kept = conn.execute(
-                        select(e.id)
-                        .where(*mine)
-                        .order_by(e.id.desc())
-                        .offset(EXAMPLES_KEPT - 1)
-                        .limit(1)
-                    ).scalar()
-                    if oldest_kept is not None:
-                        conn.execute(delete(t.experiment_examples).where(*mine, e.id < oldest_kept))
-        except (OperationalError, InterfaceError) as exc:
-            raise Unavailable(str(exc)) from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise Unavailable(str(exc)) from exc
-            raise Refused(str(exc.orig or exc)) from exc
-        except (ValueError, TypeError) as exc:
-            raise Refused(str(exc)) from exc
+        with self._short_write() as conn:
+            conn.execute(t.experiment_examples.insert(), rows)
+            for env, experiment in touched:
+                mine = [e.environment_id == env, e.experiment == experiment]
+                oldest_kept = conn.execute(
+                    select(e.id)
+                    .where(*mine)
+                    .order_by(e.id.desc())
+                    .offset(EXAMPLES_KEPT - 1)
+                    .limit(1)
+                ).scalar()
+                if oldest_kept is not None:
+                    conn.execute(delete(t.experiment_examples).where(*mine, e.id < oldest_kept))
 
     def examples(
         self, environment_id: int, experiment: str, since: float, until: float
