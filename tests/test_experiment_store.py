@@ -94,6 +94,7 @@ def test_an_events_file_of_schema_2_gains_the_examples_and_keeps_its_windows(
     events_file = tmp_path / "unveil-events.db"
     with sqlite3.connect(events_file) as db:  # as schema 2 left it: no examples
         db.execute("DROP TABLE experiment_examples")
+        db.execute("DROP INDEX metric_windows_by_metric")
         db.execute("PRAGMA user_version = 2")
     db.close()
     counts = EventCounts(engine)
@@ -107,6 +108,8 @@ def test_an_events_file_of_schema_2_gains_the_examples_and_keeps_its_windows(
         engine.dispose()
     with sqlite3.connect(events_file) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "metric_windows_by_metric" in indexes  # what the list of experiments reads
     db.close()
 
 

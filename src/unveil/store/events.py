@@ -500,6 +500,8 @@ def _prepare(engine: Engine) -> None:
         if version < _EVENTS_SCHEMA:
             for table in _TABLES:
                 table.create(conn, checkfirst=True)
+                for index in table.indexes:  # an older file's table lacks the newer indexes
+                    index.create(conn, checkfirst=True)
             conn.exec_driver_sql(f"PRAGMA user_version = {_EVENTS_SCHEMA}")
 
 

@@ -154,6 +154,8 @@ metric_windows = Table(
     Column("total", Float, nullable=False),
     PrimaryKeyConstraint("environment_id", "flag", "metric", "seconds", "start", "variant"),
     Index("metric_windows_by_age", "seconds", "start"),
+    # what lists an environment's experiments reads (their metrics are named $experiment.*)
+    Index("metric_windows_by_metric", "environment_id", "metric", "start"),
 )
 
 metric_buckets = Table(

@@ -1,7 +1,9 @@
 """Dark-launch experiments: the latest mismatch examples per environment and experiment.
 
 The experiments' counts and durations need no table: they are kept in the
-metric windows of 0006 (flag = the experiment, metrics named ``$experiment.*``).
+metric windows of 0006 (flag = the experiment, metrics named ``$experiment.*``),
+with an index by environment and metric so that listing an environment's
+experiments reads their windows only.
 No foreign key, as for the other telemetry tables (0004, 0006). On SQLite
 the table lives in the events file (created there by store/events.py); it is
 made here too so that the schema stays the one tables.py describes.
@@ -20,6 +22,9 @@ down_revision = "0007"
 
 
 def upgrade() -> None:
+    op.create_index(
+        "metric_windows_by_metric", "metric_windows", ["environment_id", "metric", "start"]
+    )
     op.create_table(
         "experiment_examples",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
