@@ -138,7 +138,7 @@ class ExperimentReports:
         if not experiment or len(experiment) > MAX_NAME:
             problems.append(Problem("name", f"must be 1 to {MAX_NAME} characters"))
         first, last = read_range(since, until, self._clock(), 3600, MAX_REPORT_RANGE, problems)
-        if not self._counts.totals_by_flag(environment_id, _OUTCOME_METRICS, 0, flag=experiment):
+        if not self._counts.has_windows(environment_id, experiment, _OUTCOME_METRICS):
             raise NotFound(f"no experiment '{experiment}' has reported in this environment")
         metrics = {*_OUTCOME_METRICS, ERROR_TYPE, DURATION}
         rows = self._counts.windows(environment_id, experiment, metrics, first, last)

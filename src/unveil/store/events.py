@@ -387,23 +387,34 @@ class EventCounts:
                 for r in conn.execute(query)
             ]
 
-    def totals_by_flag(
-        self, environment_id: int, metrics: Iterable[str], since: int, flag: str | None = None
-    ) -> list[tuple[str, str, int, int]]:
-        """Per flag (or of one flag) and metric (of ``metrics``), from ``since`` on: the
-        summed count and the end of the latest window (epoch seconds); what a list of
-        experiments shows."""
+    def has_windows(self, environment_id: int, flag: str, metrics: Iterable[str]) -> bool:
+        """Whether any window of these metrics of the flag is kept (one row read at most)."""
         w = t.metric_windows.c
-        conditions = [
-            w.environment_id == environment_id,
-            w.metric.in_(sorted(set(metrics))),
-            w.start >= since,
-        ]
-        if flag is not None:
-            conditions.append(w.flag == flag)
+        query = (
+            select(w.start)
+            .where(
+                w.environment_id == environment_id,
+                w.flag == flag,
+                w.metric.in_(sorted(set(metrics))),
+            )
+            .limit(1)
+        )
+        with reader(self.engine).connect() as conn:
+            return conn.execute(query).first() is not None
+
+    def totals_by_flag(
+        self, environment_id: int, metrics: Iterable[str], since: int
+    ) -> list[tuple[str, str, int, int]]:
+        """Per flag and metric (of ``metrics``), from ``since`` on: the summed count and
+        the end of the latest window (epoch seconds); what a list of experiments shows."""
+        w = t.metric_windows.c
         query = (
             select(w.flag, w.metric, func.sum(w["count"]), func.max(w.start + w.seconds))
-            .where(*conditions)
+            .where(
+                w.environment_id == environment_id,
+                w.metric.in_(sorted(set(metrics))),
+                w.start >= since,
+            )
             .group_by(w.flag, w.metric)
             .order_by(w.flag, w.metric)
         )
