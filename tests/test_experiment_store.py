@@ -120,3 +120,35 @@ def test_examples_on_postgresql_live_beside_the_windows(tmp_path: Path) -> None:
         counts.add_examples([Example(3, "e", NOW, "k", "[1]", "[2]")])
         [kept] = counts.examples(3, "e", 0, NOW + 1)
         assert (kept.context, kept.control, kept.candidate) == ("k", "[1]", "[2]")
+
+
+def test_examples_wait_while_the_database_is_away_and_are_written_once(tmp_path: Path) -> None:
+    import psycopg
+
+    from tests.server_process import PG_ADMIN_URL
+
+    with migrated_engine("postgresql", tmp_path) as engine:
+        name = str(engine.url.database)
+        counts = EventCounts(engine)
+        intake = EventIntake(counts, clock=lambda: NOW)
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True)
+        try:
+            intake.accept(1, {"events": [_mismatch(i) for i in range(10)]})
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            engine.dispose()
+            assert not intake.flush()  # away: kept, not lost
+            assert intake.pending_bytes() > 0
+            intake.accept(1, {"events": [_mismatch(i) for i in range(10, 15)]})
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            assert intake.flush()
+            kept = counts.examples(1, "search-v2", 0, NOW + 60)
+            assert [x.context for x in kept] == [f"user-{i}" for i in range(14, -1, -1)]
+            assert intake.pending_bytes() == 0
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            admin.close()
+            intake.stop()

@@ -617,8 +617,9 @@ class EventIntake:
                 cells, self._cells = self._cells, {}
                 held, self._examples = self._examples, {}
             examples = [x for key in sorted(held) for x in held[key]]
-            if examples and not self._write_examples(examples):
-                self._keep_examples(examples)
+            unwritten = self._write_examples(examples) if examples else []
+            if unwritten:
+                self._keep_examples(unwritten)
                 self._keep(sorted(cells.items()))
                 return False
             rows = sorted(cells.items())
@@ -650,26 +651,28 @@ class EventIntake:
             log.warning("the database refused the event counts of %r: %s", cell, exc)
         self._release(rows)
 
-    def _write_examples(self, examples: Sequence[Example]) -> bool:
-        """Write examples; False if the database is away. Refused ones are dropped, counted."""
+    def _write_examples(self, examples: Sequence[Example]) -> list[Example]:
+        """Write examples; those left unwritten because the database is away (to keep).
+
+        Examples the database refuses are split around, like rows of counts,
+        and only the refused one is dropped and counted.
+        """
         try:
             self._store.add_examples(examples)
         except Unavailable as exc:
             log.warning("writing mismatch examples failed (%s); keeping them for later", exc)
-            return False
+            return list(examples)
         except Refused as exc:
             if len(examples) > 1:
                 half = len(examples) // 2
-                first = self._write_examples(examples[:half])
-                second = self._write_examples(examples[half:])
-                return first and second
+                return self._write_examples(examples[:half]) + self._write_examples(examples[half:])
             self.rejected_rows += 1
             self.rejected_events += 1
             log.warning("the database refused a mismatch example of %r: %s", examples[0], exc)
         freed = sum(_example_cost(x) for x in examples)
         with self._lock:
             self._bytes -= freed
-        return True
+        return []
 
     def _keep_examples(self, examples: Sequence[Example]) -> None:
         """Put unwritten examples back before any that came meanwhile (the lock is free)."""
