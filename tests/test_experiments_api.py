@@ -16,7 +16,7 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.event_flood import EVENTS
+from tests.event_flood import EVENTS, flood
 from tests.server_process import (
     ADMIN_TOKEN,
     Server,
@@ -288,3 +288,35 @@ def test_the_cli_lists_experiments_and_shows_a_report(sqlite_server: Server) -> 
     missing = _cli(sqlite_server, "experiment", "show", "nope", "-e", "production")
     assert missing.exit_code != 0
     assert "no experiment 'nope'" in missing.output
+
+
+def _experiment_batch(sender: int, number: int) -> bytes:
+    """Aggregates and 4 KB of examples of many experiments: a busy fleet of dark launches."""
+    now = time.time()
+    events: list[dict[str, Any]] = []
+    for i in range(100):
+        name = f"x{sender}-{(number * 100 + i) % 300}"
+        events.append(aggregate(name, at=now))
+        events.append({**mismatch(name, i, at=now), "control": "c" * 2000, "candidate": "d" * 2000})
+    return json.dumps({"events": events}).encode()
+
+
+def test_a_flag_write_answers_quickly_during_a_flood_of_experiment_events(server: Server) -> None:
+    """Examples and experiment windows are telemetry: a kill switch never waits for them."""
+    slowest = 0.0
+    with (
+        server.client() as api,
+        flood(server, sdk_key(server.database_url), 4, _experiment_batch) as seen,
+    ):
+        for i in range(8):
+            started = time.monotonic()
+            written = api.put(
+                f"/api/v1/projects/shop/environments/production/flags/kill-{i}",
+                json={"default": "off"},
+                timeout=30,
+            )
+            slowest = max(slowest, time.monotonic() - started)
+            assert written.status_code == 201
+    assert seen.statuses[202] > 0, dict(seen.statuses)
+    assert seen.statuses[500] == 0
+    assert slowest < 2.0, f"a flag write waited {slowest:.1f} s behind experiment events"
