@@ -215,6 +215,9 @@ def test_report_parameters_are_checked_and_named(sqlite_server: Server) -> None:
         assert answer.status_code == 422, (params, answer.text)
         assert [p["path"] for p in answer.json()["problems"]] == paths, params
     assert _report(sqlite_server, "never-ran").status_code == 404
+    too_long = _report(sqlite_server, "x" * 201)  # refused before the route, by name
+    assert too_long.status_code == 422
+    assert [p["path"] for p in too_long.json()["problems"]] == ["name"]
     # an experiment with no runs in the range is a report of zeros, not an error
     empty = _report(sqlite_server, "checked", since=WINDOW - 7200, until=WINDOW - 3600)
     assert empty.status_code == 200
