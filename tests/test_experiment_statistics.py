@@ -177,3 +177,21 @@ def test_the_guard_refuses_nonsense() -> None:
         exceeds(1, 4, 0.0)
     with pytest.raises(ValueError, match="alpha"):
         exceeds(1, 4, 0.5, alpha=1.0)
+
+
+def test_values_at_the_edges_of_the_format_leave_an_end_open() -> None:
+    """Below 0.01 ms (the underflow bucket) nothing bounds a value from below, above
+    the overflow bucket nothing from above: the interval says so with None."""
+    tiny = quantile_interval(Histogram.of([0.001] * 500), 0.5)
+    assert tiny.low is None
+    assert tiny.high is not None
+    huge = quantile_interval(Histogram.of([1e8] * 500), 0.5)
+    assert huge.high is None
+    assert huge.low is not None
+    assert tiny.as_data() == {"value": 0.01, "low": None, "high": round(tiny.high, 6)}
+
+
+def test_the_guard_with_one_mismatch_bounds_the_rate_only_by_zero() -> None:
+    assert exceeds(1, 1000, 0.01).lower == 0.0
+    # a maximum so high that no rate above it is tested gives no evidence at all
+    assert exceeds(60, 60, 0.99).log_evidence == 0.0

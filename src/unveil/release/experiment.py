@@ -136,12 +136,12 @@ def mismatch_rate(
 
 def _rank_bucket(histogram: Histogram, rank: int) -> int:
     """The bucket of the rank-th smallest value (1-based)."""
-    seen = 0
-    for index, n in histogram.buckets:
+    seen, index = 0, 0
+    for index, n in histogram.buckets:  # noqa: B007 - the bucket the loop stops at is the answer
         seen += n
         if seen >= rank:
-            return index
-    return histogram.buckets[-1][0]
+            break
+    return index
 
 
 def quantile_interval(
@@ -258,12 +258,11 @@ def _lower_bound(mismatches: int, runs: int, alpha: float) -> float | None:
     if runs == 0 or mismatches == 0:
         return 0.0 if runs else None
     threshold = math.log(1.0 / alpha)
-    low, high = 0.0, mismatches / runs
-    if _log_evidence(mismatches, runs, high) >= threshold:
-        return high  # not reached: the e-value falls below 1 at the observed rate
-    if _log_evidence(mismatches, runs, 1e-12) < threshold:
+    # at the observed rate the e-value is below 1 (each ratio's likelihood falls there),
+    # so the bound lies between nearly 0 and the observed rate
+    low, high = 1e-12, mismatches / runs
+    if _log_evidence(mismatches, runs, low) < threshold:
         return 0.0
-    low = 1e-12
     for _ in range(60):  # the e-value falls as the rate tested rises
         middle = (low + high) / 2.0
         if _log_evidence(mismatches, runs, middle) >= threshold:
