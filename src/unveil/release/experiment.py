@@ -137,7 +137,7 @@ def mismatch_rate(
 def _rank_bucket(histogram: Histogram, rank: int) -> int:
     """The bucket of the rank-th smallest value (1-based)."""
     seen, index = 0, 0
-    for index, n in histogram.buckets:  # where the loop stops is the answer
+    for index, n in histogram.buckets:  # noqa: B007 - where the loop stops is the answer
         seen += n
         if seen >= rank:
             break
