@@ -23,9 +23,9 @@ from rich.table import Table
 from unveil.cli.change_commands import changes
 from unveil.cli.code_commands import code
 from unveil.cli.errors import CliError, Unavailable, UnveilGroup
+from unveil.cli.experiment_commands import experiment
 from unveil.cli.launch_commands import launches, templates
 from unveil.cli.promote_commands import promote
-from unveil.cli.experiment_commands import experiment
 from unveil.cli.release_commands import release
 from unveil.cli.remote import DEFAULT_PROJECT, resolve_remote
 from unveil.cli.schedule_commands import schedules
@@ -473,9 +473,8 @@ def demo() -> None:
     console.print(_evaluation_table(ruleset, DEMO_CONTEXTS, "unveil demo: who gets what"))
 
 
-_commands = (flags, apply, export, audit, release, schedules, changes, webhooks, promote, code)
-for _command in (*_commands, templates, launches):
-for _command in (flags, apply, export, audit, release, experiment, schedules, changes, webhooks):
+_commands = (flags, apply, export, audit, release, experiment, schedules, changes, webhooks)
+for _command in (*_commands, promote, code, templates, launches):
     main.add_command(_command)
 flags.add_command(stale)
 flags.add_command(stale_after)

@@ -29,8 +29,8 @@ from unveil.server import (
     changes_api,
     dashboard,
     deploys_api,
-    launches_api,
     experiments_api,
+    launches_api,
     metrics_api,
     ofrep,
     ops,
@@ -66,9 +66,8 @@ from unveil.service.schedules import SCHEDULE_RUN, ScheduleService
 from unveil.service.sessions import SessionService
 from unveil.service.stale import STALE_CHECK, StaleService
 from unveil.service.templates import TemplateService
-from unveil.service.webhooks import Deliverer, RetryPolicy, WebhookService
-from unveil.store.deploys import latest_references
 from unveil.service.webhooks import ATTEMPT_DEADLINE, Deliverer, RetryPolicy, WebhookService
+from unveil.store.deploys import latest_references
 from unveil.store.events import EventCounts
 from unveil.store.link import link_for
 from unveil.store.unit import Store
@@ -246,19 +245,9 @@ def create_app(engine: Engine, limits: Limits | None = None, **options: Any) -> 
 
     checked = [Depends(checked_parameters)]  # every parameter of every route, as text
     routers = [ops.router, admin.router, releases.router, schedules_api.router, changes_api.router]
-    routers += [metrics_api.router, sdk.router, webhooks_api.router, promotions_api.router]
-    routers.append(launches_api.router)
-    routers.append(deploys_api.router)
-    routers += [metrics_api.router, sdk.router, webhooks_api.router, stale_api.router]
+    routers += [metrics_api.router, experiments_api.router, sdk.router, webhooks_api.router]
+    routers += [promotions_api.router, launches_api.router, deploys_api.router, stale_api.router]
     for router in [*routers, ofrep.router]:
-    for router in [
-        *routers,
-        metrics_api.router,
-        experiments_api.router,
-        sdk.router,
-        webhooks_api.router,
-        ofrep.router,
-    ]:
         app.include_router(router, dependencies=checked)
     app.include_router(dashboard.router, dependencies=checked)
     app.mount("/static", StaticFiles(directory=str(files("unveil.server.dashboard") / "static")))

@@ -9,7 +9,7 @@ session's CSRF token.
 
 from fastapi import APIRouter
 
-from unveil.server.dashboard import governance, pages, releasing
+from unveil.server.dashboard import experiments, governance, pages, releasing
 from unveil.server.dashboard.pages import error_page
 from unveil.server.dashboard.sessions import is_dashboard_page
 
@@ -19,3 +19,4 @@ router = APIRouter(include_in_schema=False)
 router.include_router(pages.router)
 router.include_router(releasing.router)
 router.include_router(governance.router)
+router.include_router(experiments.router)

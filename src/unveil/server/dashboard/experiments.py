@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from unveil.server.dashboard.charts import Line, line_chart
 from unveil.server.dashboard.pages import _nav, _page, _services, _viewer
+from unveil.service.experiments import ExperimentReports
 
 __all__ = ["router"]
 
@@ -32,7 +33,11 @@ def _when(text: str) -> float:
 def _charts(report: dict[str, Any]) -> dict[str, Markup]:
     """The mismatch rate, and both paths' p50 and p99, over the report's range."""
     points = report.get("series", {}).get("points", [])
-    rate = [(_when(p["start"]), p["mismatch_rate"] * 100) for p in points if p.get("mismatch_rate") is not None]
+    rate = [
+        (_when(p["start"]), p["mismatch_rate"] * 100)
+        for p in points
+        if p.get("mismatch_rate") is not None
+    ]
     lines = []
     for path in ("control", "candidate"):
         for q in ("p50", "p99"):
@@ -57,7 +62,7 @@ async def experiments_page(request: Request, project: str, env: str) -> Response
     svc = _services(request)
     projects = await run_in_threadpool(svc.access.projects)
     environment_id = await run_in_threadpool(svc.access.environment_of, project, env)
-    found = await run_in_threadpool(svc.experiments.list, environment_id)
+    found = await run_in_threadpool(ExperimentReports(svc.intake.store).list, environment_id)
     return _page(
         request,
         "experiments.html",
@@ -81,7 +86,9 @@ async def experiment_page(
     svc = _services(request)
     projects = await run_in_threadpool(svc.access.projects)
     environment_id = await run_in_threadpool(svc.access.environment_of, project, env)
-    report = await run_in_threadpool(svc.experiments.report, environment_id, name, since, None)
+    report = await run_in_threadpool(
+        ExperimentReports(svc.intake.store).report, environment_id, name, since, None
+    )
     return _page(
         request,
         "experiment.html",
