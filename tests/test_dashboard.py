@@ -588,3 +588,52 @@ def test_flags_are_described_and_found_by_type_tag_and_owner(browser: Any, site:
     page.get_by_role("button", name="Save what it is for").click()
     assert "lifetime_days" in page.get_by_role("status").inner_text()  # named, not saved
     page.close()
+
+
+def test_an_experiment_report_is_read_on_its_page(browser: Any, site: Server) -> None:
+    import time as clock
+
+    now = int(clock.time()) // 10 * 10
+    buckets = {"control_ms": {"count": 100, "sum": 500.0, "buckets": {"70": 100}}}
+    events = [
+        {
+            "kind": "experiment",
+            "experiment": "search-v2",
+            "at": now,
+            "outcomes": {"match": 97, "mismatch": 3},
+            **buckets,
+            "candidate_ms": {"count": 100, "sum": 800.0, "buckets": {"75": 100}},
+        },
+        {
+            "kind": "mismatch",
+            "experiment": "search-v2",
+            "at": now + 1,
+            "context": "user-[redacted]",
+            "control": {"ids": [1, 2]},
+            "candidate": {"ids": [2, 1]},
+        },
+    ]
+    sent = httpx.post(
+        f"{site.url}/sdk/v1/events",
+        json={"events": events},
+        headers={"Authorization": f"Bearer {sdk_key(site.database_url)}"},
+    )
+    assert sent.status_code == 202, sent.text
+    page = _sign_in(browser, site, VIEWER)
+
+    def listed() -> bool:
+        page.goto(f"{site.url}/p/shop/production/experiments")
+        return page.get_by_role("link", name="search-v2").count() == 1
+
+    assert wait_for(listed, timeout=30)  # once the intake has written its windows
+    assert "3.00%" in page.locator("tr", has_text="search-v2").inner_text()
+    page.get_by_role("link", name="search-v2").click()
+    main = page.inner_text("main")
+    assert "Mismatch rate: 3.00%" in main
+    assert "candidate minus control" in main
+    assert '{"ids": [2, 1]}' in main
+    assert "user-[redacted]" in main
+    assert page.locator("svg.chart").count() == 2
+    assert _serious_violations(page) == []
+    page.screenshot(path=str(SHOTS / "experiment.png"), full_page=True)
+    page.close()

@@ -21,6 +21,7 @@ _STYLES = (
     ("#4a5260", "6 4"),  # control: grey, dashed
     ("#0b57d0", ""),  # treatment: blue, solid
     ("#8a1c1c", "2 3"),
+    ("#116329", "8 3 2 3"),
 )
 
 
@@ -95,11 +96,11 @@ def line_chart(title: str, lines: Sequence[Line], unit: str = "") -> str:
                 f'<circle cx="{x(t):.1f}" cy="{y(v):.1f}" r="3" fill="{colour}"/>'
                 for t, v in line.points
             ]
-        legend_x = _LEFT + 8 + i * 160
+        legend_x, legend_y = _LEFT + 8 + (i % 2) * 180, _TOP + 6 + (i // 2) * 15
         parts.append(
-            f'<line x1="{legend_x}" y1="{_TOP + 6}" x2="{legend_x + 24}" y2="{_TOP + 6}" '
+            f'<line x1="{legend_x}" y1="{legend_y}" x2="{legend_x + 24}" y2="{legend_y}" '
             f'stroke="{colour}" stroke-width="2"{dashed}/>'
-            f'<text x="{legend_x + 30}" y="{_TOP + 10}">{escape(line.name)}</text>'
+            f'<text x="{legend_x + 30}" y="{legend_y + 4}">{escape(line.name)}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)
