@@ -15,6 +15,8 @@ on stderr and its exit code:
                          reached or failed (5xx), the port to serve on is taken
     4  EXIT_BAD_ANSWER   the server answered something this CLI cannot read
                          (not JSON, missing fields, a document it refuses)
+    5  EXIT_VERIFY_FAILED  ``unveil deploy verify`` ran its checks and one failed
+                         (the result and its evidence are stored on the deploy)
     70 EXIT_BUG          anything else: a bug in unveil, said in one line
                          (set UNVEIL_DEBUG=1 to see the traceback)
 
@@ -23,7 +25,8 @@ on stderr and its exit code:
     ├── RemoteError                   the server said no, or failed: status,
     │                                 message and every problem it listed
     ├── Unavailable                   cannot reach the server; port taken
-    └── BadAnswer                     an answer that is not what the API promises
+    ├── BadAnswer                     an answer that is not what the API promises
+    └── VerificationFailed            a deploy's verification ran and failed
 """
 
 from __future__ import annotations
@@ -45,12 +48,14 @@ __all__ = [
     "EXIT_REFUSED",
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
+    "EXIT_VERIFY_FAILED",
     "BadAnswer",
     "CliError",
     "Refused",
     "RemoteError",
     "UnveilGroup",
     "Unavailable",
+    "VerificationFailed",
     "field",
     "refused_message",
 ]
@@ -60,6 +65,7 @@ EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_BAD_ANSWER = 4
+EXIT_VERIFY_FAILED = 5
 EXIT_BUG = 70
 
 
@@ -95,6 +101,12 @@ class BadAnswer(CliError):
     """The server answered, but not in the shape its API promises."""
 
     exit_code = EXIT_BAD_ANSWER
+
+
+class VerificationFailed(CliError):
+    """A deploy's verification ran and a check failed (not an error of the command)."""
+
+    exit_code = EXIT_VERIFY_FAILED
 
 
 class RemoteError(CliError):

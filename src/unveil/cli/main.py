@@ -4,7 +4,7 @@ Exit codes (``unveil.cli.errors`` maps every failure to one, in one place):
 0 done; 1 the input was refused (a bad flags file, or the server said no);
 2 the command was used wrongly; 3 something needed is not there (the server
 is unreachable or failed, the port to serve on is taken); 4 the server's
-answer could not be read; 70 a bug in unveil.
+answer could not be read; 5 a deploy's verification failed; 70 a bug in unveil.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from rich.table import Table
 
 from unveil.cli.change_commands import changes
 from unveil.cli.code_commands import code
+from unveil.cli.deploy_commands import deploy, status, timeline
 from unveil.cli.errors import CliError, Unavailable, UnveilGroup
 from unveil.cli.experiment_commands import experiment
 from unveil.cli.launch_commands import launches, templates
@@ -475,6 +476,9 @@ def demo() -> None:
 
 _commands = (flags, apply, export, audit, release, experiment, schedules, changes, webhooks)
 for _command in (*_commands, promote, code, templates, launches):
+for _command in (flags, apply, export, audit, release, schedules, changes, webhooks, deploy):
+    main.add_command(_command)
+for _command in (status, timeline):
     main.add_command(_command)
 flags.add_command(stale)
 flags.add_command(stale_after)

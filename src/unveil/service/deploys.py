@@ -157,7 +157,7 @@ def _service_data(row: ServiceRow) -> dict[str, Any]:
 def _serves_on(served: Any, off: Any) -> bool:
     """Whether a serve (a variant name or a rollout) gives anyone a variant other than off."""
     if isinstance(served, str):
-        return served != off
+        return bool(served != off)
     if isinstance(served, Mapping) and isinstance(served.get("rollout"), Mapping):
         return any(k != off and _positive(v) for k, v in served["rollout"].items())
     return False
@@ -322,7 +322,7 @@ class DeployService:
     # -- recording --------------------------------------------------------------------------
 
     def record(self, project: str, env: str, request: DeployRequest, actor: str) -> dict[str, Any]:
-        """Record a deploy; a deploy rollback (older version, or asked) also lets releases follow."""
+        """Record a deploy; a deploy rollback (an older version, or asked) lets releases follow."""
         now = self._clock()
         at = self._checked(request, now)
         with self.store.unit_of_work() as work:
@@ -572,22 +572,6 @@ class DeployService:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def list(
-        self, project: str, env: str, service: str | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
-        """The environment's deploys (of one service), newest first."""
-        limit = _limit(limit)
-        with self.store.reading() as r:
-            environment_id = require_environment(r, project, env)
-            service_id = None
-            if service is not None:
-                found = r.deploys.service(require_project(r, project), service)
-                if found is None:
-                    raise NotFound(f"service: no service '{service}' in project '{project}'")
-                service_id = found.id
-            rows = r.deploys.in_environment(environment_id, service_id, limit)
-        return [deploy_data(row, project, env) for row in rows]
-
     def get(self, project: str, env: str, deploy_id: str) -> dict[str, Any]:
         with self.store.reading() as r:
             environment_id = require_environment(r, project, env)
@@ -612,6 +596,22 @@ class DeployService:
         with self.store.reading() as r:
             environment_id = require_environment(r, project, env)
             return status_of(r, environment_id, project, env)
+
+    def list(
+        self, project: str, env: str, service: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The environment's deploys (of one service), newest first."""
+        limit = _limit(limit)
+        with self.store.reading() as r:
+            environment_id = require_environment(r, project, env)
+            service_id = None
+            if service is not None:
+                found = r.deploys.service(require_project(r, project), service)
+                if found is None:
+                    raise NotFound(f"service: no service '{service}' in project '{project}'")
+                service_id = found.id
+            rows = r.deploys.in_environment(environment_id, service_id, limit)
+        return [deploy_data(row, project, env) for row in rows]
 
 
 def status_of(r: Reading, environment_id: int, project: str, env: str) -> dict[str, Any]:

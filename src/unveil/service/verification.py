@@ -300,6 +300,8 @@ def run_http(
     while True:
         attempts += 1
         asked = clock()
+        problem: str | None
+        body: str | None
         try:
             response = client.get(check.url, timeout=check.timeout)
         except httpx.HTTPError as exc:
@@ -503,10 +505,7 @@ def run_checks(
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[str, list[dict[str, Any]]]:
     """Run every check (HTTP first); "passed" only if each passed, and every evidence."""
-    evidence: list[dict[str, Any]] = []
-    for check in checks:
-        if isinstance(check, HttpCheck):
-            evidence.append(run_http(check, http, sleep))
+    evidence = [run_http(c, http, sleep) for c in checks if isinstance(c, HttpCheck)]
     for check in checks:
         if not isinstance(check, MetricCheck):
             continue
@@ -526,7 +525,8 @@ def run_checks(
                 }
             )
         else:
-            assert check.events is not None and check.total is not None
+            assert check.events is not None
+            assert check.total is not None
             before = (prometheus(check.events, deploy_at), prometheus(check.total, deploy_at))
             end = deploy_at + span
             after = (prometheus(check.events, end), prometheus(check.total, end))
