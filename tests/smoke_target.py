@@ -14,7 +14,7 @@ def main(port: int, status: int) -> None:
     body = json.dumps({"status": "ok" if status < 400 else "broken", "code": status}).encode()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+        def do_GET(self) -> None:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))

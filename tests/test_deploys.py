@@ -412,3 +412,66 @@ def test_a_deployer_token_records_deploys_and_changes_nothing_else(sqlite_server
         )
     with server.client() as api:
         assert api.get(f"{ENV}/deploys").json()["deploys"][0]["actor"] == "ci"
+
+
+def test_deploys_rollbacks_and_verifications_are_announced_as_webhooks(tmp_path: Path) -> None:
+    import json
+
+    from tests.test_webhooks import FAST, Receiver
+
+    receiver = Receiver(_free_port(), tmp_path / "received.jsonl")
+    receiver.start()
+    events = ["deploy.recorded", "deploy.rolled_back", "deploy.verified", "flag.switched_off"]
+    try:
+        with database("sqlite", tmp_path) as url:
+            server = start_server(url, None, True, *FAST)
+            try:
+                with server.client() as api:
+                    hook = api.post(
+                        "/api/v1/projects/shop/webhooks",
+                        json={"url": receiver.url, "events": events},
+                    )
+                    assert hook.status_code == 201, hook.text
+                    _service(api)
+                    api.put(f"{ENV}/flags/beta", json=OFF_FLAG)
+                    api.post(f"{ENV}/deploys", json={"service": "api", "version": "1.0.0"})
+                    refs = {"beta": ["app.py:1"]}
+                    api.post(
+                        f"{ENV}/deploys",
+                        json={"service": "api", "version": "1.1.0", "references": refs},
+                    )
+                    data, etag = _flag(api, "beta")
+                    api.put(
+                        f"{ENV}/flags/beta",
+                        json={**data, "default": "on"},
+                        headers={"If-Match": etag},
+                    )
+                    api.post(f"{ENV}/deploys", json={"service": "api", "version": "1.0.0"})
+                    check = {"name": "smoke", "kind": "http", "passed": True}
+                    stored = api.post(
+                        f"{ENV}/deploys/d3/verification",
+                        json={"result": "passed", "checks": [check]},
+                    )
+                    assert stored.status_code == 200, stored.text
+
+                def got() -> list[str]:
+                    return [json.loads(r["body"])["event"] for r in receiver.received()]
+
+                assert wait_for(lambda: len(got()) == 5)
+                assert sorted(got()) == sorted(
+                    [
+                        "deploy.recorded",
+                        "deploy.recorded",
+                        "deploy.rolled_back",
+                        "flag.switched_off",
+                        "deploy.verified",
+                    ]
+                )
+                bodies = [json.loads(r["body"]) for r in receiver.received()]
+                off = next(b for b in bodies if b["event"] == "flag.switched_off")
+                assert off["actor"] == "deploy:d3"
+                assert off["reason"].startswith("deploy d3 rolled api back to 1.0.0")
+            finally:
+                stop(server)
+    finally:
+        receiver.stop()
