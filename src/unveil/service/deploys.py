@@ -231,10 +231,9 @@ def _reference_problems(refs: object) -> list[Problem]:
             continue
         total += len(places)
         for i, place in enumerate(places):
-            if not isinstance(place, str) or not place or len(place) > MAX_LOCATION:
-                problems.append(
-                    Problem(f"{where}[{i}]", f"must be text of 1 to {MAX_LOCATION} characters")
-                )
+            problem = text_problem(place, f"{where}[{i}]", MAX_LOCATION)
+            if problem is not None:
+                problems.append(problem)
         if len(problems) > 20:
             break
     if total > MAX_LOCATIONS:

@@ -98,7 +98,8 @@ def _deploy_query() -> Any:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    # escaped to ASCII: evidence holds what a checked URL answered, whatever it was
+    return json.dumps(value, separators=(",", ":"))
 
 
 class DeployRepository:
