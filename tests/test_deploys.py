@@ -349,6 +349,17 @@ def test_keep_and_ask_let_a_deploy_rollback_leave_the_flag_or_open_a_request(
         kept = api.post(f"{ENV}/deploys", json={"service": "api", "rollback": True}).json()
         assert (kept["version"], kept["release_follows"][0]["action"]) == ("a1", "keep")
         assert _flag(api, "beta")[0]["enabled"] is not False
+        status = api.get(f"{ENV}/status").json()
+        assert status["released_without_code"] == [
+            {"flag": "beta", "why": "released, but no current deploy references it"}
+        ]
+        # a version whose code was never scanned: nothing is known, nothing follows
+        api.post(f"{ENV}/deploys", json={"service": "api", "version": "b2", **refs})
+        back_to = {"service": "api", "version": "0.0.1", "rollback": True}
+        unknown = api.post(f"{ENV}/deploys", json=back_to).json()
+        assert (unknown["rollback"], unknown["references"]) == (True, None)
+        assert unknown["release_follows"] == []
+        assert api.get(f"{ENV}/status").json()["scanned"] is False
 
 
 # -- bad input ---------------------------------------------------------------------------------
@@ -434,7 +445,8 @@ def test_deploys_rollbacks_and_verifications_are_announced_as_webhooks(tmp_path:
                     assert hook.status_code == 201, hook.text
                     _service(api)
                     api.put(f"{ENV}/flags/beta", json=OFF_FLAG)
-                    api.post(f"{ENV}/deploys", json={"service": "api", "version": "1.0.0"})
+                    first = {"service": "api", "version": "1.0.0", "references": {}}
+                    api.post(f"{ENV}/deploys", json=first)
                     refs = {"beta": ["app.py:1"]}
                     api.post(
                         f"{ENV}/deploys",

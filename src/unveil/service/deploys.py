@@ -141,7 +141,7 @@ def deploy_data(row: DeployRow, project: str, env: str) -> dict[str, Any]:
         "rollback": row.rollback,
         "previous": row.previous,
         "flags": sorted(row.references),
-        "references": row.references,
+        "references": row.references if row.scanned else None,
         "verification": row.verification,
         "verified": row.verified,
     }
@@ -413,8 +413,11 @@ class DeployService:
         service: ServiceRow,
         current: DeployRow | None,
         request: DeployRequest,
-    ) -> tuple[str, dict[str, list[str]]]:
-        """The version deployed and its references (a rollback's default: the one before)."""
+    ) -> tuple[str, dict[str, list[str]] | None]:
+        """The version deployed and its references (a rollback's default: the one before).
+
+        None: not known (not scanned, and the version was never deployed here scanned).
+        """
         version = request.version
         if version is None:  # a rollback without a version: back to the previous deploy's
             previous = None
@@ -430,8 +433,8 @@ class DeployService:
         # not scanned: the code of a version deployed before carries what it carried then
         for earlier in work.deploys.in_environment(environment_id, service.id, limit=1000):
             if earlier.version == version:
-                return version, earlier.references
-        return version, {}
+                return version, earlier.references if earlier.scanned else None
+        return version, None
 
     def _follow(
         self,
@@ -443,6 +446,8 @@ class DeployService:
         replaced: DeployRow,
     ) -> list[dict[str, Any]]:
         """Let releases follow a deploy rollback: what happened to each flag it took away."""
+        if not deploy.scanned:  # what the code it went back to references is not known
+            return []
         gone = sorted(set(replaced.references) - set(deploy.references))
         if not gone:
             return []
@@ -635,7 +640,7 @@ def status_of(r: Reading, environment_id: int, project: str, env: str) -> dict[s
         for flag, services in sorted(carried.items())
         if not is_released(flags.get(flag))
     ]
-    scanned = any(d.references for d in current)
+    scanned = any(d.scanned for d in current)
     without_code = (
         [
             {"flag": key, "why": "released, but no current deploy references it"}
@@ -658,6 +663,7 @@ def status_of(r: Reading, environment_id: int, project: str, env: str) -> dict[s
                 "rollback": d.rollback,
                 "verified": d.verified,
                 "flags": sorted(d.references),
+                "scanned": d.scanned,
             }
             for d in current
         ],

@@ -59,7 +59,8 @@ class DeployRow:
     actor: str
     reason: str | None
     at: datetime
-    references: dict[str, list[str]]
+    references: dict[str, list[str]]  # empty when not scanned
+    scanned: bool  # whether the references were given (a scan found these, maybe none)
     rollback: bool
     previous: str | None
     verification: dict[str, Any] | None
@@ -72,6 +73,7 @@ def _service(row: Any) -> ServiceRow:
 
 
 def _deploy(row: Any) -> DeployRow:
+    refs = json.loads(row.refs)
     return DeployRow(
         f"{_PREFIX}{row.id}",
         row.environment_id,
@@ -82,7 +84,8 @@ def _deploy(row: Any) -> DeployRow:
         row.actor,
         row.reason,
         row.at,
-        json.loads(row.refs),
+        refs or {},
+        refs is not None,
         bool(row.rollback),
         None if row.previous_id is None else f"{_PREFIX}{row.previous_id}",
         None if row.verification is None else json.loads(row.verification),
@@ -156,7 +159,7 @@ class DeployRepository:
         actor: str,
         reason: str | None,
         at: datetime,
-        references: dict[str, list[str]],
+        references: dict[str, list[str]] | None,
         rollback: bool,
         previous: str | None,
         now: datetime,
