@@ -143,3 +143,14 @@ def test_windows_holding_the_deploy_belong_to_neither_side_and_no_data_is_no_pas
     assert (judged["before"]["exposures"], judged["after"]["exposures"]) == (0, 0)
     assert judged["passed"] is False
     assert judged["problem"] == "no traffic after the deploy to judge"
+
+
+def test_bad_references_are_named_one_by_one() -> None:
+    from unveil.service.deploys import _reference_problems
+
+    assert _reference_problems({"a": ["x.py:1"], "b": []}) == []
+    found = _reference_problems({"a": ["x.py:1", "bad\x1b[31m"], "b": "x.py:2", "": ["y:1"]})
+    assert [p.path for p in found] == ["references.a[1]", "references.b", "references."]
+    assert _reference_problems(["a"])[0].path == "references"
+    many = {f"f{i}": ["p:1"] * 11 for i in range(10_000)}
+    assert [p.message for p in _reference_problems(many)] == ["at most 100000 locations in all"]

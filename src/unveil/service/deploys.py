@@ -147,6 +147,15 @@ def deploy_data(row: DeployRow, project: str, env: str) -> dict[str, Any]:
     }
 
 
+def _audited(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A deploy as the audit log keeps it: its flags, not every place they are used.
+
+    The places (up to 100,000) stay on the deploy itself; the audit log and
+    the timeline read from it stay small.
+    """
+    return {k: v for k, v in data.items() if k != "references"}
+
+
 def _service_data(row: ServiceRow) -> dict[str, Any]:
     return {"name": row.name, "owner": row.owner, "created_at": _iso(row.created_at)}
 
@@ -219,6 +228,8 @@ def _reference_problems(refs: object) -> list[Problem]:
         return [Problem("references", "must be an object of flag key -> list of 'path:line'")]
     if len(refs) > MAX_REFERENCE_FLAGS:
         return [Problem("references", f"at most {MAX_REFERENCE_FLAGS} flags")]
+    if _all_fine(refs):  # the common case, checked in one pass over all the text
+        return []
     problems: list[Problem] = []
     total = 0
     for key, places in refs.items():
@@ -239,6 +250,27 @@ def _reference_problems(refs: object) -> list[Problem]:
     if total > MAX_LOCATIONS:
         problems.append(Problem("references", f"at most {MAX_LOCATIONS} locations in all"))
     return problems
+
+
+def _all_fine(refs: Mapping[Any, Any]) -> bool:
+    """Whether every key and location is good text, without naming what is not (fast)."""
+    texts: list[str] = []
+    total = 0
+    for key, places in refs.items():
+        if not isinstance(key, str) or not 0 < len(key) <= 200:
+            return False
+        if not isinstance(places, list):
+            return False
+        for place in places:
+            if not isinstance(place, str) or not 0 < len(place) <= MAX_LOCATION:
+                return False
+        total += len(places)
+        texts.append(key)
+        texts.extend(places)
+    if total > MAX_LOCATIONS:
+        return False
+    joined = " ".join(texts)
+    return not joined or text_problem(joined, "references", len(joined)) is None
 
 
 class DeployService:
@@ -361,8 +393,8 @@ class DeployService:
                 action="deploy.rolled_back" if rollback else "deploy.recorded",
                 target=f"service:{service.name}",
                 reason=request.reason,
-                before=None if current is None else deploy_data(current, project, env),
-                after=data,
+                before=None if current is None else _audited(deploy_data(current, project, env)),
+                after=_audited(data),
                 environment_id=environment_id,
                 versioned=False,
             )
@@ -429,7 +461,8 @@ class DeployService:
                 )
             version = previous.version
         if request.references is not None:
-            return version, {k: list(v) for k, v in request.references.items()}
+            given = request.references
+            return version, {k: v if isinstance(v, list) else list(v) for k, v in given.items()}
         # not scanned: the code of a version deployed before carries what it carried then
         for earlier in work.deploys.in_environment(environment_id, service.id, limit=1000):
             if earlier.version == version:
