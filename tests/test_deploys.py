@@ -309,6 +309,12 @@ def test_a_deploy_rollback_takes_the_release_of_its_flag_with_it(
     lines = _cli(server, "timeline", "-e", "production").output.splitlines()
     assert "api rolled back to 1.0.0" in lines[-2]
     assert "flag new-checkout switched off" in lines[-1]
+    # back from 1.0.0 there is no older version: not to 1.1.0, the one rolled back from
+    again = _cli(server, "deploy", "rollback", "-s", "api", "-e", "production")
+    assert again.exit_code == 1
+    assert "version: service 'api' has no older version deployed here" in again.output
+    with server.client() as api:
+        assert len(api.get(f"{ENV}/deploys").json()["deploys"]) == 3
 
 
 def test_keep_and_ask_let_a_deploy_rollback_leave_the_flag_or_open_a_request(

@@ -451,15 +451,8 @@ class DeployService:
         None: not known (not scanned, and the version was never deployed here scanned).
         """
         version = request.version
-        if version is None:  # a rollback without a version: back to the previous deploy's
-            previous = None
-            if current is not None and current.previous is not None:
-                previous = work.deploys.get(current.previous)
-            if previous is None:
-                raise Invalid(
-                    (Problem("version", f"service '{service.name}' has no earlier deploy here"),)
-                )
-            version = previous.version
+        if version is None:  # a rollback without a version: back to the last older one
+            version = _previous_version(work, environment_id, service, current)
         if request.references is not None:
             given = request.references
             return version, {k: v if isinstance(v, list) else list(v) for k, v in given.items()}
@@ -707,6 +700,24 @@ def status_of(r: Reading, environment_id: int, project: str, env: str) -> dict[s
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+def _previous_version(
+    work: UnitOfWork, environment_id: int, service: ServiceRow, current: DeployRow | None
+) -> str:
+    """The version of the latest deploy before the current one that is older than it.
+
+    (Not simply the deploy before: after a rollback, that one is the newer
+    version rolled back from.)
+    """
+    if current is not None:
+        order = work.deploys.versions(environment_id, service.id)
+        for earlier in work.deploys.in_environment(environment_id, service.id, limit=1000):
+            if _older(earlier.version, current.version, order):
+                return earlier.version
+    raise Invalid(
+        (Problem("version", f"service '{service.name}' has no older version deployed here"),)
+    )
 
 
 def _limit(limit: int, most: int = 1000) -> int:
