@@ -32,6 +32,8 @@ VALID_PATH = {
     "change_id": "c1",
     "webhook_id": "1",
     "delivery_id": "1",
+    "name": "k",
+    "deploy_id": "d1",
 }
 #: For bodies the schema leaves open: the string fields people send.
 OPEN_BODIES: dict[tuple[str, str], dict[str, Any]] = {
