@@ -493,3 +493,47 @@ def test_deploys_rollbacks_and_verifications_are_announced_as_webhooks(tmp_path:
                 stop(server)
     finally:
         receiver.stop()
+
+
+def test_a_release_due_later_takes_its_first_step_once_the_deploy_passed(tmp_path: Path) -> None:
+    plan = {
+        "flag": "checkout",
+        "control": "off",
+        "treatment": "on",
+        "steps": [{"percent": 10, "hold": "1h"}, {"percent": 100}],
+        "options": {"requires_verified_deploy": "api"},
+    }
+    fast = ("--release-tick", "0.3", "--worker-interval", "0.2")
+    with database("sqlite", tmp_path) as url:
+        server = start_server(url, None, True, *fast)
+        try:
+            with server.client() as api:
+                _service(api)
+                api.put(f"{ENV}/flags/checkout", json=OFF_FLAG)
+                api.post(f"{ENV}/deploys", json={"service": "api", "version": "1.0.0"})
+                soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+                made = api.post(f"{ENV}/releases", json={"plan": plan, "start_at": soon})
+                assert made.status_code == 201, made.text
+                assert made.json()["phase"] == "scheduled"
+
+                def release() -> dict[str, Any]:
+                    return dict(api.get(f"{ENV}/releases/r1").json())
+
+                assert wait_for(lambda: release()["state"].get("waiting") == "deploy")
+                held = release()
+                assert held["phase"] == "scheduled"
+                assert "api" in held["state"]["history"][-1]["text"]
+                assert "was not verified" in held["state"]["history"][-1]["text"]
+                assert _flag(api, "checkout")[0]["default"] == "off"
+                forced = api.post(f"{ENV}/releases/r1/start")
+                assert forced.status_code == 422, forced.text
+                assert forced.json()["problems"][0]["path"] == "options.requires_verified_deploy"
+
+                check = {"name": "smoke", "kind": "http", "passed": True}
+                passed = api.post(
+                    f"{ENV}/deploys/d1/verification", json={"result": "passed", "checks": [check]}
+                )
+                assert passed.status_code == 200, passed.text
+                assert wait_for(lambda: release()["phase"] == "running")
+        finally:
+            stop(server)

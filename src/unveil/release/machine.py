@@ -74,7 +74,13 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """Time passed and nothing was observed (the judge had nothing to say)."""
+    """Time passed and nothing was observed (the judge had nothing to say).
+
+    ``held``: why a scheduled release may not take its first step yet (the
+    deploy its plan requires has not passed verification), or None.
+    """
+
+    held: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,9 +337,11 @@ def _regression(state: ReleaseState, now: datetime, verdict: Verdict) -> Result:
 # -- time and observations -----------------------------------------------------
 
 
-def _start_when_due(state: ReleaseState, now: datetime) -> Result:
+def _start_when_due(state: ReleaseState, now: datetime, held: str | None = None) -> Result:
     if state.start_at is not None and now < state.start_at:
         return state, ()
+    if held is not None:
+        return _wait(state, now, WaitReason.DEPLOY, f"due to start; waiting: {held}", None)
     window = state.plan.options.window
     if window is not None and not window.is_open(now):
         opens = window.next_opening(now).isoformat()
@@ -391,9 +399,11 @@ def _verifying(state: ReleaseState, now: datetime, seen: Observation | None) -> 
     return _verify(state, now, f"no regression in {period} at 100%")
 
 
-def _on_time(state: ReleaseState, now: datetime, seen: Observation | None) -> Result:
+def _on_time(
+    state: ReleaseState, now: datetime, seen: Observation | None, held: str | None = None
+) -> Result:
     if state.phase is Phase.SCHEDULED:
-        return _start_when_due(state, now)
+        return _start_when_due(state, now, held)
     if state.phase is Phase.RUNNING:
         return _running(state, now, seen)
     if state.phase is Phase.COMPLETED and not state.verified:
@@ -552,7 +562,7 @@ def step(state: ReleaseState, now: datetime, event: Event) -> Result:
     """
     now = _utc(now)
     if isinstance(event, Tick):
-        return _on_time(state, now, None)
+        return _on_time(state, now, None, event.held)
     if isinstance(event, Observation):
         return _on_time(state, now, event)
     if isinstance(event, FlagEdited):

@@ -68,6 +68,7 @@ class WaitReason(StrEnum):
 
     WINDOW = "window"  # outside the advancing window
     DATA = "data"  # too few treatment exposures, or the judge has no data
+    DEPLOY = "deploy"  # the deploy the plan requires has not passed verification
 
 
 class Decision(StrEnum):

@@ -59,6 +59,7 @@ from unveil.release.machine import (
     RecordDecision,
     Resume,
     SetRollout,
+    Start,
     Tick,
     new_release,
     restart,
@@ -238,6 +239,13 @@ def _unverified_deploy(work: UnitOfWork, environment_id: int, env: str, plan: Pl
     )
 
 
+def _refuse_unverified(work: UnitOfWork, environment_id: int, env: str, plan: Plan) -> None:
+    """Refuse (422) to start now a release whose required deploy has not passed verification."""
+    unverified = _unverified_deploy(work, environment_id, env, plan)
+    if unverified:
+        raise Invalid((Problem("options.requires_verified_deploy", unverified),))
+
+
 def _unfit_flag(data: Mapping[str, Any], plan: Plan) -> str | None:
     """Why the flag cannot be released as the plan says, or None.
 
@@ -369,6 +377,8 @@ class ReleaseService:
             environment_id = require_environment(work, project, env, lock=True)
             plan = self._checked_plan(work, environment_id, env, plan_data)
             now = self._clock()
+            if start_at is None or start_at <= now:  # later: its first step waits for it
+                _refuse_unverified(work, environment_id, env, plan)
             release_id = work.releases.next_id()
             state = new_release(plan, release_id, now, start_at=start_at)
             return self._create(work, project, env, environment_id, state, actor, now)
@@ -390,6 +400,8 @@ class ReleaseService:
             old = state_from_data(old_row.state)
             self._checked_plan(work, environment_id, env, plan_to_data(old.plan))
             now = self._clock()
+            if start_at is None or start_at <= now:
+                _refuse_unverified(work, environment_id, env, old.plan)
             state = restart(old, work.releases.next_id(), now, start_at=start_at)
             return self._create(work, project, env, environment_id, state, actor, now)
 
@@ -422,9 +434,6 @@ class ReleaseService:
         unfit = _unfit_flag(flag.data, plan)
         if unfit:
             raise Invalid((Problem("flag", unfit),))
-        unverified = _unverified_deploy(work, environment_id, env, plan)
-        if unverified:
-            raise Invalid((Problem("options.requires_verified_deploy", unverified),))
         active = work.releases.active_of(environment_id, plan.flag)
         if active is not None:
             raise Conflict(
@@ -463,7 +472,10 @@ class ReleaseService:
             environment_id=environment_id,
             versioned=False,
         )
-        row = self._advance(work, project, env, environment_id, row, state, Tick(), now)
+        held = None
+        if state.phase is Phase.SCHEDULED:
+            held = _unverified_deploy(work, environment_id, env, state.plan)
+        row = self._advance(work, project, env, environment_id, row, state, Tick(held), now)
         self._keep_ticking(work, row, project, env)
         return self._view(project, env, row)
 
@@ -514,6 +526,11 @@ class ReleaseService:
             started_by = work.audit.actor_of(environment_id, "release.create", row.flag, row.id)
             if started_by is not None and started_by == command.by:
                 raise Forbidden("you started this release: someone else must approve it")
+        due = state.start_at is None or state.start_at <= datetime.now(UTC)
+        starts = isinstance(command, Start) and state.phase is Phase.SCHEDULED
+        if starts or (isinstance(command, Approve) and due):
+            env = (work.environments.keys_of(environment_id) or ("", ""))[1]
+            _refuse_unverified(work, environment_id, env, state.plan)
         if isinstance(command, Resume | Advance):
             flag = work.flags.get(environment_id, state.plan.flag)
             if flag is not None and flag.data.get("enabled", True) is False:
@@ -541,6 +558,8 @@ class ReleaseService:
         now = self._clock()
         state = state_from_data(row.state)
         event: Event = Tick()
+        if state.phase is Phase.SCHEDULED:  # its first step waits for a verified deploy
+            event = Tick(_unverified_deploy(work, row.environment_id, env, state.plan))
         judged_until = row.judged_until
         if _drives_flag(state):  # read everything before writing anything
             try:
