@@ -608,7 +608,10 @@ def _stored(**changes: Any) -> dict[str, Any]:
             _stored(phase="paused", paused_from="scheduled", pause_reason="by_person"),
             [("paused_from", "a release is paused from running or completed")],
         ),
-        (_stored(waiting="tea"), [("waiting", "unknown waiting 'tea' (one of: window, data, deploy)")]),
+        (
+            _stored(waiting="tea"),
+            [("waiting", "unknown waiting 'tea' (one of: window, data, deploy)")],
+        ),
         (_stored(attempt=0), [("attempt", "must be a whole number from 1 to 1000000, not 0")]),
         (
             _stored(previous=""),
