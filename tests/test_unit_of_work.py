@@ -285,6 +285,33 @@ CALLS += [
     ),
 ]
 
+#: deploys: a service, a deploy, its verification, what a rollback does (docs/deploys.md)
+CALLS += [
+    (
+        "PUT",
+        "/api/v1/projects/{project}/services/{name}",
+        lambda api: api.put("/api/v1/projects/shop/services/api", json={"owner": "team"}),
+    ),
+    (
+        "POST",
+        "/api/v1/projects/{project}/environments/{env}/deploys",
+        lambda api: api.post(f"{ENV}/deploys", json={"service": "api", "version": "1.0.0"}),
+    ),
+    (
+        "POST",
+        "/api/v1/projects/{project}/environments/{env}/deploys/{deploy_id}/verification",
+        lambda api: api.post(
+            f"{ENV}/deploys/d1/verification",
+            json={"result": "passed", "checks": [{"name": "smoke", "passed": True}]},
+        ),
+    ),
+    (
+        "PUT",
+        "/api/v1/projects/{project}/environments/{env}/deploy-settings",
+        lambda api: api.put(f"{ENV}/deploy-settings", json={"on_deploy_rollback": "ask"}),
+    ),
+]
+
 
 def test_every_state_changing_call_leaves_one_audit_entry_and_one_outbox_row(
     server: Server,
