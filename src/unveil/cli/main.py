@@ -475,10 +475,7 @@ def demo() -> None:
 
 
 _commands = (flags, apply, export, audit, release, experiment, schedules, changes, webhooks)
-for _command in (*_commands, promote, code, templates, launches):
-for _command in (flags, apply, export, audit, release, schedules, changes, webhooks, deploy):
-    main.add_command(_command)
-for _command in (status, timeline):
+for _command in (*_commands, promote, code, templates, launches, deploy, status, timeline):
     main.add_command(_command)
 flags.add_command(stale)
 flags.add_command(stale_after)

@@ -9,7 +9,7 @@ session's CSRF token.
 
 from fastapi import APIRouter
 
-from unveil.server.dashboard import experiments, governance, pages, releasing
+from unveil.server.dashboard import deploys, experiments, governance, pages, releasing
 from unveil.server.dashboard.pages import error_page
 from unveil.server.dashboard.sessions import is_dashboard_page
 
@@ -20,3 +20,4 @@ router.include_router(pages.router)
 router.include_router(releasing.router)
 router.include_router(governance.router)
 router.include_router(experiments.router)
+router.include_router(deploys.router)

@@ -41,6 +41,6 @@ async def timeline_page(request: Request, project: str, env: str) -> Response:
         projects=projects,
         section="timeline",
         marks=list(reversed(marks)),
-        status=status,
+        deployed=status,
         stale=stale,
     )
