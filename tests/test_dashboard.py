@@ -637,3 +637,43 @@ def test_an_experiment_report_is_read_on_its_page(browser: Any, site: Server) ->
     assert _serious_violations(page) == []
     page.screenshot(path=str(SHOTS / "experiment.png"), full_page=True)
     page.close()
+
+
+def test_the_timeline_after_a_deploy_a_release_and_a_deploy_rollback(
+    browser: Any, site: Server
+) -> None:
+    env = "/api/v1/projects/shop/environments/production"
+    with site.client() as api:
+        flag = {"variants": {"on": True, "off": False}, "default": "on", "enabled": False}
+        assert api.put(f"{FLAGS}/gift-cards", json=flag).status_code == 201
+        assert api.put("/api/v1/projects/shop/services/shop-web", json={}).status_code in (200, 201)
+        v1 = {"service": "shop-web", "version": "1.0.0", "references": {}}
+        assert api.post(f"{env}/deploys", json=v1).status_code == 201
+        v2 = {
+            "service": "shop-web",
+            "version": "1.1.0",
+            "references": {"gift-cards": ["shop/cards.py:12"]},
+            "reason": "weekly train",
+        }
+        assert api.post(f"{env}/deploys", json=v2).status_code == 201
+    page = _sign_in(browser, site, EDITOR)
+    page.goto(f"{site.url}/p/shop/production/timeline")
+    dark = page.locator("section", has_text="Deployed dark").inner_text()
+    assert "gift-cards" in dark  # the code is there, nobody has it yet
+    _set_enabled(site, "gift-cards", True)  # released
+    with site.client() as api:
+        back = {"service": "shop-web", "version": "1.0.0", "references": {}}
+        rolled = api.post(f"{env}/deploys", json=back)
+        assert rolled.status_code == 201, rolled.text
+    assert not _enabled(site, "gift-cards")  # the release followed the rollback
+    page.reload()
+    marks = page.locator(".timeline li").all_inner_texts()
+    deploys = [m for m in marks if m.lower().startswith("deploy")]
+    assert len(deploys) >= 3
+    assert any("gift-cards" in m for m in marks if m.lower().startswith("release"))
+    newest_first = "\n".join(marks)
+    assert newest_first.index("1.0.0") < newest_first.index("1.1.0")
+    assert "weekly train" in newest_first
+    assert _serious_violations(page) == []
+    page.screenshot(path=str(SHOTS / "timeline.png"), full_page=True)
+    page.close()
