@@ -677,3 +677,80 @@ def test_the_timeline_after_a_deploy_a_release_and_a_deploy_rollback(
     assert _serious_violations(page) == []
     page.screenshot(path=str(SHOTS / "timeline.png"), full_page=True)
     page.close()
+
+
+def test_prerequisites_are_edited_and_stale_flags_found_from_the_list(
+    browser: Any, site: Server
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from unveil.store import tables as t
+    from unveil.store.database import make_engine
+
+    with site.client() as api:
+        flag = {"variants": {"on": True, "off": False}, "default": "on"}
+        assert api.put(f"{FLAGS}/old-banner", json=flag).status_code == 201
+        assert api.put(f"{FLAGS}/needs-payments", json=flag).status_code == 201
+    page = _sign_in(browser, site, EDITOR)
+    page.goto(f"{site.url}/p/shop/production/flags/needs-payments/edit")
+    page.get_by_role("button", name="Add a prerequisite").click()
+    page.locator("#f-p0-flag").fill("no-such-flag")
+    page.get_by_role("button", name="Save targeting").click()
+    assert page.locator("#f-p0-flag").get_attribute("aria-invalid") == "true"
+    assert "Prerequisite 1, flag" in page.get_by_role("alert").inner_text()
+    page.locator("#f-p0-flag").fill("old-banner")
+    page.get_by_role("button", name="Save targeting").click()
+    page.wait_for_url("**/flags/needs-payments?notice=*")
+    with site.client() as api:
+        data = api.get(f"{FLAGS}/needs-payments").json()["data"]
+    assert data["prerequisites"] == [{"flag": "old-banner", "variants": ["on"]}]
+    # old-banner has served "on" to everyone for 60 days (its history moved back in time)
+    engine = make_engine(site.database_url)
+    try:
+        with engine.begin() as conn:
+            long_ago = datetime.now(UTC) - timedelta(days=60)
+            conn.execute(
+                update(t.audit).where(t.audit.c.target == "old-banner").values(at=long_ago)
+            )
+    finally:
+        engine.dispose()
+    page.goto(f"{site.url}/p/shop/production/flags?state=stale")
+    row = page.locator("tbody tr", has_text="old-banner")
+    assert "Stale:" in row.inner_text()
+    assert page.locator("tbody tr", has_text="needs-payments").count() == 0
+    page.close()
+
+
+def test_every_page_passes_axe_and_stays_usable_at_200_percent(browser: Any, site: Server) -> None:
+    paths = [
+        "/p/shop/production/flags",
+        "/p/shop/production/flags/new-checkout",
+        "/p/shop/production/flags/new-checkout/edit",
+        "/p/shop/production/flags/new-checkout/release",
+        "/p/shop/production/segments",
+        "/p/shop/production/releases",
+        "/p/shop/production/experiments",
+        "/p/shop/production/timeline",
+        "/p/shop/production/schedules",
+        "/p/shop/production/changes",
+        "/p/shop/production/webhooks",
+    ]
+    admin = ("ada2", "ada2-password-123")
+    with site.client() as api:
+        body = {"name": admin[0], "password": admin[1], "role": "admin"}
+        assert api.post("/api/v1/users", json=body).status_code == 201
+    zoomed = {"viewport": {"width": 640, "height": 400}, "device_scale_factor": 2}
+    for options in ({}, zoomed):
+        page = _sign_in(browser, site, admin, **options)
+        for path in paths:
+            answer = page.goto(site.url + path)
+            assert answer is not None
+            assert answer.status == 200, path
+            assert _serious_violations(page) == [], path
+            overflow = page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0, f"{path} scrolls sideways by {overflow}px"
+        page.close()

@@ -75,6 +75,8 @@ class Editor:
     targets: dict[str, str]  # variant -> keys, one per line
     rules: list[RuleForm]
     default: ServeForm
+    #: (flag key, its variants that let this flag be evaluated, separated by commas)
+    prerequisites: list[tuple[str, str]] = field(default_factory=list)
 
 
 # -- from stored data to the form ---------------------------------------------------
@@ -131,7 +133,11 @@ def editor_from_data(data: Mapping[str, Any]) -> Editor:
         RuleForm([_condition_form(c) for c in rule.get("when", ())], _serve_form(rule.get("serve")))
         for rule in data.get("rules", ())
     ]
-    return Editor(variants, targets, rules, _serve_form(data.get("default")))
+    prerequisites = [
+        (str(p.get("flag", "")), ", ".join(str(v) for v in p.get("variants", ())))
+        for p in data.get("prerequisites", ())
+    ]
+    return Editor(variants, targets, rules, _serve_form(data.get("default")), prerequisites)
 
 
 # -- from the posted form to data ---------------------------------------------------
@@ -175,11 +181,16 @@ def editor_from_form(fields: Mapping[str, str], variants: Sequence[str]) -> Edit
             for j in range(_count(fields, f"r{i}.conditions", 100))
         ]
         rules.append(RuleForm(conditions, _posted_serve(fields, f"r{i}.serve")))
+    prerequisites = [
+        (fields.get(f"p{i}.flag", ""), fields.get(f"p{i}.variants", ""))
+        for i in range(_count(fields, "prerequisites", 100))
+    ]
     editor = Editor(
         list(variants),
         {v: fields.get(f"targets.{v}", "") for v in variants},
         rules,
         _posted_serve(fields, "default"),
+        prerequisites,
     )
     _apply_action(editor, fields.get("action", ""))
     return editor
@@ -190,7 +201,12 @@ def _apply_action(editor: Editor, action: str) -> None:
     parts = action.split("-")
     numbers = [int(p) for p in parts if p.isdigit()]
     first = editor.variants[0] if editor.variants else ""
-    if action == "add-rule":
+    if action == "add-prerequisite":
+        editor.prerequisites.append(("", "on"))
+    elif action.startswith("remove-prerequisite-") and numbers:
+        if numbers[0] < len(editor.prerequisites):
+            del editor.prerequisites[numbers[0]]
+    elif action == "add-rule":
         editor.rules.append(RuleForm([ConditionForm()], ServeForm(mode=first)))
     elif action.startswith("remove-rule-") and numbers and numbers[0] < len(editor.rules):
         del editor.rules[numbers[0]]
@@ -273,6 +289,14 @@ def flag_with(data: Mapping[str, Any], editor: Editor) -> dict[str, Any]:
     if rules:
         result["rules"] = rules
     result["default"] = _serve_data(editor.default)
+    result.pop("prerequisites", None)
+    prerequisites = [
+        {"flag": flag.strip(), "variants": [v.strip() for v in wanted.split(",") if v.strip()]}
+        for flag, wanted in editor.prerequisites
+        if flag.strip() or wanted.strip()
+    ]
+    if prerequisites:
+        result["prerequisites"] = prerequisites
     return result
 
 
@@ -304,6 +328,9 @@ def field_for(path: str, key: str, part: str = "flags") -> str:
         return f"r{rule}"
     if rest.startswith("default"):
         return "default"
+    needed = re.match(r"prerequisites\[(\d+)\](?:\.(flag|variants))?", rest)
+    if needed:
+        return f"p{needed[1]}.{needed[2] or 'flag'}"
     if rest.startswith("targets."):
         return "targets." + _INDEX.sub("", rest[len("targets.") :]).split(".")[0]
     for name in ("include", "exclude", "description"):
@@ -323,6 +350,9 @@ def field_label(name: str) -> str:
         elif serve:
             words += ", serves"
         return words
+    prerequisite = re.fullmatch(r"p(\d+)\.(flag|variants)", name)
+    if prerequisite:
+        return f"Prerequisite {int(prerequisite[1]) + 1}, {prerequisite[2]}"
     if name in ("default", "include", "exclude", "description", "at", "until", "time_zone"):
         named = {"default": "The default", "at": "When", "time_zone": "Time zone"}
         return named.get(name, name.capitalize())

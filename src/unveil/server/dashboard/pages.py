@@ -363,13 +363,20 @@ async def flags_page(
         per_env[e] = loaded.ruleset.document.flags
     active = {r.flag for r in await run_in_threadpool(svc.releases.list, project, env, None, True)}
     metas = await run_in_threadpool(svc.meta.all, project)
+    stale: dict[str, str] = {}
+    if state == "stale":  # the report reads history and exposures: only when asked for
+        report = await run_in_threadpool(svc.stale.report, project, env)
+        stale = {f["key"]: "; ".join(r["text"] for r in f["reasons"]) for f in report["flags"]}
     rows = []
     for key, flag in sorted(per_env[env].items()):
         here = "under release" if key in active else _flag_state(flag)
         meta = metas.get(key, {})
         if q and q.lower() not in f"{key} {flag.description}".lower():
             continue
-        if state and state != here and not (state == "on" and here == "rolling out"):
+        if state == "stale":
+            if key not in stale:
+                continue
+        elif state and state != here and not (state == "on" and here == "rolling out"):
             continue
         if (tag and tag not in meta.get("tags", ())) or (type and meta.get("type") != type):
             continue
@@ -380,6 +387,7 @@ async def flags_page(
                 "key": key,
                 "description": flag.description,
                 "state": here,
+                "stale": stale.get(key, ""),
                 "meta": meta,
                 "states": {
                     e: _flag_state(per_env[e][key]) if key in per_env[e] else "" for e in envs
