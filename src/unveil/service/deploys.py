@@ -89,8 +89,17 @@ _TIMELINE = {
     "schedule.failed": "release",
     "change.opened": "release",
     "change.approved": "release",
+    "launch.started": "launch",
+    "launch.stopped": "launch",
+    "launch.done": "launch",
 }
+#: The actor of the flag changes a launch makes (service/launches.py: launch_actor): they
+#: are on the timeline as the launch's one mark, not one mark per flag.
+_LAUNCH_ACTOR = "launch:"
 _Clock = Callable[[], datetime]
+
+
+_FLAG_MARKS = frozenset({"flag.create", "flag.update", "flag.delete", "document.apply"})
 
 
 def deploy_actor(deploy_id: str) -> str:
@@ -615,7 +624,11 @@ class DeployService:
         limit = _limit(limit, 1000)
         with self.store.reading() as r:
             environment_id = require_environment(r, project, env)
-            entries = r.deploys.timeline_entries(environment_id, tuple(_TIMELINE), limit)
+            entries = [
+                e
+                for e in r.deploys.timeline_entries(environment_id, tuple(_TIMELINE), limit)
+                if not (str(e["actor"]).startswith(_LAUNCH_ACTOR) and e["action"] in _FLAG_MARKS)
+            ]
             verified = {
                 d.id: d.verified for d in r.deploys.in_environment(environment_id, None, 1000)
             }
@@ -798,6 +811,10 @@ def _summary(action: str, target: str, before: Any, after: Any) -> str:
         if is_released(after) and not is_released(before):
             return f"flag {target} released"
         return f"flag {target} changed"
+    if action.startswith("launch.") and isinstance(after, Mapping):
+        verb = {"launch.started": "started", "launch.stopped": "stopped"}.get(action, "done")
+        flags = ", ".join(str(f) for f in after.get("flags", ()))
+        return f"launch {after.get('name', target)} {verb}: {flags}"
     return f"{action} {target}".strip()
 
 
