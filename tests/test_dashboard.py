@@ -754,3 +754,31 @@ def test_every_page_passes_axe_and_stays_usable_at_200_percent(browser: Any, sit
             )
             assert overflow <= 0, f"{path} scrolls sideways by {overflow}px"
         page.close()
+
+
+def test_a_release_is_scheduled_from_its_start_form(browser: Any, site: Server) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    with site.client() as api:
+        flag = {"variants": {"on": True, "off": False}, "default": "off"}
+        assert api.put(f"{FLAGS}/later-search", json=flag).status_code == 201
+        body = {"name": "rhea", "password": "rhea-password-12", "role": "releaser"}
+        assert api.post("/api/v1/users", json=body).status_code == 201
+    page = _sign_in(browser, site, ("rhea", "rhea-password-12"))
+    page.goto(f"{site.url}/p/shop/production/flags/later-search/release")
+    page.get_by_label("Steps").fill("10 1h\n100")
+    page.get_by_label("At", exact=True).fill("2020-01-01T10:00:00")
+    page.get_by_role("button", name="Start the release").click()
+    assert page.locator("#f-at").get_attribute("aria-invalid") == "true"
+    when = (datetime.now(UTC) + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S")
+    page.get_by_label("At", exact=True).fill(when)
+    page.get_by_role("button", name="Start the release").click()
+    page.wait_for_url("**/flags/later-search?notice=*")
+    assert "scheduled for" in page.get_by_role("status").inner_text()
+    with site.client() as api:
+        pending = api.get(f"{RELEASES.rsplit('/', 1)[0]}/schedules").json()["schedules"]
+        mine = [s for s in pending if s["target"] == "later-search"]
+        assert [s["action"] for s in mine] == ["release.start"]
+        assert [s["state"] for s in mine] == ["pending"]
+        assert api.get(f"{RELEASES}?flag=later-search").json()["releases"] == []
+    page.close()

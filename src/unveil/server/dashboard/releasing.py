@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -44,6 +45,7 @@ from unveil.service.access import Principal
 from unveil.service.errors import Invalid
 from unveil.service.metrics import GuardReader
 from unveil.service.releases import Release
+from unveil.service.schedules import ScheduleRequest
 
 __all__ = ["router"]
 
@@ -121,6 +123,7 @@ def plan_from_form(fields: dict[str, str], flag: str) -> dict[str, Any]:
     return plan
 
 
+_WHEN = ("at", "until", "time_zone")
 _PLAN_PATH = re.compile(
     r"^(?:plan\.)?(?:(steps)\[(\d+)\]|guards\[(\d+)\]\.?(\w*)|(options\.\w+)|(control|treatment|steps|guards))"
 )
@@ -128,6 +131,8 @@ _PLAN_PATH = re.compile(
 
 def plan_field(path: str) -> tuple[str, str]:
     """The form field a plan problem belongs to, and a prefix that says where in it."""
+    if path in _WHEN:
+        return path, ""
     found = _PLAN_PATH.match(path)
     if found is None:
         return "", ""
@@ -216,7 +221,25 @@ async def start(request: Request, project: str, env: str, key: str) -> Response:
         problems = [("", "starting a release needs the releaser role")]
         return await _start_page(request, who, project, env, key, fields, problems, 403)
     plan = plan_from_form(fields, key)
+    at = fields.get("at", "").strip()
     try:
+        if at:  # the release is created at that time (a scheduled change), as --schedule does
+            asked = ScheduleRequest(
+                action="release.start",
+                at=at,
+                plan=plan,
+                time_zone=fields.get("time_zone", "").strip() or None,
+            )
+            opened, _ = await gated(
+                svc, project, env, who, "schedule.create", key, {"schedule": asdict(asked)}, None
+            )
+            if opened is None:
+                made = await run_in_threadpool(svc.schedules.create, project, env, asked, who.name)
+                notice = f"The release is scheduled for {made.as_data()['at']}."
+            else:
+                notice = "A change request was opened: the schedule is made once it is approved."
+            flag_page = f"{_env_page(project, env)}/flags/{quote(key)}"
+            return _redirect(flag_page + "?" + urlencode({"notice": notice}))
         opened, _ = await gated(svc, project, env, who, "release.start", key, {"plan": plan}, None)
         if opened is not None:
             notice = "A change request was opened: the release starts once it is approved."
