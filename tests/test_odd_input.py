@@ -34,6 +34,7 @@ VALID_PATH = {
     "delivery_id": "1",
     "name": "k",
     "deploy_id": "d1",
+    "launch_id": "l1",
 }
 #: For bodies the schema leaves open: the string fields people send.
 OPEN_BODIES: dict[tuple[str, str], dict[str, Any]] = {

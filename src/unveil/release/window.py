@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 from unveil.core.timestamps import instants_at_wall
 from unveil.release.errors import InvalidWindow
 
-__all__ = ["Span", "Window", "parse_window"]
+__all__ = ["Span", "Window", "parse_window", "time_zone"]
 
 _DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _FULL_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -215,15 +215,22 @@ def _read_hours(spec: str, text: str) -> tuple[int, int]:
     return start, end
 
 
+def time_zone(key: str) -> ZoneInfo | None:
+    """The IANA zone of that name, or None: a name that is not one (too long, odd
+    characters, a path) is never handed to the zone reader, which would raise for it."""
+    if not _ZONE_KEY.fullmatch(key) or len(key) > 64:
+        return None
+    try:
+        return ZoneInfo(key)
+    except (ValueError, LookupError, OSError):
+        return None
+
+
 def _check_zone(key: str, text: str) -> None:
     if not _ZONE_KEY.fullmatch(key) or len(key) > 64:
         raise InvalidWindow(text, f"{key!r} is not an IANA time zone name (like Europe/Amsterdam)")
-    try:
-        ZoneInfo(key)
-    except (ValueError, LookupError, OSError):
-        raise InvalidWindow(
-            text, f"unknown time zone {key!r} (an IANA name like Europe/Amsterdam)"
-        ) from None
+    if time_zone(key) is None:
+        raise InvalidWindow(text, f"unknown time zone {key!r} (an IANA name like Europe/Amsterdam)")
 
 
 def parse_window(text: str) -> Window:

@@ -71,7 +71,8 @@ class Limits:
     default: int = MIB
     document: int = 16 * MIB
     events: int = MIB
-    form: int = 64 << 10
+    form: int = 1 << 20  # a flag may weigh 512 KiB in its editor's fields
+    page: int = 0
 
     def kind(self, method: str, path: str) -> str:
         """Which limit a request falls under: document, events or default."""
@@ -81,8 +82,9 @@ class Limits:
             return "document"
         if method == "POST" and path == "/sdk/v1/events":
             return "events"
-        if not path.startswith(_PROTECTED) and method != "GET":
-            return "form"
+        if not path.startswith(_PROTECTED):
+            # a page is asked for with no body: one is refused at once, never waited for
+            return "form" if method not in ("GET", "HEAD", "OPTIONS") else "page"
         return "default"
 
     def for_request(self, method: str, path: str) -> int:
@@ -98,6 +100,7 @@ _LIMIT_NAMES = {
     "events": "the limit of one batch of events",
     "default": "the limit of one request here (a whole document goes to PUT .../document)",
     "form": "the limit of one dashboard form",
+    "page": "and asking for a page takes no body",
 }
 
 

@@ -23,11 +23,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from unveil.core import UnveilError
 from unveil.core.errors import Problem
 from unveil.core.timestamps import instants_at_wall
+from unveil.release.window import time_zone
 from unveil.service.errors import Conflict, Invalid, NotFound
 from unveil.service.flags import Change, FlagService
 from unveil.service.jobs import Handler
@@ -269,14 +270,13 @@ class ScheduleService:
         problems: list[Problem] = []
         zone = None
         if request.time_zone is not None:
-            try:
-                zone = ZoneInfo(request.time_zone)
-            except (ZoneInfoNotFoundError, ValueError):
+            zone = time_zone(request.time_zone)
+            if zone is None:
+                shown = request.time_zone[:100]
                 problems.append(
                     Problem(
                         "time_zone",
-                        f"unknown time zone {request.time_zone!r} "
-                        "(an IANA name like Europe/Amsterdam)",
+                        f"unknown time zone {shown!r} (an IANA name like Europe/Amsterdam)",
                     )
                 )
         run_at = _instant(request.at, zone, "at", problems)

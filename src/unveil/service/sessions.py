@@ -5,10 +5,13 @@ SHA-256, like a token's. The CSRF token of a session is derived from its
 secret (an HMAC), so it needs no storage and no page can forge it without
 the cookie, which scripts cannot read (HttpOnly).
 
-Failed sign-ins slow the next try down: after three failures for a name (or
-ten from one address) within a quarter of an hour, each further try is
-refused for a delay that doubles, up to a minute, without checking the
-password.
+Failed sign-ins slow the next try down: after three failures for a name
+from one address, ten from one address, or fifty for a name from anywhere
+within a quarter of an hour, each further try of that kind is refused for a
+delay that doubles, up to a minute, without checking the password. Someone
+who only knows a name cannot keep its user out: the user's own address has
+failed nothing (fifty tries a quarter of an hour, from many addresses, would
+be needed to slow the name everywhere).
 The count lives in the node's memory; with several nodes behind a balancer
 each node counts its own.
 """
@@ -31,7 +34,7 @@ __all__ = ["SESSION_HOURS", "SessionService", "SignedIn"]
 
 #: How long a session lasts after signing in.
 SESSION_HOURS = 12
-_FREE_FAILURES = {"name": 3, "address": 10}
+_FREE_FAILURES = {"pair": 3, "address": 10, "name": 50}
 _FAILURE_WINDOW = 15 * 60.0
 _MAX_DELAY = 60.0
 _MAX_TRACKED = 10_000
@@ -78,7 +81,7 @@ class SessionService:
     def sign_in(self, name: str, password: str, address: str) -> SignedIn:
         """A session for the user; ``Unauthenticated`` for a wrong name or password,
         ``Overloaded`` (with the seconds to wait) while failures slow this name down."""
-        keys = (f"name:{name}", f"address:{address}")
+        keys = (f"pair:{address}|{name}", f"address:{address}", f"name:{name}")
         self._refuse_while_blocked(keys)
         with self.store.reading() as r:
             found = r.users.password_hash(name)

@@ -15,11 +15,16 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 from unveil.core import Operator
 
 __all__ = [
+    "MAX_FIELDS",
     "OPERATORS",
+    "FormRefused",
+    "read_form",
+    "whole_number",
     "Editor",
     "editor_from_data",
     "editor_from_form",
@@ -32,6 +37,38 @@ __all__ = [
 ]
 
 OPERATORS = tuple(o.value for o in Operator)
+#: At most this many fields in one posted form (a flag with many rules posts hundreds;
+#: the Guard's byte limit of a form bounds the work long before this does).
+MAX_FIELDS = 20_000
+_WHOLE = re.compile(r"[0-9]{1,18}")
+_UNCARRIABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+class FormRefused(ValueError):
+    """A posted form that cannot be read: its message names the field."""
+
+
+def read_form(body: bytes) -> dict[str, str]:
+    """The fields of a posted form; ``FormRefused`` for one that is not text, holds a NUL
+    or a lone surrogate (no database keeps them), or has too many fields."""
+    try:
+        pairs = parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=MAX_FIELDS)
+    except UnicodeDecodeError:
+        raise FormRefused("the form is not UTF-8 text") from None
+    except ValueError:
+        raise FormRefused(f"the form has more than {MAX_FIELDS} fields") from None
+    for name, value in pairs:
+        if _UNCARRIABLE.search(name) or _UNCARRIABLE.search(value):
+            shown = name if not _UNCARRIABLE.search(name) else "a field's name"
+            raise FormRefused(f"{shown}: holds a NUL character or a lone surrogate")
+    return dict(pairs)
+
+
+def whole_number(raw: str) -> int | None:
+    """A whole number as typed in a form (ASCII digits, at most 18), else None."""
+    return int(raw) if _WHOLE.fullmatch(raw) else None
+
+
 _PAIR = re.compile(r"^\s*([^:=\s][^:=]*?)\s*[:=]\s*(\S+)\s*$")
 
 
@@ -168,8 +205,8 @@ def _posted_condition(fields: Mapping[str, str], prefix: str) -> ConditionForm:
 
 
 def _count(fields: Mapping[str, str], name: str, limit: int) -> int:
-    raw = fields.get(name, "0")
-    return max(0, min(limit, int(raw))) if raw.isdigit() else 0
+    found = whole_number(fields.get(name, "0"))
+    return 0 if found is None else min(limit, found)
 
 
 def editor_from_form(fields: Mapping[str, str], variants: Sequence[str]) -> Editor:
@@ -199,7 +236,7 @@ def editor_from_form(fields: Mapping[str, str], variants: Sequence[str]) -> Edit
 def _apply_action(editor: Editor, action: str) -> None:
     """add-rule, remove-rule-N, add-condition-N, remove-condition-N-M."""
     parts = action.split("-")
-    numbers = [int(p) for p in parts if p.isdigit()]
+    numbers = [n for p in parts if (n := whole_number(p)) is not None]
     first = editor.variants[0] if editor.variants else ""
     if action == "add-prerequisite":
         editor.prerequisites.append(("", "on"))

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from importlib.resources import files
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -27,15 +27,18 @@ from unveil.server.changes_api import gated
 from unveil.server.dashboard.forms import (
     OPERATORS,
     Editor,
+    FormRefused,
     editor_from_data,
     editor_from_form,
     field_for,
     field_id,
     field_label,
     flag_with,
+    read_form,
     segment_editor_from_data,
     segment_editor_from_form,
     segment_with,
+    whole_number,
 )
 from unveil.server.dashboard.sessions import COOKIE, cookie_secret, csrf_matches, same_origin
 from unveil.server.errors import error_response
@@ -69,7 +72,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-_MAX_FIELDS = 50
 
 
 class _Refused(Exception):
@@ -128,12 +130,9 @@ async def _form(request: Request, who: Principal | None) -> dict[str, str]:
     if not same_origin(request.headers):
         raise _Refused("the form was sent from another site")
     try:
-        pairs = parse_qsl(
-            (await request.body()).decode(), keep_blank_values=True, max_num_fields=_MAX_FIELDS
-        )
-    except (UnicodeDecodeError, ValueError):
-        raise _Refused("the form could not be read") from None
-    fields = dict(pairs)
+        fields = read_form(await request.body())
+    except FormRefused as exc:
+        raise _Refused(f"the form could not be read: {exc}") from None
     if not csrf_matches(secret, fields.get("csrf")):
         raise _Refused("the form's security token is missing or out of date; reload the page")
     return fields
@@ -215,8 +214,7 @@ async def _editing(request: Request) -> tuple[Principal, dict[str, str]] | HTMLR
 
 def _version(fields: dict[str, str]) -> int:
     """The version the form was drawn at (its If-Match)."""
-    raw = fields.get("version", "")
-    return int(raw) if raw.isdigit() else 0
+    return whole_number(fields.get("version", "")) or 0
 
 
 def _by_field(problems: list[tuple[str, str]]) -> dict[str, list[str]]:
@@ -246,10 +244,19 @@ async def login_page(request: Request, next: str | None = None) -> Response:
 @router.post("/login")
 async def login(request: Request) -> Response:
     svc = _services(request)
+    if not same_origin(request.headers):  # signing someone in from another site's page
+        return _page(
+            request,
+            "login.html",
+            403,
+            next="/",
+            error="the form was sent from another site",
+            name="",
+        )
     try:
-        fields = dict(parse_qsl((await request.body()).decode(), max_num_fields=_MAX_FIELDS))
-    except (UnicodeDecodeError, ValueError):
-        fields = {}
+        fields = read_form(await request.body())
+    except FormRefused as exc:
+        return _page(request, "login.html", 400, next="/", error=str(exc), name="")
     name, password = fields.get("name", ""), fields.get("password", "")
     target = _local(fields.get("next"))
     address = request.client.host if request.client else "unknown"
@@ -815,4 +822,5 @@ async def edit_meta(request: Request, project: str, env: str, key: str) -> Respo
 
 def _typed_number(text: str) -> Any:
     """A whole number typed in a form, or the text itself for the validation to name."""
-    return int(text) if text.isdigit() else text
+    found = whole_number(text)
+    return text if found is None else found

@@ -35,11 +35,13 @@ from unveil.server.dashboard.pages import (
     _nav,
     _page,
     _redirect,
+    _refused,
     _services,
     _viewer,
     _who,
     render,
 )
+from unveil.server.dashboard.sessions import cookie_secret
 from unveil.server.services import Services
 from unveil.service.access import Principal
 from unveil.service.errors import Invalid
@@ -58,6 +60,41 @@ _OPTION_FIELDS = ("min_exposures", "window", "verification", "on_regression")
 #: (the browser opens a new one by itself).
 LIVE_EVERY = 1.0
 LIVE_FOR = 3600.0
+#: Live streams open at once, per session and on this node: each one reads and draws
+#: its release every second, so they are bounded like any other work.
+STREAMS_PER_SESSION = 4
+STREAMS_IN_ALL = 100
+
+
+class _Streams:
+    """The live streams open on this node, by session (one event loop: no lock)."""
+
+    def __init__(self) -> None:
+        self.by_session: dict[str, int] = {}
+
+    def open(self, session: str) -> bool:
+        if sum(self.by_session.values()) >= STREAMS_IN_ALL:
+            return False
+        if self.by_session.get(session, 0) >= STREAMS_PER_SESSION:
+            return False
+        self.by_session[session] = self.by_session.get(session, 0) + 1
+        return True
+
+    def close(self, session: str) -> None:
+        left = self.by_session.get(session, 1) - 1
+        if left > 0:
+            self.by_session[session] = left
+        else:
+            self.by_session.pop(session, None)
+
+
+def _streams(request: Request) -> _Streams:
+    found: _Streams | None = getattr(request.app.state, "live_streams", None)
+    if found is None:
+        found = request.app.state.live_streams = _Streams()
+    return found
+
+
 _PHASE_WORDS = {
     "scheduled": "scheduled",
     "waiting_for_approval": "waiting for approval",
@@ -201,6 +238,8 @@ async def start_page(request: Request, project: str, env: str, key: str) -> Resp
     who = await _viewer(request)
     if isinstance(who, Response):
         return who
+    if not who.may("releaser"):
+        return _refused(request, "starting a release needs the releaser role", who)
     record = await run_in_threadpool(_services(request).flags.get_item, "flags", project, env, key)
     variants = list(record.data.get("variants", {"on": True, "off": False}))
     fields = dict(_DEFAULT_FORM)
@@ -399,22 +438,32 @@ async def release_live(request: Request, project: str, env: str, release_id: str
         return Response("sign in first", 403)
     svc = _services(request)
     await run_in_threadpool(svc.releases.get, project, env, release_id)  # 404 before streaming
+    secret = cookie_secret(request.headers.get("cookie")) or ""
+    streams = _streams(request)
+    if not streams.open(secret):
+        return Response("too many live pages open; close some", 429, headers={"Retry-After": "5"})
 
     async def changes() -> AsyncIterator[str]:
         last = ""
         began = asyncio.get_running_loop().time()
-        while asyncio.get_running_loop().time() - began < LIVE_FOR:
-            if await request.is_disconnected():
-                return
-            release = await run_in_threadpool(svc.releases.get, project, env, release_id)
-            values = await run_in_threadpool(_live_values, svc, project, env, release)
-            fragment = render("_release_live.html", **values)
-            if fragment != last:
-                last = fragment
-                yield _sse(fragment)
-            else:
-                yield ": still here\n\n"
-            await asyncio.sleep(LIVE_EVERY)
+        try:
+            while asyncio.get_running_loop().time() - began < LIVE_FOR:
+                if await request.is_disconnected():
+                    return
+                # signed out, expired or removed: the stream ends with the session
+                if await run_in_threadpool(svc.sessions.authenticate, secret) is None:
+                    return
+                release = await run_in_threadpool(svc.releases.get, project, env, release_id)
+                values = await run_in_threadpool(_live_values, svc, project, env, release)
+                fragment = render("_release_live.html", **values)
+                if fragment != last:
+                    last = fragment
+                    yield _sse(fragment)
+                else:
+                    yield ": still here\n\n"
+                await asyncio.sleep(LIVE_EVERY)
+        finally:
+            streams.close(secret)
 
     headers = {**SECURITY_HEADERS, "X-Accel-Buffering": "no"}
     return StreamingResponse(changes(), media_type="text/event-stream", headers=headers)

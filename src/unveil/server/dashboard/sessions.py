@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
-from http.cookies import CookieError, SimpleCookie
+
+from starlette.requests import cookie_parser
 
 from unveil.service.sessions import csrf_token
 
@@ -39,13 +40,9 @@ def cookie_secret(header: str | None) -> str | None:
     """The session secret in a Cookie header, if there is one."""
     if not header:
         return None
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(header)
-    except CookieError:
-        return None
-    morsel = jar.get(COOKIE)
-    return None if morsel is None or not morsel.value else morsel.value
+    # read as browsers send it (name=value; ...): a cookie of another application on this
+    # host that the strict reader refuses ("theme=dark mode") must not hide the session
+    return cookie_parser(header).get(COOKIE) or None
 
 
 def csrf_matches(secret: str, sent: str | None) -> bool:
