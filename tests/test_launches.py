@@ -378,3 +378,83 @@ def test_the_next_leader_starts_a_launch_once_when_the_leader_is_killed_before_i
         finally:
             stop(first)
             stop(second)
+
+
+def test_approving_a_launch_while_it_is_stopped_waits_instead_of_deadlocking(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL: the approval holds its environment (staging) and then needs the
+    launch's other one (production), which the stop holds while it needs staging.
+    A third transaction holds production so that both are queued in that order."""
+    import threading
+
+    import psycopg
+
+    staging = f"{SHOP}/environments/staging"
+    with database("postgresql", tmp_path) as url:
+        running = start_server(url, None, True, *FAST)
+        try:
+            with running.client() as api:
+                rita = api.post(
+                    "/api/v1/tokens", json={"name": "rita", "kind": "admin", "role": "releaser"}
+                ).json()["secret"]
+                for env in (PRODUCTION, staging):
+                    assert api.put(f"{env}/flags/gift-cards", json=_off()).status_code == 201
+                assert api.put(f"{staging}/settings", json={"requires_approval": True}).is_success
+                changes = [
+                    {"environment": e, "flag": "gift-cards", "enabled": True}
+                    for e in ("production", "staging")
+                ]
+                made = _launch(api, name="Gift cards", notes=NOTES, changes=changes)
+                assert made.status_code == 201, made.text
+                launch_id = made.json()["id"]
+                waiting = api.post(f"{SHOP}/launches/{launch_id}/start").json()
+                assert waiting["state"] == "waiting_for_approval"
+                request = waiting["approvals"]["staging"]["change_request"]
+            answers: dict[str, httpx.Response] = {}
+
+            def stop_it() -> None:
+                with running.client() as api:
+                    answers["stop"] = api.post(f"{SHOP}/launches/{launch_id}/stop")
+
+            def approve_it() -> None:
+                with running.client(rita) as other:
+                    answers["approve"] = other.post(f"{staging}/changes/{request}/approve")
+
+            with psycopg.connect(url.replace("+psycopg", "")) as holder:
+                holder.execute(
+                    "SELECT id FROM environments WHERE key = 'production' FOR UPDATE"
+                ).fetchone()
+
+                def waiting_on_locks() -> int:
+                    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as look:
+                        found = look.execute(
+                            "SELECT count(*) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                        ).fetchone()
+                        return int(found[0]) if found else 0
+
+                stopper = threading.Thread(target=stop_it)
+                stopper.start()
+                assert wait_for(lambda: waiting_on_locks() == 1)  # stop waits for production
+                approver = threading.Thread(target=approve_it)
+                approver.start()
+                assert wait_for(lambda: waiting_on_locks() == 2)  # and so does the approval
+                holder.rollback()  # production is free: the stop goes first
+            stopper.join(60)
+            approver.join(60)
+            assert answers["stop"].status_code == 200, answers["stop"].text
+            assert answers["stop"].json()["state"] == "rolled_back"
+            assert answers["approve"].status_code == 409, answers["approve"].text  # not a 503
+            refused = answers["approve"].json()["change_request"]
+            assert refused["state"] == "refused"
+            assert "rolled back" in refused["outcome"]  # it was stopped first
+            with running.client() as api:
+                assert _state(api, launch_id) == "rolled_back"
+                for env in (PRODUCTION, staging):
+                    assert api.get(f"{env}/flags/gift-cards").json()["data"]["enabled"] is False
+                    actions = [e["action"] for e in api.get(f"{env}/audit").json()["entries"]]
+                    assert actions.count("launch.stopped") == 1
+                    assert actions.count("launch.started") == 0
+        finally:
+            stop(running)

@@ -57,6 +57,9 @@ EMERGENCY = "emergency change, approval not needed to turn a flag off"
 _Clock = Callable[[], datetime]
 #: how another use case carries out an approved change of its own action (a launch's start)
 Applier = Callable[[UnitOfWork, str, str, str, Mapping[str, Any], Change], Any]
+#: what such a use case holds before an approval holds the request's environment
+#: (work, project, target): the rows its applier will hold, in its own order
+Holder = Callable[[UnitOfWork, str, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,15 +124,21 @@ class ChangeService:
         self._clock = clock
         #: actions other use cases carry out when approved (they open their own requests)
         self._appliers: dict[str, Applier] = {}
+        self._holders: dict[str, Holder] = {}
 
-    def register(self, action: str, applier: Applier) -> None:
+    def register(self, action: str, applier: Applier, hold: Holder | None = None) -> None:
         """Let an approved request of ``action`` be carried out by ``applier``.
 
         For use cases built on top of this one (a launch opens requests for its
         start and is started when they are approved), which this module must
-        not import.
+        not import. ``hold``: for an applier that holds rows of several
+        environments, called first when such a request is approved, so that
+        the approval takes them in the applier's order rather than its own
+        environment first (two orders of the same rows deadlock on PostgreSQL).
         """
         self._appliers[action] = applier
+        if hold is not None:
+            self._holders[action] = hold
 
     # -- the setting -------------------------------------------------------------------
 
@@ -248,6 +257,7 @@ class ChangeService:
     ) -> ChangeRequest:
         """Apply the request as asked, or refuse it (state ``refused``) if its target moved on."""
         with self.store.unit_of_work() as work:
+            self._hold_first(work, project, env, change_id)
             environment_id, row = self._open(work, project, env, change_id)
             if who == row.requester:
                 raise Forbidden("you asked for this change: someone else must approve it")
@@ -312,6 +322,16 @@ class ChangeService:
             return self._reread(work, project, env, row.id)
 
     # -- helpers -----------------------------------------------------------------------
+
+    def _hold_first(self, work: UnitOfWork, project: str, env: str, change_id: str) -> None:
+        """What the request's applier will hold, held before its environment (see register)."""
+        environment_id = require_environment(work, project, env)
+        found = work.changes.get(change_id)
+        if found is None or found.environment_id != environment_id:
+            return  # _open names the problem
+        hold = self._holders.get(found.action)
+        if hold is not None:
+            hold(work, project, found.target)
 
     def _open(
         self, work: UnitOfWork, project: str, env: str, change_id: str

@@ -179,7 +179,7 @@ class LaunchService:
         self.changes = changes
         self.watch_every = watch_every
         self._clock = clock
-        changes.register(LAUNCH_START, self._approved)
+        changes.register(LAUNCH_START, self._approved, hold=self._hold_for_approval)
 
     # -- making ------------------------------------------------------------------------
 
@@ -368,6 +368,14 @@ class LaunchService:
         if all(a.get("approval") for a in approvals.values()):
             row = self._go(work, project, row, change.actor)
         return {"launch": row.id, "state": row.state}
+
+    def _hold_for_approval(self, work: UnitOfWork, project: str, launch_id: str) -> None:
+        """Before an approval holds its own environment: the launch's environments, in
+        id order, as starting and stopping hold them (else approving while stopping
+        deadlocks, each holding one environment the other needs)."""
+        found = work.launches.get(launch_id)
+        if found is not None and found.project_id == require_project(work, project):
+            self._hold_environments(work, project, found)
 
     def _go(self, work: UnitOfWork, project: str, row: LaunchRow, actor: str) -> LaunchRow:
         """Carry every change out, environment after environment, in ``work``."""
