@@ -179,6 +179,12 @@ def test_bad_launches_are_refused_by_field_and_nothing_is_made(server: Server) -
         )
         assert invalid.status_code == 422
         assert invalid.json()["problems"][0]["path"].startswith("changes[0].")
+        for odd in (["production"], {"a": 1}):  # not text, and not hashable either
+            for name in ("environment", "flag"):
+                change = {"environment": "production", "flag": "gift-cards", "enabled": True}
+                refused = _launch(api, name="x", notes="n", changes=[{**change, name: odd}] * 2)
+                assert refused.status_code == 422, refused.text
+                assert refused.json()["problems"][0]["path"] == f"changes[0].{name}"
         no_notes = _launch(api, name="x", changes=[])
         assert no_notes.status_code == 400
         assert any(p["path"] == "body.notes" for p in no_notes.json()["problems"])

@@ -218,8 +218,9 @@ class LaunchService:
         else:
             seen: dict[tuple[Any, Any], int] = {}
             for i, raw in enumerate(changes):
-                problems += _change_problems(raw, i)
-                if isinstance(raw, Mapping):
+                mine = _change_problems(raw, i)
+                problems += mine
+                if isinstance(raw, Mapping) and not mine:  # text, so it can be compared
                     where = (raw.get("environment"), raw.get("flag"))
                     if where in seen:
                         problems.append(
