@@ -464,3 +464,44 @@ def test_approving_a_launch_while_it_is_stopped_waits_instead_of_deadlocking(
                     assert actions.count("launch.started") == 0
         finally:
             stop(running)
+
+
+def test_a_launch_across_two_environments_is_announced_once_to_each_subscription(
+    server: Server, receiver: Receiver
+) -> None:
+    """Its audit has launch.started in each environment; a channel hears it once."""
+    staging = f"{SHOP}/environments/staging"
+    receiver.start()
+    with server.client() as api:
+        assert api.put(f"{staging}/flags/gift-cards", json=_off()).status_code == 201
+        events = ["launch.started", "launch.stopped"]
+        everywhere = api.post(f"{SHOP}/webhooks", json={"url": receiver.url, "events": events})
+        only_staging = api.post(
+            f"{SHOP}/webhooks",
+            json={"url": receiver.url, "events": events, "environments": ["staging"]},
+        )
+        assert everywhere.status_code == only_staging.status_code == 201
+        changes = [
+            {"environment": e, "flag": "gift-cards", "enabled": True}
+            for e in ("production", "staging")
+        ]
+        made = _launch(api, name="Gift cards", notes=NOTES, changes=changes)
+        assert made.status_code == 201, made.text
+        launch_id = made.json()["id"]
+        assert api.post(f"{SHOP}/launches/{launch_id}/start").json()["state"] == "done"
+        assert api.post(f"{SHOP}/launches/{launch_id}/stop").status_code == 200
+
+        def sent(hook: httpx.Response) -> list[dict[str, Any]]:
+            found = api.get(f"{SHOP}/webhooks/{hook.json()['id']}/deliveries").json()
+            return list(reversed(found["deliveries"]))
+
+        for hook, env in ((everywhere, "production"), (only_staging, "staging")):
+            # the stop is fanned out after the start, whole (one transaction)
+            assert wait_for(lambda h=hook: "launch.stopped" in [d["event"] for d in sent(h)])
+            got = sent(hook)
+            assert [d["event"] for d in got] == ["launch.started", "launch.stopped"]
+            assert all(d["body"]["notes"] == NOTES for d in got)
+            assert {d["body"]["environment"] for d in got} == {env}
+        for env in (PRODUCTION, staging):  # the audit log of each still shows it
+            actions = [e["action"] for e in api.get(f"{env}/audit").json()["entries"]]
+            assert actions.count("launch.started") == actions.count("launch.stopped") == 1

@@ -29,7 +29,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -367,6 +367,22 @@ def _target(project: str, webhook_id: int) -> str:
     return f"{project}/webhooks/{webhook_id}"
 
 
+def _announces_here(action: str, after: Any, env: str, environments: Sequence[str] | None) -> bool:
+    """Whether this environment's row announces the event to a subscription.
+
+    A launch records its events in each of its environments (each audit log
+    shows them), but it is one business event: a subscription hears it once,
+    from the first of the launch's environments that it covers.
+    """
+    if not action.startswith("launch.") or not isinstance(after, Mapping):
+        return True
+    launched = after.get("environments")
+    if not isinstance(launched, list):
+        return True
+    covered = [e for e in launched if environments is None or e in environments]
+    return not covered or covered[0] == env
+
+
 class WebhookService:
     """Subscribing, reading deliveries, redelivering; and making deliveries from the outbox."""
 
@@ -542,6 +558,8 @@ class WebhookService:
             if sub.project_id != project_id:
                 continue
             if sub.environments is not None and env not in sub.environments:
+                continue
+            if not _announces_here(row.action, after, env, sub.environments):
                 continue
             event = next((e for e in events if e in sub.events), None)
             if event is None:
