@@ -178,7 +178,15 @@ def test_bad_launches_are_refused_by_field_and_nothing_is_made(server: Server) -
             ],
         )
         assert invalid.status_code == 422
-        assert invalid.json()["problems"][0]["path"].startswith("changes[0].")
+        assert invalid.json()["problems"][0]["path"] == "changes[0].data.default"
+        plan: dict[str, Any] = {"control": "nope", "treatment": "on", "steps": [{"percent": 100}]}
+        for field, value in (("control", "nope"), ("environment", "staging")):
+            release = {"plan": {**plan, "control": "off", field: value}}
+            change = {"environment": "production", "flag": "gift-cards", "release": release}
+            wrong_plan = _launch(api, name="x", notes="n", changes=[change])
+            assert wrong_plan.status_code == 422, wrong_plan.text
+            paths = [p["path"] for p in wrong_plan.json()["problems"]]
+            assert paths == [f"changes[0].release.plan.{field}"]  # not changes[0].environment
         for odd in (["production"], {"a": 1}):  # not text, and not hashable either
             for name in ("environment", "flag"):
                 change = {"environment": "production", "flag": "gift-cards", "enabled": True}

@@ -431,7 +431,11 @@ class LaunchService:
                 )
             else:
                 plan = {**asked["plan"], "flag": key}
-            started = self.releases.start(project, env, plan, by.actor, within=work)
+            under = "release." if "template" in asked else "release.plan."
+            try:
+                started = self.releases.start(project, env, plan, by.actor, within=work)
+            except UnveilError as exc:  # its paths are the plan's: say where the plan is
+                raise _repathed(exc, lambda path: under + path) from None
             return {**effect, "kind": "release", "release": started.id}
         if current is None and "enabled" in change:
             raise NotFound(f"no flag '{key}' in {env}")
@@ -440,17 +444,20 @@ class LaunchService:
             if "data" in change
             else {**(before or {}), "enabled": change["enabled"]}
         )
-        self.flags.put_item(
-            "flags",
-            project,
-            env,
-            key,
-            data,
-            by,
-            None if current is None else current.version,
-            create_only=current is None,
-            within=work,
-        )
+        try:
+            self.flags.put_item(
+                "flags",
+                project,
+                env,
+                key,
+                data,
+                by,
+                None if current is None else current.version,
+                create_only=current is None,
+                within=work,
+            )
+        except UnveilError as exc:  # its paths are a flags file's: say which field of the change
+            raise _repathed(exc, lambda path: _in_change(path, key)) from None
         return {**effect, "kind": "flag"}
 
     # -- stopping ----------------------------------------------------------------------
@@ -629,6 +636,25 @@ class LaunchService:
                 environment_id=environment_id,
                 versioned=False,
             )
+
+
+def _repathed(exc: UnveilError, path: Callable[[str], str]) -> UnveilError:
+    """The refusal with its problems' paths moved by ``path`` (other refusals as they are)."""
+    problems = getattr(exc, "problems", None)
+    if not problems:
+        return exc
+    return Invalid(tuple(Problem(path(p.path) if p.path else "", p.message) for p in problems))
+
+
+def _in_change(path: str, key: str) -> str:
+    """A flags file's path of the flag ``key`` as the field of a launch's change:
+    its data (``flags.k.default`` -> ``data.default``), else its key (``flag``)."""
+    mine = f"flags.{key}"
+    if path == mine:
+        return "data"
+    if path.startswith(mine + "."):
+        return "data." + path.removeprefix(mine + ".")
+    return "flag" if path.startswith("flags") else path
 
 
 def _named(exc: UnveilError, where: str) -> UnveilError:
