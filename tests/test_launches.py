@@ -488,7 +488,11 @@ def test_a_launch_across_two_environments_is_announced_once_to_each_subscription
             f"{SHOP}/webhooks",
             json={"url": receiver.url, "events": events, "environments": ["staging"]},
         )
-        assert everywhere.status_code == only_staging.status_code == 201
+        to_chat = api.post(
+            f"{SHOP}/webhooks",
+            json={"url": receiver.url, "events": ["launch.started"], "format": "slack"},
+        )
+        assert everywhere.status_code == only_staging.status_code == to_chat.status_code == 201
         changes = [
             {"environment": e, "flag": "gift-cards", "enabled": True}
             for e in ("production", "staging")
@@ -513,3 +517,13 @@ def test_a_launch_across_two_environments_is_announced_once_to_each_subscription
         for env in (PRODUCTION, staging):  # the audit log of each still shows it
             actions = [e["action"] for e in api.get(f"{env}/audit").json()["entries"]]
             assert actions.count("launch.started") == actions.count("launch.stopped") == 1
+
+    def chat() -> list[str]:
+        bodies = [json.loads(r["body"]) for r in receiver.received()]
+        return [b["text"] for b in bodies if "text" in b]
+
+    assert wait_for(lambda: len(receiver.received()) == 5)  # 2 + 2 + 1, each once
+    (text,) = chat()
+    assert text.startswith("[shop/production] launch.started: ")
+    assert "Gift cards are here!" in text  # the channel reads the notes, not only the name
+    assert "- buy a gift card at checkout" in text

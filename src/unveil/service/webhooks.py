@@ -177,6 +177,8 @@ def _slack_text(payload: Mapping[str, Any]) -> str:
     text = f"[{where}] {payload['event']}: {payload['target']} by {payload['actor']}"
     if payload.get("reason"):
         text += f": {payload['reason']}"
+    if isinstance(payload.get("notes"), str) and payload["notes"]:
+        text += "\n" + payload["notes"]  # a launch's release notes: what the channel is for
     return text
 
 
@@ -187,7 +189,8 @@ def _slack_escaped(text: str) -> str:
 
 
 def slack_body(payload: Mapping[str, Any]) -> bytes:
-    """A Slack-style incoming webhook's message: one line of text, none of it markup."""
+    """A Slack-style incoming webhook's message: one line of text (a launch's notes
+    below it), none of it markup."""
     text = _slack_escaped(_slack_text(payload))
     return json.dumps({"text": text}, separators=(",", ":")).encode()
 
