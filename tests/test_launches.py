@@ -187,6 +187,11 @@ def test_bad_launches_are_refused_by_field_and_nothing_is_made(server: Server) -
             assert wrong_plan.status_code == 422, wrong_plan.text
             paths = [p["path"] for p in wrong_plan.json()["problems"]]
             assert paths == [f"changes[0].release.plan.{field}"]  # not changes[0].environment
+        off = {"control": "off", "treatment": "on", "steps": [{"percent": 100}]}
+        change = {"environment": "production", "flag": "gift-cards", "release": {"plan": off}}
+        switched_off = _launch(api, name="x", notes="n", changes=[change])
+        assert switched_off.status_code == 422, switched_off.text
+        assert [p["path"] for p in switched_off.json()["problems"]] == ["changes[0].flag"]
         for odd in (["production"], {"a": 1}):  # not text, and not hashable either
             for name in ("environment", "flag"):
                 change = {"environment": "production", "flag": "gift-cards", "enabled": True}

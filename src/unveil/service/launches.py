@@ -431,11 +431,10 @@ class LaunchService:
                 )
             else:
                 plan = {**asked["plan"], "flag": key}
-            under = "release." if "template" in asked else "release.plan."
             try:
                 started = self.releases.start(project, env, plan, by.actor, within=work)
-            except UnveilError as exc:  # its paths are the plan's: say where the plan is
-                raise _repathed(exc, lambda path: under + path) from None
+            except UnveilError as exc:  # its paths are the plan's: say where in the change
+                raise _repathed(exc, lambda path: _in_release(path, "template" in asked)) from None
             return {**effect, "kind": "release", "release": started.id}
         if current is None and "enabled" in change:
             raise NotFound(f"no flag '{key}' in {env}")
@@ -644,6 +643,16 @@ def _repathed(exc: UnveilError, path: Callable[[str], str]) -> UnveilError:
     if not problems:
         return exc
     return Invalid(tuple(Problem(path(p.path) if p.path else "", p.message) for p in problems))
+
+
+def _in_release(path: str, templated: bool) -> str:
+    """A release plan's path as the field of a launch's change that holds it: the flag
+    is the change's own; the rest is in its plan (or its template, and beside it)."""
+    if path == "flag" or path.startswith("flag."):
+        return path
+    if templated:
+        return "environment" if path == "environment" else "release." + path
+    return "release.plan." + path
 
 
 def _in_change(path: str, key: str) -> str:
