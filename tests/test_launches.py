@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -87,17 +87,19 @@ def test_a_launch_of_three_flags_starts_them_together_at_its_time_and_stops_them
         )
         assert hook.status_code == 201, hook.text
         planned = datetime.now(UTC) + timedelta(seconds=2)
+        amsterdam = timezone(timedelta(hours=1))  # an offset, as people write it
         made = _launch(
             api,
             name="Gift cards",
             notes=NOTES,
             owner="pat",
-            planned_at=planned.isoformat(),
+            planned_at=planned.astimezone(amsterdam).isoformat(),
             changes=[{"environment": "production", "flag": k, "enabled": True} for k in FLAGS],
         )
         assert made.status_code == 201, made.text
         launch = made.json()
         assert launch["state"] == "planned"
+        assert datetime.fromisoformat(launch["planned_at"]) == planned  # the same instant
         assert _enabled(api) == dict.fromkeys(FLAGS, False)  # planned: nothing changed yet
         calendar = api.get(f"{SHOP}/launches").json()
         assert [x["id"] for x in calendar["upcoming"]] == [launch["id"]]

@@ -211,6 +211,9 @@ class LaunchService:
                 ahead = when_problem(planned_at, now, "planned_at", planned_at.isoformat())
                 if ahead is not None:
                     problems.append(ahead)
+                # stored and scheduled in UTC: SQLite keeps no offset, and would read
+                # 09:00+01:00 back as 09:00 UTC, an hour late
+                planned_at = planned_at.astimezone(UTC)
         if not isinstance(changes, list) or not changes:
             problems.append(Problem("changes", "must list at least one flag change"))
         elif len(changes) > MAX_CHANGES:
