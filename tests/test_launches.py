@@ -534,3 +534,75 @@ def test_a_launch_across_two_environments_is_announced_once_to_each_subscription
     assert text.startswith("[shop/production] launch.started: ")
     assert "Gift cards are here!" in text  # the channel reads the notes, not only the name
     assert "- buy a gift card at checkout" in text
+
+
+def test_a_launch_stopped_as_its_time_comes_stays_called_off_without_a_failure(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL: the stop and the job that starts the launch at its time meet; the
+    stop goes first (a held row queues them in that order). The job then finds the
+    launch stopped: nothing to start, and nothing failed."""
+    import threading
+
+    import psycopg
+
+    with database("postgresql", tmp_path) as url:
+        running = start_server(url, None, True, *FAST)
+        plain = url.replace("+psycopg", "")
+        try:
+            with running.client() as api:
+                assert api.put(f"{PRODUCTION}/flags/gift-cards", json=_off()).status_code == 201
+                planned = datetime.now(UTC) + timedelta(seconds=3)
+                change = {"environment": "production", "flag": "gift-cards", "enabled": True}
+                made = _launch(
+                    api, name="Gift cards", notes=NOTES, planned_at=planned.isoformat(),
+                    changes=[change],
+                )  # fmt: skip
+                assert made.status_code == 201, made.text
+                launch_id = made.json()["id"]
+            answers: dict[str, httpx.Response] = {}
+
+            def stop_it() -> None:
+                with running.client() as api:
+                    answers["stop"] = api.post(f"{SHOP}/launches/{launch_id}/stop")
+
+            def waiting_on_locks() -> int:
+                with psycopg.connect(plain, autocommit=True) as look:
+                    found = look.execute(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    ).fetchone()
+                    return int(found[0]) if found else 0
+
+            with psycopg.connect(plain) as holder:
+                holder.execute(
+                    "SELECT id FROM environments WHERE key = 'production' FOR UPDATE"
+                ).fetchone()
+                stopper = threading.Thread(target=stop_it)
+                stopper.start()
+                assert wait_for(lambda: waiting_on_locks() == 1)  # the stop waits
+                assert wait_for(lambda: waiting_on_locks() == 2, timeout=30)  # then the job
+                holder.rollback()
+            stopper.join(60)
+            assert answers["stop"].status_code == 200, answers["stop"].text
+            with running.client() as api:
+
+                def jobs_done() -> bool:
+                    with psycopg.connect(plain, autocommit=True) as look:
+                        found = look.execute(
+                            "SELECT count(*) FROM jobs WHERE kind = 'launch.start' "
+                            "AND state NOT IN ('done', 'failed')"
+                        ).fetchone()
+                        return found is not None and int(found[0]) == 0
+
+                assert wait_for(jobs_done)
+                shown = api.get(f"{SHOP}/launches/{launch_id}").json()
+                assert shown["state"] == "rolled_back"
+                assert shown["outcome"] == "stopped before it started: nothing to turn back"
+                actions = [e["action"] for e in api.get(f"{PRODUCTION}/audit").json()["entries"]]
+                assert actions.count("launch.stopped") == 1
+                assert "launch.failed" not in actions  # it did not fail: it was called off
+                assert "launch.started" not in actions
+                assert api.get(f"{PRODUCTION}/flags/gift-cards").json()["data"]["enabled"] is False
+        finally:
+            stop(running)

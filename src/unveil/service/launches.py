@@ -573,6 +573,8 @@ class LaunchService:
 
     def _failed(self, work: UnitOfWork, project: str, launch_id: str, exc: UnveilError) -> None:
         row = self._hold(work, project, launch_id)
+        if row.state != PLANNED:  # stopped or started meanwhile (read unheld): not a failure
+            return
         row = self._moved(work, row, outcome=f"could not start at its time: {exc}")
         self._announce(work, project, row, "failed", launch_actor(launch_id), str(exc))
 
