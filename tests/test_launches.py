@@ -606,3 +606,35 @@ def test_a_launch_stopped_as_its_time_comes_stays_called_off_without_a_failure(
                 assert api.get(f"{PRODUCTION}/flags/gift-cards").json()["data"]["enabled"] is False
         finally:
             stop(running)
+
+
+def test_saving_one_new_template_at_once_from_several_places_never_fails(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL: the first save of a name, made three times at once: one creates it,
+    the others replace it after or are told it changed meanwhile (409), never a 500."""
+    import threading
+
+    with database("postgresql", tmp_path) as url:
+        running = start_server(url, None, True, *FAST)
+        try:
+            codes: list[int] = []
+
+            def save(name: str) -> None:
+                with running.client() as api:
+                    saved = api.put(f"{SHOP}/templates/{name}", json={"plan": CAREFUL})
+                    codes.append(saved.status_code)
+
+            for round_ in range(8):
+                savers = [threading.Thread(target=save, args=(f"t{round_}",)) for _ in range(3)]
+                for saver in savers:
+                    saver.start()
+                for saver in savers:
+                    saver.join(60)
+            assert set(codes) <= {200, 409}, codes
+            with running.client() as api:
+                found = api.get(f"{SHOP}/templates").json()["templates"]
+                assert sorted(t["name"] for t in found) == [f"t{i}" for i in range(8)]
+                assert sum(t["version"] for t in found) == codes.count(200)  # each save counted
+        finally:
+            stop(running)

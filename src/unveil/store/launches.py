@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, update
 
 from unveil.store import tables as t
-from unveil.store.dialect import is_postgresql
+from unveil.store.dialect import insert_or_ignore, is_postgresql
 from unveil.store.ids import row_number
 
 __all__ = [
@@ -87,20 +87,21 @@ class TemplateRepository:
         before: TemplateRow | None,
     ) -> bool:
         """Create it (``before`` None) or replace it if still at ``before``'s version."""
-        if before is None:
-            self._conn.execute(
-                insert(t.release_templates).values(
-                    project_id=project_id,
-                    name=name,
-                    description=description,
-                    plan=_dumps(plan),
-                    version=1,
-                    created_by=actor,
-                    created_at=now,
-                    updated_at=now,
-                )
+        if before is None:  # another may be creating it at this moment: then not this one
+            return insert_or_ignore(
+                self._conn,
+                t.release_templates,
+                {
+                    "project_id": project_id,
+                    "name": name,
+                    "description": description,
+                    "plan": _dumps(plan),
+                    "version": 1,
+                    "created_by": actor,
+                    "created_at": now,
+                    "updated_at": now,
+                },
             )
-            return True
         moved = self._conn.execute(
             update(t.release_templates)
             .where(
