@@ -638,3 +638,22 @@ def test_saving_one_new_template_at_once_from_several_places_never_fails(
                 assert sum(t["version"] for t in found) == codes.count(200)  # each save counted
         finally:
             stop(running)
+
+
+def test_a_launch_is_one_mark_on_the_timeline(server: Server) -> None:
+    """Its three flag changes are one mark when it starts, and one when it stops."""
+    with server.client() as api:
+        changes = [{"environment": "production", "flag": k, "enabled": True} for k in FLAGS]
+        made = _launch(api, name="Gift cards", notes=NOTES, changes=changes)
+        assert made.status_code == 201, made.text
+        launch_id = made.json()["id"]
+        assert api.post(f"{SHOP}/launches/{launch_id}/start").json()["state"] == "done"
+        assert api.post(f"{SHOP}/launches/{launch_id}/stop").status_code == 200
+        marks = api.get(f"{PRODUCTION}/timeline").json()["marks"]
+        ours = [m for m in marks if m["target"] == launch_id or m["actor"].startswith("launch:")]
+        assert [m["action"] for m in ours] == ["launch.started", "launch.stopped"]
+        assert ours[0]["kind"] == "release"
+        assert ours[0]["summary"] == (
+            f"launch 'Gift cards' ({launch_id}) started: gift-cards, new-checkout, promo-banner"
+        )
+        assert ours[1]["summary"].startswith(f"launch 'Gift cards' ({launch_id}) stopped")

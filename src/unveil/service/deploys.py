@@ -89,17 +89,13 @@ _TIMELINE = {
     "schedule.failed": "release",
     "change.opened": "release",
     "change.approved": "release",
-    "launch.started": "launch",
-    "launch.stopped": "launch",
-    "launch.done": "launch",
+    "launch.started": "release",  # (launch.done changes no flag: its release's
+    "launch.stopped": "release",  # completion is on the timeline already)
 }
-#: The actor of the flag changes a launch makes (service/launches.py: launch_actor): they
-#: are on the timeline as the launch's one mark, not one mark per flag.
+#: who a launch's own flag changes are by (``service.launches.launch_actor``): the
+#: launch's mark stands for them, so that a launch is one mark, not one per flag
 _LAUNCH_ACTOR = "launch:"
 _Clock = Callable[[], datetime]
-
-
-_FLAG_MARKS = frozenset({"flag.create", "flag.update", "flag.delete", "document.apply"})
 
 
 def deploy_actor(deploy_id: str) -> str:
@@ -624,11 +620,9 @@ class DeployService:
         limit = _limit(limit, 1000)
         with self.store.reading() as r:
             environment_id = require_environment(r, project, env)
-            entries = [
-                e
-                for e in r.deploys.timeline_entries(environment_id, tuple(_TIMELINE), limit)
-                if not (str(e["actor"]).startswith(_LAUNCH_ACTOR) and e["action"] in _FLAG_MARKS)
-            ]
+            entries = r.deploys.timeline_entries(
+                environment_id, tuple(_TIMELINE), limit, hidden_actor=_LAUNCH_ACTOR
+            )
             verified = {
                 d.id: d.verified for d in r.deploys.in_environment(environment_id, None, 1000)
             }
@@ -812,9 +806,9 @@ def _summary(action: str, target: str, before: Any, after: Any) -> str:
             return f"flag {target} released"
         return f"flag {target} changed"
     if action.startswith("launch.") and isinstance(after, Mapping):
-        verb = {"launch.started": "started", "launch.stopped": "stopped"}.get(action, "done")
-        flags = ", ".join(str(f) for f in after.get("flags", ()))
-        return f"launch {after.get('name', target)} {verb}: {flags}"
+        what = action.removeprefix("launch.")
+        flags = ", ".join(str(f) for f in after.get("flags") or [])
+        return f"launch '{after.get('name')}' ({target}) {what}" + (f": {flags}" if flags else "")
     return f"{action} {target}".strip()
 
 

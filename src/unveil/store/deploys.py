@@ -244,15 +244,20 @@ class DeployRepository:
         return [_deploy(r) for r in rows]
 
     def timeline_entries(
-        self, environment_id: int, actions: tuple[str, ...], limit: int
+        self,
+        environment_id: int,
+        actions: tuple[str, ...],
+        limit: int,
+        hidden_actor: str | None = None,
     ) -> list[dict[str, Any]]:
-        """The environment's last ``limit`` audit entries of ``actions``, oldest first."""
-        rows = self._conn.execute(
-            select(t.audit)
-            .where(t.audit.c.environment_id == environment_id, t.audit.c.action.in_(actions))
-            .order_by(t.audit.c.id.desc())
-            .limit(limit)
-        ).all()
+        """The environment's last ``limit`` audit entries of ``actions``, oldest first
+        (without those of an actor starting with ``hidden_actor``)."""
+        query = select(t.audit).where(
+            t.audit.c.environment_id == environment_id, t.audit.c.action.in_(actions)
+        )
+        if hidden_actor is not None:
+            query = query.where(~t.audit.c.actor.startswith(hidden_actor, autoescape=True))
+        rows = self._conn.execute(query.order_by(t.audit.c.id.desc()).limit(limit)).all()
         return [
             {
                 "id": r.id,
