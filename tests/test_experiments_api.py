@@ -323,3 +323,25 @@ def test_a_flag_write_answers_quickly_during_a_flood_of_experiment_events(server
     assert seen.statuses[202] > 0, dict(seen.statuses)
     assert seen.statuses[500] == 0
     assert slowest < 2.0, f"a flag write waited {slowest:.1f} s behind experiment events"
+
+
+def test_sums_too_large_to_add_up_are_refused_so_a_report_never_fails(
+    sqlite_server: Server,
+) -> None:
+    """Two finite sums of 1.7e308 add up to infinity: the report read them and answered 500."""
+    huge = {"count": 1, "sum": 1.7e308, "buckets": {"5": 1}}
+    answer = _send(sqlite_server, [aggregate("huge-sums", control_ms=huge)] * 2)
+    assert answer.status_code == 422, answer.text
+    assert [p["path"] for p in answer.json()["problems"]] == [
+        "events[0].control_ms.sum",
+        "events[1].control_ms.sum",
+    ]
+    metric = _send(sqlite_server, [{"kind": "metric", "metric": "m", "value": -1.7e308}])
+    assert metric.status_code == 422, metric.text
+    assert metric.json()["problems"][0]["path"] == "events[0].value"
+    # the largest accepted sums still add up to a finite total, and the report reads them
+    largest = {"count": 1, "sum": 1e200, "buckets": {"5": 1}}
+    sent = _send(sqlite_server, [aggregate("huge-sums", control_ms=largest)] * 2)
+    assert sent.status_code == 202, sent.text
+    report = _reported(sqlite_server, "huge-sums", runs=2 * 998)
+    assert report["latency"]["control"]["count"] == 2

@@ -190,6 +190,8 @@ def test_a_key_accepted_again_clears_refused(server: MemoryServer, tmp_path: Pat
         ("latency", math.inf),
         ("latency", -math.inf),
         ("latency", 10**400),
+        ("latency", 1.7e308),  # finite, but two of them add up to infinity
+        ("latency", -1e201),
         ("latency", "12"),
         ("latency", True),
         ("", 1.0),

@@ -29,6 +29,7 @@ __all__ = [
     "FORMAT_VERSION",
     "GROWTH",
     "HIGHEST",
+    "LARGEST_VALUE",
     "LOWEST",
     "OVERFLOW",
     "REGULAR_BUCKETS",
@@ -49,6 +50,10 @@ REGULAR_BUCKETS = 240
 UNDERFLOW = 0
 OVERFLOW = REGULAR_BUCKETS + 1
 GROWTH = 2.0 ** (1.0 / BUCKETS_PER_DOUBLING)
+#: the largest magnitude of a value or of one summary's sum that SDKs send and the
+#: server takes: far beyond any measurement, and small enough that no number of them
+#: added up (in a window, or windows merged for a report) can overflow to infinity
+LARGEST_VALUE = 1e200
 #: a value read back as its bucket's geometric middle is within this share of
 #: the value that was recorded (for values inside the regular range)
 RELATIVE_ERROR = 2.0 ** (1.0 / (2 * BUCKETS_PER_DOUBLING)) - 1.0

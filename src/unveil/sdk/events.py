@@ -43,7 +43,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from unveil.core.logbuckets import bucket_of
+from unveil.core.logbuckets import LARGEST_VALUE, bucket_of
 
 __all__ = [
     "EXAMPLES_PER_WINDOW",
@@ -205,6 +205,8 @@ def _value_of(value: object) -> float | str:
         return "a metric value must be a finite number; this one is too large"
     if not math.isfinite(number):
         return f"a metric value must be a finite number, not {number}"
+    if abs(number) > LARGEST_VALUE:  # the server refuses it: summed, it would overflow
+        return f"a metric value must be from -{LARGEST_VALUE:g} to {LARGEST_VALUE:g}, not {number}"
     return number
 
 

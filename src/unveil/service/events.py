@@ -46,7 +46,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from unveil.core import Problem
-from unveil.core.logbuckets import OVERFLOW, bucket_of
+from unveil.core.logbuckets import LARGEST_VALUE, OVERFLOW, bucket_of
 from unveil.core.timestamps import parse_instant
 from unveil.service.errors import Invalid, Overloaded
 from unveil.store.events import (
@@ -195,7 +195,9 @@ def _when(raw: object, path: str, now: float, problems: list[Problem]) -> float:
     return float(instant)
 
 
-def _number(raw: object, path: str, problems: list[Problem]) -> float | None:
+def _number(
+    raw: object, path: str, problems: list[Problem], largest: float = LARGEST_VALUE
+) -> float | None:
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         problems.append(Problem(path, "must be a finite number"))
         return None
@@ -205,6 +207,9 @@ def _number(raw: object, path: str, problems: list[Problem]) -> float | None:
         number = math.inf
     if not math.isfinite(number):
         problems.append(Problem(path, "must be a finite number"))
+        return None
+    if abs(number) > largest:  # such numbers added up would overflow to infinity
+        problems.append(Problem(path, f"must be a number from -{largest:g} to {largest:g}"))
         return None
     return number
 
@@ -219,7 +224,8 @@ def _summary(
     before = len(problems)
     if "value" in event:
         problems.append(Problem(f"{path}.value", "a summary (with buckets) has a sum, no value"))
-    total = _number(event.get("sum"), f"{path}.sum", problems)
+    # a summary sums at most MAX_SUMMARY values the SDK took, each at most LARGEST_VALUE
+    total = _number(event.get("sum"), f"{path}.sum", problems, LARGEST_VALUE * MAX_SUMMARY)
     raw = event.get("buckets")
     buckets: dict[int, int] = {}
     if not isinstance(raw, Mapping) or not raw:
