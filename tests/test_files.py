@@ -85,3 +85,33 @@ def test_strings_the_yaml_emitter_would_write_unreadably_still_round_trip() -> N
     )
     text = dump_document(document, "yaml")
     assert parse_document(read_data(text, "yaml")) == document
+
+
+# -- review of issues 14/15: a checks file (or flags file) that is a trap ---------------
+
+
+def test_a_yaml_alias_that_contains_itself_is_refused_not_a_crash() -> None:
+    with pytest.raises(InvalidDocument, match="refers to itself"):
+        read_data("a: &a [1, *a]\n", "yaml", "checks.yaml")
+
+
+def test_aliases_that_expand_beyond_bounds_are_refused_at_once() -> None:
+    """Nine levels of ten aliases each stand for 10**9 values (a billion laughs)."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    with pytest.raises(InvalidDocument, match="aliases"):
+        read_data("\n".join(lines) + "\n", "yaml", "checks.yaml")
+    # aliases used within reason are read as before
+    assert read_data("a: &a {x: 1}\nb: [*a, *a]\n", "yaml") == {
+        "a": {"x": 1},
+        "b": [{"x": 1}, {"x": 1}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt"),
+    [("[" * 100_000 + "]" * 100_000, "json"), ("a: " + "[" * 5000 + "]" * 5000, "yaml")],
+)
+def test_a_document_nested_too_deeply_is_refused_not_a_crash(text: str, fmt: str) -> None:
+    with pytest.raises(InvalidDocument, match="nested too deeply"):
+        read_data(text, fmt, "checks")

@@ -59,11 +59,36 @@ def format_of(path: str | Path) -> Format:
     return "json" if str(path).lower().endswith(".json") else "yaml"
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
+#: the most values a YAML document may stand for once its aliases are expanded (or
+#: one per character of its text, if more: a document without aliases is never
+#: refused); an alias repeats a node without its text, so a few lines could
+#: stand for billions
+MAX_EXPANDED = 1_000_000
+
+
+class _TooLarge(Exception):
+    """A document that is not plain data: an alias inside itself, or too many values."""
+
+
+def _plain(value: Any, left: list[int] | None = None, within: frozenset[int] = frozenset()) -> Any:
+    """The value as plain data (dicts, lists, text), each alias's node copied out.
+
+    ``left`` counts down the values still allowed (and holds the bound);
+    ``within`` holds the nodes being copied, so a node met again inside itself
+    (``a: &a [*a]``) is refused, not followed for ever.
+    """
+    if left is None:
+        left = [MAX_EXPANDED, MAX_EXPANDED]
+    left[0] -= 1
+    if left[0] < 0:
+        raise _TooLarge(f"its aliases stand for more than {left[1]} values")
+    if isinstance(value, Mapping | list):
+        if id(value) in within:
+            raise _TooLarge("an alias refers to itself (the node holds its own alias)")
+        inner = within | {id(value)}
+        if isinstance(value, Mapping):
+            return {k: _plain(v, left, inner) for k, v in value.items()}
+        return [_plain(v, left, inner) for v in value]
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")
     if isinstance(value, date):
@@ -80,6 +105,9 @@ def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+_TOO_DEEP = "nested too deeply (lists and mappings within one another)"
+
+
 def read_data(text: str, fmt: Format, source: str = "<text>") -> Any:
     """Plain data from YAML or JSON text; syntax errors name line and column."""
     if fmt == "json":
@@ -90,11 +118,18 @@ def read_data(text: str, fmt: Format, source: str = "<text>") -> Any:
             raise InvalidDocument([Problem(where, exc.msg)]) from None
         except ValueError as exc:
             raise InvalidDocument([Problem(source, str(exc))]) from None
+        except RecursionError:
+            raise InvalidDocument([Problem(source, _TOO_DEEP)]) from None
     yaml = _yaml()
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     try:
-        return _plain(yaml.load(text))
+        bound = max(MAX_EXPANDED, len(text))
+        return _plain(yaml.load(text), [bound, bound])
+    except RecursionError:
+        raise InvalidDocument([Problem(source, _TOO_DEEP)]) from None
+    except _TooLarge as exc:
+        raise InvalidDocument([Problem(source, str(exc))]) from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
