@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import select
 import signal
@@ -616,6 +617,11 @@ def test_bad_options_are_refused_before_anything_runs(lab: Lab) -> None:
         ({"ignore": [1]}, "ignore"),
         ({"name": "bad\x00name"}, "name"),
         ({"name": "a\ud800"}, "name"),
+        # no flag can have these keys, so no flag could ever turn the candidate on
+        ({"name": "search v2"}, "name"),
+        ({"name": "search/v2"}, "name"),
+        ({"name": ".."}, "name"),
+        ({"timeout": math.inf}, "timeout"),
     ):
         name = options.pop("name", "options")
         with pytest.raises((ValueError, TypeError), match=field):

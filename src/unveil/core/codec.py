@@ -68,6 +68,7 @@ __all__ = [
     "MAX_VALUES",
     "MAX_VARIANTS",
     "document_to_data",
+    "is_flag_key",
     "parse_document",
 ]
 
@@ -82,6 +83,18 @@ _T = TypeVar("_T")
 # make the flag unreachable through ordinary clients, so they are refused.
 _KEY = re.compile(r"[^\s\x00-\x1f\x7f/\\?#%]{1,200}")
 _DOT_SEGMENTS = frozenset({".", ".."})
+
+
+def is_flag_key(value: object) -> bool:
+    """Whether a document could hold a flag of this key (for names that must be one)."""
+    return (
+        isinstance(value, str)
+        and _KEY.fullmatch(value) is not None
+        and value.isprintable()
+        and value not in _DOT_SEGMENTS
+    )
+
+
 _PLAIN_PATH_PART = re.compile(r"[A-Za-z0-9_-]+")
 _MAX_NAME = 200
 
@@ -210,12 +223,7 @@ class _Reader:
 
     def key(self, value: object, path: str, what: str) -> str | None:
         """The one check of flag and segment keys, wherever they appear."""
-        if (
-            not isinstance(value, str)
-            or not _KEY.fullmatch(value)
-            or not value.isprintable()
-            or value in _DOT_SEGMENTS
-        ):
+        if not isinstance(value, str) or not is_flag_key(value):
             self.fail(
                 path,
                 f"{what} {value!r} must be 1-200 printable characters without spaces "

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import threading
@@ -42,6 +43,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from unveil.core.codec import is_flag_key
 from unveil.sdk.events import EventBuffer, name_problem, targeting_key
 from unveil.sdk.timing import context_of
 
@@ -106,9 +108,19 @@ class Trial:
         problem = name_problem(name)
         if problem is not None:  # the server would refuse every batch that carried it
             raise ValueError(f"name: an experiment's name is a flag key: {problem}")
+        if not is_flag_key(name):  # no flag could ever turn its candidate on
+            raise ValueError(
+                f"name: an experiment's name is a flag key, and {name!r} cannot be one "
+                "(1-200 printable characters without spaces or any of / \\ ? # %, "
+                "not '.' or '..')"
+            )
         if mode not in MODES:
             raise ValueError(f"mode: must be 'background' or 'inline', not {mode!r}")
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout < math.inf
+        ):
             raise ValueError(f"timeout: must be a positive number of seconds, not {timeout!r}")
         for option, given in (("compare", compare), ("clean", clean), ("redact", redact)):
             if given is not None and not callable(given):
