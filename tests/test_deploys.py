@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -53,11 +54,12 @@ def sqlite_server(tmp_path: Path) -> Iterator[Server]:
 
 
 @contextmanager
-def http_target(status: int) -> Iterator[str]:
-    """A real process on loopback that answers every GET with ``status``."""
+def http_target(status: int, mode: str = "") -> Iterator[str]:
+    """A real process on loopback that answers every GET with ``status`` (see its ``mode``)."""
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, str(TARGET), str(port), str(status)], stdout=subprocess.PIPE
+        [sys.executable, str(TARGET), str(port), str(status), *([mode] if mode else [])],
+        stdout=subprocess.PIPE,
     )
     try:
         assert process.stdout is not None
@@ -102,6 +104,34 @@ def _flag(api: httpx.Client, key: str) -> tuple[dict[str, Any], str]:
 
 
 # -- verification ------------------------------------------------------------------------------
+
+
+def test_an_answer_that_never_ends_fails_within_the_timeout_and_a_huge_one_is_not_read_whole() -> (
+    None
+):
+    """--timeout is the whole attempt's: a body trickling for ever used to hang verify."""
+    from unveil.service.verification import MAX_BODY_READ, parse_checks, run_http
+
+    with http_target(200, "trickle") as url, httpx.Client() as client:
+        [check] = parse_checks([{"name": "slow", "http": url, "timeout": "1s"}])
+        started = time.monotonic()
+        evidence = run_http(check, client)
+        assert time.monotonic() - started < 5
+        assert evidence["passed"] is False
+        assert "1s" in evidence["problem"], evidence["problem"]
+    with http_target(200, "huge") as url, httpx.Client() as client:
+        [status_only, wants_text] = parse_checks(
+            [
+                {"name": "status", "http": url, "timeout": "20s"},
+                {"name": "text", "http": url, "timeout": "20s", "contains": "never there"},
+            ]
+        )
+        passed = run_http(status_only, client)
+        assert passed["passed"] is True, passed
+        assert passed["body"] == "x" * 500
+        failed = run_http(wants_text, client)
+        assert failed["passed"] is False
+        assert f"first {MAX_BODY_READ} bytes" in failed["problem"], failed["problem"]
 
 
 def test_a_target_answering_500_fails_verification_and_200_passes(sqlite_server: Server) -> None:

@@ -25,6 +25,7 @@ imports no server machinery: a CI job runs it through the CLI.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -55,6 +56,8 @@ __all__ = [
 WINDOW = 10  # seconds: the server's metric windows
 MAX_CHECKS = 100
 MAX_BODY_SHOWN = 500
+#: the most of an answer's body an HTTP check reads (what ``contains`` and ``json`` judge)
+MAX_BODY_READ = 1 << 20
 _HTTP_FIELDS = frozenset(
     {"name", "http", "status", "contains", "json", "timeout", "retry_for", "interval"}
 )
@@ -263,15 +266,45 @@ def _field(body: Any, dotted: str) -> Any:
     return value
 
 
-def _judge_answer(check: HttpCheck, response: httpx.Response) -> str | None:
+class _TooSlow(Exception):
+    """An answer still arriving when the attempt's time was over."""
+
+
+def _read(
+    check: HttpCheck, client: httpx.Client, clock: Callable[[], float]
+) -> tuple[int, str, bool]:
+    """Ask once: the status, the body as text (at most ``MAX_BODY_READ`` bytes of it),
+    and whether that is all of it. ``check.timeout`` bounds the whole attempt, not
+    only each wait for a byte: an answer that trickles for ever is ``_TooSlow``."""
+    deadline = clock() + check.timeout
+    with client.stream("GET", check.url, timeout=check.timeout) as response:
+        chunks: list[bytes] = []
+        size = 0
+        complete = True
+        for chunk in response.iter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_BODY_READ:
+                complete = False
+                break
+            if clock() > deadline:
+                raise _TooSlow
+        content = b"".join(chunks)[:MAX_BODY_READ]
+        text = content.decode(response.encoding or "utf-8", errors="replace")
+        return response.status_code, text, complete
+
+
+def _judge_answer(check: HttpCheck, status: int, text: str, complete: bool) -> str | None:
     """What is wrong with an answer, or None when it is what the check expects."""
-    if response.status_code != check.status:
-        return f"answered {response.status_code}, expected {check.status}"
-    if check.contains is not None and check.contains not in response.text:
+    if status != check.status:
+        return f"answered {status}, expected {check.status}"
+    if (check.contains is not None or check.json_field is not None) and not complete:
+        return f"the body is larger than the first {MAX_BODY_READ} bytes a check reads"
+    if check.contains is not None and check.contains not in text:
         return f"the body does not contain {check.contains!r}"
     if check.json_field is not None:
         try:
-            body = response.json()
+            body = json.loads(text)
         except ValueError:
             return "the body is not JSON"
         found = _field(body, check.json_field)
@@ -302,13 +335,16 @@ def run_http(
         asked = clock()
         problem: str | None
         body: str | None
+        status: int | None
         try:
-            response = client.get(check.url, timeout=check.timeout)
+            answered, text, complete = _read(check, client, clock)
         except httpx.HTTPError as exc:
             problem, status, body = f"no answer: {type(exc).__name__}: {exc}", None, None
+        except _TooSlow:
+            problem, status, body = f"no whole answer within {check.timeout:g}s", None, None
         else:
-            problem, status = _judge_answer(check, response), response.status_code
-            body = response.text[:MAX_BODY_SHOWN]
+            problem, status = _judge_answer(check, answered, text, complete), answered
+            body = text[:MAX_BODY_SHOWN]
         evidence |= {
             "attempts": attempts,
             "status": status,
