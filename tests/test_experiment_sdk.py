@@ -606,6 +606,23 @@ def test_odd_values_and_keys_never_spoil_a_batch(lab: Lab) -> None:
             assert len(json.dumps(event[field])) <= VALUE_LIMIT
 
 
+def test_a_key_the_server_would_refuse_never_costs_the_batch(lab: Lab) -> None:
+    """Keys of 201-1,000 characters, or with a newline, went with the example, and the
+    server refused the whole batch (422): the runs' counts and every metric in it."""
+    from unveil.service.events import parse_events
+
+    lab.flag("keys", ALL_ON)
+    client = lab.client()
+    for key in ("k" * 300, "line\nbreak", "tab\there", "ok-key"):
+        client.experiment("keys", key, control=lambda: 1, candidate=lambda: 2, mode="inline")
+    _finish(client)
+    for entry in lab.receiver.received():
+        parse_events(json.loads(entry["body"]), time.time())  # what the server takes, or Invalid
+    examples = lab.examples("keys")
+    assert [e.get("context") for e in examples] == ["k" * 200, None, None, "ok-key"]
+    assert lab.outcomes("keys") == Counter(mismatch=4)
+
+
 def test_bad_options_are_refused_before_anything_runs(lab: Lab) -> None:
     lab.flag("options", ALL_ON)
     client = lab.client()

@@ -44,7 +44,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from unveil.core.codec import is_flag_key
-from unveil.sdk.events import EventBuffer, name_problem, targeting_key
+from unveil.sdk.events import MAX_NAME, EventBuffer, name_problem, targeting_key
 from unveil.sdk.timing import context_of
 
 if TYPE_CHECKING:
@@ -235,15 +235,6 @@ def shown(value: object) -> Any:
     return cut + "..."
 
 
-def _sendable(text: str) -> bool:
-    """Whether text can travel in a batch: a lone surrogate makes the server refuse the batch."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def example(
     name: str, key: str | None, control: Any, candidate: Any, redact: Redact | None
 ) -> dict[str, Any] | None:
@@ -263,8 +254,10 @@ def example(
         "control": shown(control),
         "candidate": shown(candidate),
     }
-    if isinstance(key, str) and 1 <= len(key) <= 1000 and _sendable(key):
-        event["context"] = key
+    if isinstance(key, str):
+        key = key[:MAX_NAME]  # the server takes keys of at most 200 characters
+        if name_problem(key) is None:  # one it refuses (a newline...) would cost the batch
+            event["context"] = key
     return event
 
 
