@@ -259,3 +259,15 @@ def test_a_folder_of_a_repository_honours_the_repositorys_gitignore(tmp_path: Pa
     # outside a repository the .gitignore files above the root are not read
     (repo / ".git").rmdir()
     assert [r.flag for r in scan_tree(api)] == ["generated", "kept", "scratch"]
+
+
+def test_a_gitignore_too_large_for_the_fast_matcher_is_still_honoured(tmp_path: Path) -> None:
+    """20,000 patterns made re2's set fail to compile: the scan crashed (exit 70)."""
+    from unveil.service.references import scan
+
+    patterns = [f"pattern{i}/**/*.x{i}" for i in range(20_000)] + ["ignored.py"]
+    (tmp_path / ".gitignore").write_text("\n".join(patterns) + "\n")
+    (tmp_path / "ignored.py").write_text('c.enabled("ignored")\n')
+    (tmp_path / "kept.py").write_text('c.enabled("kept")\n')
+    result = scan(tmp_path, excludes=[f"other{i}/*.y" for i in range(20_000)])
+    assert [r.flag for r in result.references] == ["kept"]

@@ -322,9 +322,21 @@ def _line_of(newlines: list[int], offset: int) -> int:
 # --- The walk ----------------------------------------------------------------------------------
 
 
+def _gitignore_spec(lines: list[str]) -> pathspec.GitIgnoreSpec:
+    """The patterns compiled by pathspec's fastest matcher, or by its plain one when the
+    fast one gives up: re2's set (the default when google-re2 is installed, as the SDK
+    needs it) fails to compile past a memory budget, some 20,000 patterns."""
+    try:
+        return pathspec.GitIgnoreSpec.from_lines(lines)
+    except (ValueError, TypeError):  # a pattern that is not valid: the caller says so
+        raise
+    except Exception:  # the fast matcher's own limit (re2.Error): the plain one has none
+        return pathspec.GitIgnoreSpec.from_lines(lines, backend="simple")
+
+
 def _spec(lines: Iterable[str], where: str) -> pathspec.GitIgnoreSpec:
     try:
-        return pathspec.GitIgnoreSpec.from_lines(list(lines))
+        return _gitignore_spec(list(lines))
     except (ValueError, TypeError) as exc:
         raise ScanError(where, f"not a valid gitignore pattern: {exc}") from None
 
@@ -335,7 +347,7 @@ def _read_gitignore(folder: Path) -> pathspec.GitIgnoreSpec | None:
     except OSError:
         return None
     try:
-        return pathspec.GitIgnoreSpec.from_lines(text.splitlines())
+        return _gitignore_spec(text.splitlines())
     except (ValueError, TypeError):  # a broken line in someone's .gitignore: ignore the file
         return None
 
