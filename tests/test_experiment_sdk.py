@@ -517,6 +517,51 @@ def test_coroutines_the_candidate_never_delays_the_callers_await(lab: Lab) -> No
     assert lab.errors("async-exp") == Counter(LookupError=1)
 
 
+def test_a_candidate_that_outlives_its_cancellation_keeps_its_slot(lab: Lab) -> None:
+    """A timed-out candidate task is cancelled; one that goes on (it catches the cancel)
+    gave its slot back all the same, so candidates piled up past the capacity."""
+    lab.flag("async-stubborn", ALL_ON)
+    client = lab.client(experiment_capacity=2)
+    running: list[int] = []
+    peak = 0
+
+    async def control() -> int:
+        return 1
+
+    async def stubborn() -> int:
+        nonlocal peak
+        running.append(1)
+        peak = max(peak, len(running))
+        try:
+            for _ in range(40):  # about a second, whatever cancels it
+                try:
+                    await asyncio.sleep(0.025)
+                except asyncio.CancelledError:
+                    continue
+            return 1
+        finally:
+            running.pop()
+
+    async def main() -> None:
+        for i in range(30):
+            assert (
+                await client.experiment_async(
+                    "async-stubborn", f"u{i}", control=control, candidate=stubborn, timeout=0.01
+                )
+                == 1
+            )
+            await asyncio.sleep(0.02)
+        while running:
+            await asyncio.sleep(0.02)
+
+    asyncio.run(main())
+    _finish(client)
+    assert peak <= 2, f"{peak} candidates ran at once with a capacity of 2"
+    outcomes = lab.outcomes("async-stubborn")
+    assert outcomes["timeout"] == 2
+    assert outcomes["skipped"] == 28
+
+
 def test_coroutines_too_skip_when_the_pool_of_candidate_tasks_is_full(lab: Lab) -> None:
     lab.flag("async-full", ALL_ON)
     client = lab.client(experiment_workers=1, experiment_capacity=1)

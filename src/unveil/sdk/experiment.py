@@ -608,6 +608,28 @@ class Laboratory:
 
         started = time.perf_counter()
         inner = asyncio.ensure_future(call())
+        try:
+            await self._judge_task(trial, key, candidate, finished, inner, started)
+        finally:
+            # This task holds its slot (``_task_done``) until the candidate has really
+            # ended: one cancelled at its timeout may go on (it caught the cancel), and
+            # like a hung thread it fills the pool rather than letting candidates pile up.
+            if not inner.done():
+                inner.cancel()
+                await asyncio.wait({inner})
+
+    async def _judge_task(
+        self,
+        trial: Trial,
+        key: str | None,
+        candidate: Callable[[], Awaitable[Any]],
+        finished: Any,
+        inner: Any,
+        started: float,
+    ) -> None:
+        """Wait for the candidate up to its timeout and for the control, then report."""
+        import asyncio
+
         done, _ = await asyncio.wait({inner}, timeout=trial.timeout)
         candidate_ms = _ms_since(started)
         value: Any = None
