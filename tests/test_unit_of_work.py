@@ -313,6 +313,69 @@ CALLS += [
 ]
 
 
+#: launches, promotions, templates and the stale-flag setting (docs/launches.md,
+#: docs/code-references.md)
+PROJECT = "/api/v1/projects/shop"
+LAUNCHES = "/api/v1/projects/{project}/launches"
+CALLS += [
+    (
+        "PUT",
+        "/api/v1/projects/{project}/environments/{env}/flags/{key}",
+        lambda api: api.put("/api/v1/projects/shop/environments/staging/flags/promoted", json=FLAG),
+    ),
+    (
+        "POST",
+        "/api/v1/projects/{project}/promotions",
+        lambda api: api.post(
+            f"{PROJECT}/promotions",
+            json={"source": "staging", "target": "production", "flags": ["promoted"]},
+        ),
+    ),
+    (
+        "PUT",
+        "/api/v1/projects/{project}/templates/{name}",
+        lambda api: api.put(
+            f"{PROJECT}/templates/careful",
+            json={
+                "plan": {
+                    "control": "off",
+                    "treatment": "on",
+                    "steps": [{"percent": 10, "hold": "1h"}, {"percent": 100}],
+                }
+            },
+        ),
+    ),
+    (
+        "DELETE",
+        "/api/v1/projects/{project}/templates/{name}",
+        lambda api: api.delete(f"{PROJECT}/templates/careful"),
+    ),
+    (
+        "PUT",
+        "/api/v1/projects/{project}/settings",
+        lambda api: api.put(f"{PROJECT}/settings", json={"stale_after_days": 45}),
+    ),
+    (
+        "POST",
+        LAUNCHES,
+        lambda api: api.post(
+            f"{PROJECT}/launches",
+            json={
+                "name": "Launch",
+                "notes": "It is here.",
+                "changes": [{"environment": "staging", "flag": "promoted", "enabled": False}],
+            },
+        ),
+    ),
+    ("POST", LAUNCHES + "/{launch_id}/start", lambda api: api.post(f"{PROJECT}/launches/l1/start")),
+    ("POST", LAUNCHES + "/{launch_id}/stop", lambda api: api.post(f"{PROJECT}/launches/l1/stop")),
+]
+#: calls that change several things, each with its own entry and outbox row: a release's
+#: move (its decision and the flag change), a promotion (the copy and its record), a
+#: launch's start and stop (the launch and each flag it changes)
+SEVERAL = (RELEASES, "/api/v1/projects/{project}/promotions", LAUNCHES + "/{launch_id}/")
+
+
 def test_every_state_changing_call_leaves_one_audit_entry_and_one_outbox_row(
     server: Server,
 ) -> None:
@@ -336,7 +399,7 @@ def test_every_state_changing_call_leaves_one_audit_entry_and_one_outbox_row(
                 assert answer.status_code < 300, (method, path, answer.text)
                 after = _counts(engine)
                 audited, announced = after[0] - before[0], after[1] - before[1]
-                if path.startswith(RELEASES) or path.endswith("/approve"):
+                if path.startswith(SEVERAL) or path.endswith("/approve"):
                     # a release's move is its decision and the flag change it makes:
                     # several entries, each with its outbox row
                     assert audited == announced >= 1, (method, path)
