@@ -16,6 +16,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import closing
+from pathlib import Path
 
 import httpx
 import pytest
@@ -279,3 +280,26 @@ def test_another_apps_cookie_sent_first_does_not_hide_the_session(site: Server, 
     cookie = f"{other}; unveil_session={secret}"
     page = httpx.get(f"{site.url}/p/shop/production/flags", headers={"Cookie": cookie})
     assert page.status_code == 200, page.headers.get("location")  # today: 303 to /login
+
+
+def test_the_session_cookie_is_secure_only_behind_a_proxy_that_is_believed(
+    tmp_path: object,
+) -> None:
+    """--forwarded-allow-ips names the proxies whose X-Forwarded-Proto counts: behind a
+    TLS proxy the cookie is Secure; a header sent by anyone else changes nothing."""
+    name, password = USERS["editor"]
+    form = {"name": name, "password": password}
+    https = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "192.0.2.99"}
+    for allowed, secure in (("127.0.0.1", True), ("10.9.9.9", False)):
+        folder = Path(str(tmp_path)) / allowed
+        folder.mkdir()
+        with database("sqlite", folder) as url:
+            server = start_server(url, None, True, "--forwarded-allow-ips", allowed)
+            try:
+                _seed(server)
+                answer = httpx.post(f"{server.url}/login", data=form, headers=https)
+                assert answer.status_code == 303, answer.text
+                cookie = answer.headers["set-cookie"].lower()
+                assert ("; secure" in cookie) is secure, (allowed, cookie)
+            finally:
+                stop(server)

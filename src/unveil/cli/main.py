@@ -255,6 +255,14 @@ def db_upgrade(data_dir: Path, database_url: str | None) -> None:
     "other bodies stay at 1 MiB (or UNVEIL_DOCUMENT_LIMIT).",
 )
 @click.option(
+    "--forwarded-allow-ips",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="UNVEIL_FORWARDED_ALLOW_IPS",
+    help="Proxies (comma-separated addresses, or *) whose X-Forwarded-For and "
+    "X-Forwarded-Proto are believed: the client's address and whether it came over HTTPS.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -278,6 +286,7 @@ def serve(
     webhook_give_up: float,
     stale_check: float,
     webhook_deadline: float,
+    forwarded_allow_ips: str,
     log_level: str,
 ) -> None:
     """Run the server: admin API, SDK API, health and metrics.
@@ -330,7 +339,14 @@ def serve(
         )
         configure_logging(log_level)
         tune_garbage_collector()
-        config = uvicorn.Config(app, host=host, port=port, log_config=None, log_level=log_level)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            log_level=log_level,
+            forwarded_allow_ips=forwarded_allow_ips,
+        )
         uvicorn.Server(config).run(sockets=[listening])
     finally:
         listening.close()
