@@ -736,6 +736,7 @@ def test_every_page_passes_axe_and_stays_usable_at_200_percent(browser: Any, sit
         "/p/shop/production/schedules",
         "/p/shop/production/changes",
         "/p/shop/production/webhooks",
+        "/p/shop/production/launches",
     ]
     admin = ("ada2", "ada2-password-123")
     with site.client() as api:
@@ -781,4 +782,38 @@ def test_a_release_is_scheduled_from_its_start_form(browser: Any, site: Server) 
         assert [s["action"] for s in mine] == ["release.start"]
         assert [s["state"] for s in mine] == ["pending"]
         assert api.get(f"{RELEASES}?flag=later-search").json()["releases"] == []
+    page.close()
+
+
+def test_a_launch_is_read_on_the_calendar_and_stopped_from_it(browser: Any, site: Server) -> None:
+    shop = "/api/v1/projects/shop"
+    with site.client() as api:
+        for key in ("gift-a", "gift-b"):
+            flag = {"variants": {"on": True, "off": False}, "default": "on", "enabled": False}
+            assert api.put(f"{FLAGS}/{key}", json=flag).status_code == 201
+        made = api.post(
+            f"{shop}/launches",
+            json={
+                "name": "Gifts",
+                "notes": "Gifts are here.\nSecond line.",
+                "changes": [
+                    {"environment": "production", "flag": k, "enabled": True}
+                    for k in ("gift-a", "gift-b")
+                ],
+            },
+        )
+        assert made.status_code == 201, made.text
+        launch = made.json()["id"]
+        assert api.post(f"{shop}/launches/{launch}/start").status_code == 200
+        assert wait_for(lambda: _enabled(site, "gift-a") and _enabled(site, "gift-b"))
+    page = _sign_in(browser, site, EDITOR)
+    page.goto(f"{site.url}/p/shop/production/launches")
+    card = page.locator("article", has_text="Gifts")
+    assert "Gifts are here." in card.inner_text()
+    assert _serious_violations(page) == []
+    card.get_by_label(f"Reason for stopping {launch}").fill("gift provider down")
+    card.get_by_role("button", name="Stop Gifts: turn every flag back").click()
+    page.wait_for_url("**/launches?notice=*")
+    assert not _enabled(site, "gift-a")
+    assert not _enabled(site, "gift-b")
     page.close()

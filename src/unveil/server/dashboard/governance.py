@@ -226,3 +226,45 @@ async def create_webhook(request: Request, project: str, env: str) -> Response:
         made=made,
         **await _frame(request, project),
     )
+
+
+# -- launches ---------------------------------------------------------------------
+
+
+@router.get("/p/{project}/{env}/launches")
+async def launches_page(request: Request, project: str, env: str) -> Response:
+    """The project's launches as a calendar: upcoming, in progress, recent."""
+    who = await _viewer(request)
+    if isinstance(who, Response):
+        return who
+    calendar = await run_in_threadpool(_services(request).launches.calendar, project)
+    return _page(
+        request,
+        "launches.html",
+        who=who,
+        project=project,
+        env=env,
+        section="launches",
+        calendar=calendar,
+        may_edit=who.may("editor"),
+        notice=request.query_params.get("notice", ""),
+        **await _frame(request, project),
+    )
+
+
+@router.post("/p/{project}/{env}/launches/{launch_id}/stop")
+async def stop_launch(request: Request, project: str, env: str, launch_id: str) -> Response:
+    """The launch's kill switch: every flag it changed turned back (never waits for approval)."""
+    posted = await _editing(request)
+    if isinstance(posted, HTMLResponse):
+        return posted
+    who, fields = posted
+    page = f"{_base(project, env)}/launches"
+    reason = fields.get("reason", "").strip() or None
+    try:
+        await run_in_threadpool(
+            _services(request).launches.stop, project, launch_id, who.name, reason
+        )
+    except UnveilError as exc:
+        return _redirect(page + "?" + urlencode({"notice": str(exc)}))
+    return _redirect(page + "?" + urlencode({"notice": f"Launch {launch_id} is stopped."}))
