@@ -465,6 +465,11 @@ def test_a_release_started_watched_paused_and_aborted_from_its_pages(
         state = api.get(f"{RELEASES}/{release_id}").json()
         assert state["phase"] == "aborted"
         assert api.get(f"{FLAGS}/search-v2").json()["data"]["default"] == "off"
+    # the flag's kill switch says what was served in the last hour: the exposures sent above
+    page.goto(f"{site.url}/p/shop/production/flags/search-v2")
+    switch = page.locator("section", has_text="Kill switch").inner_text()
+    assert "60 served “off”" in switch
+    assert "40 served “on”" in switch
     page.close()
 
 

@@ -43,6 +43,7 @@ import unicodedata
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from unveil.core import Problem
@@ -712,6 +713,12 @@ class EventIntake:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def counts(self, environment_id: int, flag: str | None = None) -> list[dict[str, Any]]:
+    def counts(
+        self,
+        environment_id: int,
+        flag: str | None = None,
+        metric: str | None = None,
+        since: datetime | None = None,
+    ) -> list[dict[str, Any]]:
         """Stored counts of an environment, oldest minute first."""
-        return self._store.read(environment_id, flag)
+        return self._store.read(environment_id, flag, metric, since)

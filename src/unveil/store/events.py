@@ -211,8 +211,15 @@ class EventCounts:
             set_={name: table.c[name] + statement.excluded[name] for name in summed},
         )
 
-    def read(self, environment_id: int, flag: str | None = None) -> list[dict[str, Any]]:
-        """Stored counts of an environment, oldest minute first."""
+    def read(
+        self,
+        environment_id: int,
+        flag: str | None = None,
+        metric: str | None = None,
+        since: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Stored counts of an environment, oldest minute first (of one flag and metric,
+        from a minute on, when asked: a page reads the last hour, not every minute kept)."""
         c = t.event_counts.c
         query = (
             select(t.event_counts)
@@ -221,6 +228,10 @@ class EventCounts:
         )
         if flag is not None:
             query = query.where(c.flag == flag)
+        if metric is not None:
+            query = query.where(c.metric == metric)
+        if since is not None:
+            query = query.where(c.minute >= since)
         with reader(self.engine).connect() as conn:
             return [
                 {

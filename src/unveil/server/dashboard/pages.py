@@ -46,6 +46,7 @@ from unveil.server.services import Services
 from unveil.service.access import Principal
 from unveil.service.changes import Expect
 from unveil.service.errors import Forbidden, Invalid, NotFound, Overloaded, Unauthenticated
+from unveil.service.events import EXPOSURE
 from unveil.service.flags import Change, Part
 from unveil.service.meta import FLAG_TYPES
 from unveil.service.schedules import ScheduleRequest
@@ -430,11 +431,10 @@ async def flags_page(
 def _served(svc: Services, project: str, env: str, key: str) -> list[tuple[str, int]]:
     """Per variant, how often it was served in the last hour (contexts per minute, summed)."""
     environment_id = svc.access.environment_of(project, env)
-    since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    since = (datetime.now(UTC) - timedelta(hours=1)).replace(second=0, microsecond=0)
     totals: dict[str, int] = {}
-    for row in svc.intake.counts(environment_id, key):
-        if row["metric"] == "$exposure" and row["minute"] >= since[:16]:
-            totals[row["variant"]] = totals.get(row["variant"], 0) + int(row["count"])
+    for row in svc.intake.counts(environment_id, key, EXPOSURE, since):
+        totals[row["variant"]] = totals.get(row["variant"], 0) + int(row["count"])
     return sorted(totals.items(), key=lambda kv: -kv[1])
 
 
