@@ -71,6 +71,29 @@ class _Streams:
 
     def __init__(self) -> None:
         self.by_session: dict[str, int] = {}
+        #: the live part of each watched release, drawn at most once a tick for all its
+        #: viewers: (the release's version it shows, when it was drawn, the fragment)
+        self.drawn: dict[tuple[str, str, str], tuple[int, float, str]] = {}
+
+    async def fragment(self, svc: Services, project: str, env: str, release_id: str) -> str:
+        """The release's live part: drawn again when the release moved (its version) or the
+        last drawing is a tick old (new metrics); else the drawing another viewer caused."""
+        loop = asyncio.get_running_loop()
+        key = (project, env, release_id)
+        release = await run_in_threadpool(svc.releases.get, project, env, release_id)
+        found = self.drawn.get(key)
+        if (
+            found is not None
+            and found[0] == release.version
+            and loop.time() - found[1] < LIVE_EVERY * 0.9
+        ):
+            return found[2]
+        values = await run_in_threadpool(_live_values, svc, project, env, release)
+        fragment = render("_release_live.html", **values)
+        if len(self.drawn) > STREAMS_IN_ALL:
+            self.drawn.clear()
+        self.drawn[key] = (release.version, loop.time(), fragment)
+        return fragment
 
     def open(self, session: str) -> bool:
         if sum(self.by_session.values()) >= STREAMS_IN_ALL:
@@ -453,9 +476,7 @@ async def release_live(request: Request, project: str, env: str, release_id: str
                 # signed out, expired or removed: the stream ends with the session
                 if await run_in_threadpool(svc.sessions.authenticate, secret) is None:
                     return
-                release = await run_in_threadpool(svc.releases.get, project, env, release_id)
-                values = await run_in_threadpool(_live_values, svc, project, env, release)
-                fragment = render("_release_live.html", **values)
+                fragment = await streams.fragment(svc, project, env, release_id)
                 if fragment != last:
                     last = fragment
                     yield _sse(fragment)
