@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from unveil.server.dashboard.pages import _nav, _page, _services, _viewer
+from unveil.server.dashboard.pages import _frame, _page, _services, _viewer
 
 __all__ = ["router"]
 
@@ -27,7 +27,6 @@ async def timeline_page(request: Request, project: str, env: str) -> Response:
     if isinstance(who, Response):
         return who
     svc = _services(request)
-    projects = await run_in_threadpool(svc.access.projects)
     marks: list[dict[str, Any]] = await run_in_threadpool(svc.deploys.timeline, project, env, 200)
     status = await run_in_threadpool(svc.deploys.status, project, env)
     stale = await run_in_threadpool(svc.stale.report, project, env)
@@ -37,8 +36,7 @@ async def timeline_page(request: Request, project: str, env: str) -> Response:
         who=who,
         project=project,
         env=env,
-        envs=_nav(projects, project),
-        projects=projects,
+        **await _frame(request, project),
         section="timeline",
         marks=list(reversed(marks)),
         deployed=status,

@@ -18,7 +18,7 @@ from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from unveil.server.dashboard.charts import Line, line_chart
-from unveil.server.dashboard.pages import _nav, _page, _services, _viewer
+from unveil.server.dashboard.pages import _frame, _page, _services, _viewer
 from unveil.service.experiments import ExperimentReports
 
 __all__ = ["router"]
@@ -60,7 +60,6 @@ async def experiments_page(request: Request, project: str, env: str) -> Response
     if isinstance(who, Response):
         return who
     svc = _services(request)
-    projects = await run_in_threadpool(svc.access.projects)
     environment_id = await run_in_threadpool(svc.access.environment_of, project, env)
     found = await run_in_threadpool(ExperimentReports(svc.intake.store).list, environment_id)
     return _page(
@@ -69,8 +68,7 @@ async def experiments_page(request: Request, project: str, env: str) -> Response
         who=who,
         project=project,
         env=env,
-        envs=_nav(projects, project),
-        projects=projects,
+        **await _frame(request, project),
         section="experiments",
         rows=found["experiments"],
     )
@@ -84,7 +82,6 @@ async def experiment_page(
     if isinstance(who, Response):
         return who
     svc = _services(request)
-    projects = await run_in_threadpool(svc.access.projects)
     environment_id = await run_in_threadpool(svc.access.environment_of, project, env)
     report = await run_in_threadpool(
         ExperimentReports(svc.intake.store).report, environment_id, name, since, None
@@ -95,8 +92,7 @@ async def experiment_page(
         who=who,
         project=project,
         env=env,
-        envs=_nav(projects, project),
-        projects=projects,
+        **await _frame(request, project),
         section="experiments",
         name=name,
         report=report,

@@ -18,8 +18,8 @@ from starlette.concurrency import run_in_threadpool
 from unveil.core import UnveilError
 from unveil.server.dashboard.pages import (
     _editing,
+    _frame,
     _lines,
-    _nav,
     _page,
     _redirect,
     _services,
@@ -34,11 +34,6 @@ router = APIRouter(include_in_schema=False)
 
 def _base(project: str, env: str) -> str:
     return f"/p/{quote(project)}/{quote(env)}"
-
-
-async def _frame(request: Request, project: str) -> dict[str, Any]:
-    projects = await run_in_threadpool(_services(request).access.projects)
-    return {"projects": projects, "envs": _nav(projects, project)}
 
 
 # -- scheduled changes ------------------------------------------------------------

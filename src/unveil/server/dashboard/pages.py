@@ -332,6 +332,11 @@ async def home(request: Request) -> Response:
     return _page(request, "empty.html", who=who)
 
 
+async def _frame(request: Request, project: str) -> dict[str, Any]:
+    projects = await run_in_threadpool(_services(request).access.projects)
+    return {"projects": projects, "envs": _nav(projects, project)}
+
+
 def _nav(projects: list[dict[str, Any]], project: str) -> list[str]:
     for p in projects:
         if p["key"] == project:
