@@ -37,6 +37,7 @@ class Server:
     database_url: str
     process: subprocess.Popen[bytes]
     port: int
+    log: Path | None = None  # where the process's stderr (its JSON log lines) goes
 
     def client(self, token: str = ADMIN_TOKEN) -> httpx.Client:
         return httpx.Client(
@@ -98,7 +99,7 @@ def start_server(
         process.kill()
         process.wait(timeout=30)
         raise
-    server = Server(url, database_url, process, port)
+    server = Server(url, database_url, process, port, Path(log.name))
     if seed:
         _seed(database_url)
     return server

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -61,3 +62,27 @@ def test_the_port_is_held_from_the_check_to_serving(tmp_path: Path) -> None:
             assert f"port {running.port} is taken" in second.stderr
         finally:
             stop(running)
+
+
+def _access_lines(log: Path) -> list[dict[str, object]]:
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("logger") == "uvicorn.access"]
+
+
+def test_the_access_log_is_off_unless_asked_for(tmp_path: Path) -> None:
+    """Every answer is counted in /metrics; a log line per request only with --access-log."""
+    with database("sqlite", tmp_path) as url:
+        for extra, expected in (((), 0), (("--access-log",), 3)):
+            running = start_server(url, None, False, *extra)
+            try:
+                assert running.log is not None
+                before = len(_access_lines(running.log))  # the readiness checks of the start
+                with httpx.Client(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+                    for _ in range(3):
+                        assert client.get(f"{running.url}/api/v1/projects").status_code == 200
+            finally:
+                stop(running)  # the log is complete once the process has ended
+            lines = _access_lines(running.log)
+            assert len(lines) - before == expected
+            if expected:
+                assert all("/api/v1/projects" in str(line["message"]) for line in lines[-3:])

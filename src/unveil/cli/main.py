@@ -268,6 +268,15 @@ def db_upgrade(data_dir: Path, database_url: str | None) -> None:
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
+@click.option(
+    "--access-log/--no-access-log",
+    default=False,
+    show_default=True,
+    envvar="UNVEIL_ACCESS_LOG",
+    help="Log every request (one JSON line each). Off by default: every answer is "
+    "counted in /metrics by route and status, and at thousands of SDK requests a second "
+    "the lines would be most of the server's work.",
+)
 def serve(
     host: str,
     port: int,
@@ -288,6 +297,7 @@ def serve(
     webhook_deadline: float,
     forwarded_allow_ips: str,
     log_level: str,
+    access_log: bool,
 ) -> None:
     """Run the server: admin API, SDK API, health and metrics.
 
@@ -345,6 +355,7 @@ def serve(
             port=port,
             log_config=None,
             log_level=log_level,
+            access_log=access_log,
             forwarded_allow_ips=forwarded_allow_ips,
         )
         uvicorn.Server(config).run(sockets=[listening])

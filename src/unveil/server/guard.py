@@ -307,12 +307,14 @@ class Guard:
         scope: Scope, receive: Receive, limit: int, kind: str
     ) -> tuple[bytes, JSONResponse | None]:
         """The whole body, or the 413 as soon as it is known to be too large."""
-        too_large = _refuse(
-            413, f"the body is larger than {limit} bytes, {_LIMIT_NAMES[kind]}", _CLOSE
-        )
+
+        def too_large() -> JSONResponse:  # made only when sent: most requests have no body
+            message = f"the body is larger than {limit} bytes, {_LIMIT_NAMES[kind]}"
+            return _refuse(413, message, _CLOSE)
+
         declared = _header(scope, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            return b"", too_large
+            return b"", too_large()
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -322,7 +324,7 @@ class Guard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                return b"", too_large
+                return b"", too_large()
             if chunk:
                 chunks.append(chunk)
             if not message.get("more_body", False):
