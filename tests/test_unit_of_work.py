@@ -443,12 +443,13 @@ class _Transactions:
 
     def _execute(self, conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         verb = statement.split(None, 1)[0].upper()
-        if verb in {"INSERT", "UPDATE", "DELETE"} or "pg_notify" in statement:
+        seen = self._open.setdefault(id(conn.connection), [])
+        if verb in {"INSERT", "UPDATE", "DELETE"}:
             words = statement.replace("(", " ").split()
             table = words[2] if verb in {"INSERT", "DELETE"} else words[1]
-            self._open.setdefault(id(conn.connection), []).append(
-                "NOTIFY" if "pg_notify" in statement else verb + " " + table.strip('"')
-            )
+            seen.append(verb + " " + table.strip('"'))
+        if "pg_notify" in statement:  # on its own, or with the version's bump
+            seen.append("NOTIFY")
 
     def writes(self) -> list[list[str]]:
         return [w for w in self.done if w]

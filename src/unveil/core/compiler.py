@@ -30,11 +30,13 @@ from dataclasses import dataclass
 from functools import lru_cache, partial
 from types import CodeType, FunctionType, MappingProxyType
 from typing import Any
+from weakref import WeakValueDictionary
 
 import mmh3
 
 from unveil.core.bucketing import scheme
 from unveil.core.evaluation import (
+    ContextCheck,
     Evaluation,
     ReferenceEvaluator,
     predicate_of,
@@ -97,14 +99,17 @@ def _clause_expr(src: _Source, clause: Clause) -> str:
     return f"{predicate}(ctx.get({attr}))"
 
 
-def _condition_expr(src: _Source, cond: Condition, walker: ReferenceEvaluator, flag: Flag) -> str:
+#: A segment's name to the check of whether a context is in it.
+SegmentChecks = Callable[[str], ContextCheck]
+
+
+def _condition_expr(src: _Source, cond: Condition, in_segment: SegmentChecks, flag: Flag) -> str:
     if isinstance(cond, Clause):
         expr = _clause_expr(src, cond)
     elif isinstance(cond, Sample):
         expr = f"{src.bind('q', sample_check(flag, cond))}(ctx)"
     else:
-        check = src.bind("g", partial(walker.in_segment, cond.segment))
-        expr = f"{check}(ctx)"
+        expr = f"{src.bind('g', in_segment(cond.segment))}(ctx)"
     return f"(not {expr})" if cond.negate else expr
 
 
@@ -152,14 +157,14 @@ def _emit_serve(
 
 def _compile_flag(
     flag: Flag,
-    walker: ReferenceEvaluator,
+    in_segment: SegmentChecks,
     compiled: Mapping[str, FlagFunction],
-    walk: FlagFunction | None = None,
+    walk: FlagFunction,
 ) -> FlagFunction:
     if not flag.enabled:
         disabled = _result(flag, flag.off_variant, Reason.DISABLED, None)
         return lambda ctx: disabled
-    src = _Source([], {"_walk": walk or partial(walker.evaluate, flag.key)})
+    src = _Source([], {"_walk": walk})
     body = 2
     if flag.prerequisites:
         failed = src.bind("r", _result(flag, flag.off_variant, Reason.PREREQUISITE_FAILED, None))
@@ -170,16 +175,18 @@ def _compile_flag(
             src.emit(body, f"if e.error_code is not None or e.variant not in {wanted}:")
             src.emit(body + 1, f"return {failed}")
     if flag.targets:
+        # one answer per variant, however many keys it is targeted to
         by_key = {
-            key: _result(flag, variant, Reason.TARGETING_MATCH, None)
+            key: answer
             for variant, keys in flag.targets.items()
+            for answer in (_result(flag, variant, Reason.TARGETING_MATCH, None),)
             for key in keys
         }
         src.emit(body, f"r = {src.bind('m', by_key)}.get(ctx.get('key'))")
         src.emit(body, "if r is not None:")
         src.emit(body + 1, "return r")
     for index, rule in enumerate(flag.rules):
-        test = " and ".join(_condition_expr(src, cond, walker, flag) for cond in rule.when)
+        test = " and ".join(_condition_expr(src, cond, in_segment, flag) for cond in rule.when)
         src.emit(body, f"if {test}:")
         _emit_serve(src, body + 1, flag, rule.serve, Reason.TARGETING_MATCH, index)
     _emit_serve(src, body, flag, flag.default, Reason.DEFAULT, None)
@@ -235,13 +242,7 @@ def closure(document: Document, flag: Flag) -> Document:
         pending_flags.extend(document.flags[pre.flag] for pre in current.prerequisites)
         for rule in current.rules:
             pending_segments.extend(c.segment for c in rule.when if isinstance(c, SegmentMatch))
-    while pending_segments:
-        name = pending_segments.pop()
-        if name in segments:
-            continue
-        segment = segments[name] = document.segments[name]
-        for srule in segment.rules:
-            pending_segments.extend(c.segment for c in srule.when if isinstance(c, SegmentMatch))
+    _reached_segments(document, pending_segments, segments)
     return Document(
         flags=MappingProxyType(flags),
         segments=MappingProxyType(segments),
@@ -249,47 +250,92 @@ def closure(document: Document, flag: Flag) -> Document:
     )
 
 
+def _reached_segments(document: Document, pending: list[str], into: dict[str, Segment]) -> None:
+    """Add to ``into`` the segments named in ``pending`` and those their rules name."""
+    while pending:
+        name = pending.pop()
+        if name in into:
+            continue
+        segment = into[name] = document.segments[name]
+        for srule in segment.rules:
+            pending.extend(c.segment for c in srule.when if isinstance(c, SegmentMatch))
+
+
 def compile_flag(
     flag: Flag, document: Document, prerequisites: Mapping[str, FlagFunction]
 ) -> FlagFunction:
     """One flag's function; ``prerequisites`` holds the functions of the flags it needs.
 
-    Its reference walker (the fallback for unusual contexts, and segment
-    checks) walks only the flag's closure (see ``closure``).
+    It holds no document and no walker of its own: its segment checks are
+    shared with every flag compiled against the same segments
+    (``segment_check``), and its reference walk (the fallback for unusual
+    contexts) is made from its closure on first need (``_Fallback``). So a
+    client that keeps compiled flags across patches keeps no older document
+    alive with them, and ten thousand compiled flags stay small.
     """
-    if not flag.enabled:
-        return _compile_flag(flag, _NO_WALKER, prerequisites)
-    if flag.prerequisites or any(
-        isinstance(cond, SegmentMatch) for rule in flag.rules for cond in rule.when
+    if not flag.enabled or not (
+        flag.prerequisites
+        or any(isinstance(cond, SegmentMatch) for rule in flag.rules for cond in rule.when)
     ):
-        return _compile_flag(flag, ReferenceEvaluator(closure(document, flag)), prerequisites)
-    # its closure is the flag alone: the walker waits for the first unusual context
-    return _compile_flag(flag, _NO_WALKER, prerequisites, _Fallback(flag))
+        # its closure is the flag alone
+        return _compile_flag(flag, _no_segments, prerequisites, _Fallback(flag, (flag,), ()))
+    part = closure(document, flag)
+    walk = _Fallback(flag, tuple(part.flags.values()), tuple(part.segments.values()))
+    return _compile_flag(flag, partial(segment_check, document), prerequisites, walk)
 
 
-_NO_WALKER = ReferenceEvaluator(Document())
+def _no_segments(name: str) -> ContextCheck:
+    raise AssertionError(f"a flag whose rules name no segment asked for segment '{name}'")
+
+
+def segment_check(document: Document, name: str) -> ContextCheck:
+    """Whether a context is in segment ``name`` of ``document``, shared while it holds.
+
+    Flags compiled against documents whose segment ``name`` and the segments
+    it names are the very same objects get the very same check: a walker
+    over that segment's closure. The checks are held weakly, keyed by those
+    objects' identities; a check keeps its segments alive, so a key's
+    identities cannot be reused while its check lives.
+    """
+    segments: dict[str, Segment] = {}
+    _reached_segments(document, [name], segments)
+    identity = (name, *map(id, segments.values()))
+    check = _SEGMENT_CHECKS.get(identity)
+    if check is None:  # two threads may both make one: the same check, either is kept
+        walker = ReferenceEvaluator(Document(segments=MappingProxyType(segments)))
+        check = _SEGMENT_CHECKS[identity] = partial(walker.in_segment, name)
+    return check
+
+
+_SEGMENT_CHECKS: WeakValueDictionary[tuple[object, ...], partial[bool]] = WeakValueDictionary()
 
 
 class _Fallback:
-    """The walk of a flag that needs no other flag and no segment, made when first needed.
+    """A flag's reference walk over its closure, made when first needed.
 
     Most compiled flags never meet a context their fast path hands over; a
-    walker and its one-flag document are half a kB each flag would hold
-    for nothing.
+    walker and its document are half a kB each flag would hold for nothing.
+    It keeps the closure (the flag, the flags it needs however far down, the
+    segments they reach) as two tuples until then.
     """
 
-    __slots__ = ("_flag", "_walker")
+    __slots__ = ("_flags", "_key", "_segments", "_walker")
 
-    def __init__(self, flag: Flag) -> None:
-        self._flag = flag
+    def __init__(self, flag: Flag, flags: tuple[Flag, ...], segments: tuple[Segment, ...]) -> None:
+        self._key = flag.key
+        self._flags = flags
+        self._segments = segments
         self._walker: ReferenceEvaluator | None = None
 
     def __call__(self, context: dict[str, Any]) -> Evaluation:
         walker = self._walker
         if walker is None:  # two threads may both make one: the same walk
-            only = MappingProxyType({self._flag.key: self._flag})
-            walker = self._walker = ReferenceEvaluator(Document(flags=only))
-        return walker.evaluate(self._flag.key, context)
+            part = Document(
+                flags=MappingProxyType({f.key: f for f in self._flags}),
+                segments=MappingProxyType({s.key: s for s in self._segments}),
+            )
+            walker = self._walker = ReferenceEvaluator(part)
+        return walker.evaluate(self._key, context)
 
 
 def compile_flags(document: Document) -> dict[str, FlagFunction]:
@@ -307,7 +353,9 @@ def compile_flags(document: Document) -> dict[str, FlagFunction]:
                 continue
             flag = document.flags[key]
             if ready:
-                compiled[key] = _compile_flag(flag, walker, compiled)
+                walk = partial(walker.evaluate, key)
+                in_segment = partial(partial, walker.in_segment)
+                compiled[key] = _compile_flag(flag, in_segment, compiled, walk)
                 continue
             if key in entered:  # only a document built around the codec can get here
                 raise ValueError(f"prerequisite cycle through flag '{key}'")

@@ -73,11 +73,11 @@ class Ruleset:
     A flag is compiled on its first evaluation, not when the ruleset is made:
     a process with ten thousand flags starts serving after validation alone,
     and pays for compiling only the flags it uses (most processes use few of
-    an environment's flags). Compiled code is not shared between flags of
-    the same shape: sharing would move every constant out of the generated
-    code into lookups, which is the evaluation speed compiling is for.
-    ``patched`` makes the ruleset after a patch by validating and compiling
-    only what the patch touches; compiled flags it does not touch are kept.
+    an environment's flags). Flags of one shape share one code object, each
+    with its own constants, and flags that check one segment share that
+    check (``unveil.core.compiler``). ``patched`` makes the ruleset after a
+    patch by validating and compiling only what the patch touches; compiled
+    flags it does not touch are kept.
     Two threads that evaluate a flag for the first time at once may both
     compile it; the two functions are the same, and either is kept.
     """

@@ -269,12 +269,16 @@ class Hub:
         """A write on this node committed: refresh before the write is answered.
 
         So a client that wrote and then reads from the same node sees its write.
+        The write has left this node's model at the version it committed
+        (``UnitOfWork.on_commit``), so the snapshot moves to that model without
+        asking the database again; other nodes' later writes come by notice
+        and by the periodic check, as ever.
         """
         with self._lock:
             known = environment_id in self._environments
         if known:
             try:
-                self._refresh(environment_id)
+                self._refresh(environment_id, written_here=True)
             except Exception:  # the refresher thread's periodic check will catch up
                 log.exception("refreshing environment %s failed", environment_id)
 
@@ -312,15 +316,17 @@ class Hub:
                 except Exception:  # a failed refresh is retried by the next check
                     log.exception("refreshing environment %s failed", environment_id)
 
-    def _refresh(self, environment_id: int) -> None:
+    def _refresh(self, environment_id: int, written_here: bool = False) -> None:
         with self._refreshing:
-            self._refresh_locked(environment_id)
+            self._refresh_locked(environment_id, written_here)
 
-    def _refresh_locked(self, environment_id: int) -> None:
+    def _refresh_locked(self, environment_id: int, written_here: bool) -> None:
         started = time.monotonic()
         with self._lock:
             old = self._environments[environment_id].snapshot
-        loaded = self._flags.loaded(environment_id)  # one query when nothing changed
+        loaded = self._flags.documents.known(environment_id) if written_here else None
+        if loaded is None or loaded.version <= old.version:
+            loaded = self._flags.loaded(environment_id)  # one query when nothing changed
         if loaded.version <= old.version:
             return  # the periodic check, or a notice of a change already here
         changes = self._flags.documents.changes(environment_id, old.version, loaded.version)

@@ -38,7 +38,7 @@ from unveil.service.errors import (
     PreconditionFailed,
     PreconditionRequired,
 )
-from unveil.service.scope import require_environment
+from unveil.service.scope import require_environment, require_held_environment
 from unveil.store.items import PARTS, Part
 from unveil.store.unit import Reading, Store, UnitOfWork
 
@@ -169,7 +169,7 @@ class FlagService:
         """Create or replace a flag or segment. Replacing needs the version it was read at."""
         what = f"{_SINGULAR[part]} '{key}'"
         with self.store.unit_of_work(within) as work:
-            environment_id = require_environment(work, project, env, lock=True)
+            environment_id, version = require_held_environment(work, project, env)
             before = work.items(part).get(environment_id, key)
             if before is not None:
                 if create_only:
@@ -180,7 +180,6 @@ class FlagService:
                     raise PreconditionFailed(before.version)
             elif if_match is not None:
                 raise NotFound(f"no {what}")
-            version = work.environments.version(environment_id) or 0
             body = dict(data) if isinstance(data, Mapping) else data  # not one: refused, named
             ruleset = self._changed(work, environment_id, version, part, key, body)
             canonical = entry_data(ruleset.document, part, key)
@@ -215,7 +214,7 @@ class FlagService:
     ) -> int:
         """Delete a flag or segment (needs If-Match); the environment's version after."""
         with self.store.unit_of_work(within) as work:
-            environment_id = require_environment(work, project, env, lock=True)
+            environment_id, version = require_held_environment(work, project, env)
             before = work.items(part).get(environment_id, key)
             if before is None:
                 raise NotFound(f"no {_SINGULAR[part]} '{key}'")
@@ -223,7 +222,6 @@ class FlagService:
                 raise PreconditionRequired(f"deleting {_SINGULAR[part]} '{key}' needs If-Match")
             if if_match != before.version:
                 raise PreconditionFailed(before.version)
-            version = work.environments.version(environment_id) or 0
             ruleset = self._changed(work, environment_id, version, part, key, None)
             work.items(part).remove(environment_id, key)
             recorded = work.record(
@@ -258,8 +256,7 @@ class FlagService:
         the version after.
         """
         with self.store.unit_of_work(within) as work:
-            environment_id = require_environment(work, project, env, lock=True)
-            version = work.environments.version(environment_id) or 0
+            environment_id, version = require_held_environment(work, project, env)
             base = self.documents.within(work, environment_id, version)
             current = document_to_data(base.ruleset.document)
             parsed = validated(dict(data))

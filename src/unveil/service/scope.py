@@ -27,6 +27,14 @@ def require_environment(reading: Reading, project: str, env: str, lock: bool = F
     return found
 
 
+def require_held_environment(work: Reading, project: str, env: str) -> tuple[int, int]:
+    """The environment's id and version, its row held for the transaction."""
+    found = work.environments.held(project, env)
+    if found is None:
+        raise NotFound(f"no environment '{env}' in project '{project}'")
+    return found
+
+
 def require_project(reading: Reading, project: str) -> int:
     found = reading.projects.id_of(project)
     if found is None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 
 from unveil.store import tables as t
 from unveil.store.dialect import insert_or_ignore, locked
@@ -70,6 +70,20 @@ class EnvironmentRepository:
         found = self._conn.execute(query).scalar_one_or_none()
         return None if found is None else int(found)
 
+    def held(self, project: str, env: str) -> tuple[int, int] | None:
+        """The environment's id and version, its row held until the transaction ends.
+
+        One statement where a writer would otherwise take the row and then
+        read its version: the version cannot move while the row is held.
+        """
+        query = (
+            select(t.environments.c.id, t.environments.c.version)
+            .join(t.projects, t.projects.c.id == t.environments.c.project_id)
+            .where(t.projects.c.key == project, t.environments.c.key == env)
+        )
+        found = self._conn.execute(locked(self._conn, query)).one_or_none()
+        return None if found is None else (int(found.id), int(found.version))
+
     def keys_of(self, environment_id: int) -> tuple[str, str] | None:
         """The project's and the environment's keys of an environment id."""
         row = self._conn.execute(
@@ -100,16 +114,24 @@ class EnvironmentRepository:
         ).scalar_one_or_none()
         return None if found is None else int(found)
 
-    def bump(self, environment_id: int) -> int:
-        """One more version; the new one."""
-        return int(
-            self._conn.execute(
-                update(t.environments)
-                .where(t.environments.c.id == environment_id)
-                .values(version=t.environments.c.version + 1)
-                .returning(t.environments.c.version)
-            ).scalar_one()
+    def bump(self, environment_id: int, announce_on: str | None = None) -> int:
+        """One more version; the new one.
+
+        With ``announce_on`` (PostgreSQL) the same statement also sends the
+        environment's id on that channel, delivered to listeners when the
+        transaction commits: one round trip for what every write does.
+        """
+        query = (
+            update(t.environments)
+            .where(t.environments.c.id == environment_id)
+            .values(version=t.environments.c.version + 1)
         )
+        if announce_on is None:
+            query = query.returning(t.environments.c.version)
+        else:
+            notice = func.pg_notify(announce_on, str(environment_id))
+            query = query.returning(t.environments.c.version, notice)
+        return int(self._conn.execute(query).first()[0])  # type: ignore[index]
 
 
 @dataclass(frozen=True, slots=True)

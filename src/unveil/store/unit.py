@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
 from unveil.store.access import (
     EnvironmentRepository,
@@ -161,13 +161,9 @@ class UnitOfWork(Reading):
         now = datetime.now(UTC)
         version = None
         if environment_id is not None and versioned:
-            version = self.environments.bump(environment_id)
+            announce_on = CHANNEL if self.conn.dialect.name == "postgresql" else None
+            version = self.environments.bump(environment_id, announce_on)
             self.changed_environments.add(environment_id)
-            if self.conn.dialect.name == "postgresql":
-                self.conn.execute(
-                    text("SELECT pg_notify(:channel, :payload)"),
-                    {"channel": CHANNEL, "payload": str(environment_id)},
-                )
         audit_id = self.audit.append(
             at=now,
             actor=actor,
