@@ -302,3 +302,51 @@ def test_a_new_leader_takes_jobs_in_order_even_while_an_old_one_holds_the_first(
             assert claimed == ids  # the earliest first, then the rest, in order
         finally:
             engine.dispose()
+
+
+def test_one_link_reconnects_for_both_change_notices_and_leadership() -> None:
+    """Issue 9, 1: change notification and leadership share one connection and one
+    reconnect loop. Killing the session that holds the advisory lock also ends the
+    LISTEN (the link resyncs with ``on_change(None)``); the loop comes back for both:
+    it leads again under a new epoch and hears notices again."""
+    from unveil.store.link import PostgresLink
+    from unveil.store.unit import CHANNEL
+
+    with postgres_database() as url:
+        upgrade(url)
+        engine = make_engine(url)
+        heard: list[int | None] = []
+        link = PostgresLink(Store(engine), "n", heard.append, interval=0.1)
+
+        def notify(payload: str) -> None:
+            with engine.begin() as conn:
+                conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": payload})
+
+        link.start()
+        try:
+            assert wait_for(lambda: link.leading.is_set() and link.epoch is not None)
+            first = link.epoch
+            assert first is not None
+            notify("7")
+            assert wait_for(lambda: 7 in heard)
+            heard.clear()
+
+            with engine.connect() as conn:  # the session holding the lock, and only it
+                killed = conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                        "WHERE locktype = 'advisory' AND granted "
+                        "AND database = (SELECT oid FROM pg_database "
+                        "WHERE datname = current_database())"
+                    )
+                ).all()
+            assert killed == [(True,)]
+            # the LISTEN was on that session: the loop reconnects and checks everything
+            assert wait_for(lambda: None in heard)
+            assert wait_for(lambda: link.epoch is not None and link.epoch > first)
+            assert link.leading.is_set()
+            notify("8")  # and notices are heard again on the new connection
+            assert wait_for(lambda: 8 in heard)
+        finally:
+            link.stop()
+            engine.dispose()
