@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, event, func, select, text
 
 from tests.server_process import Server, access_service, database, wait_for
 from unveil.service.access import AccessService
@@ -376,11 +376,66 @@ CALLS += [
 SEVERAL = (RELEASES, "/api/v1/projects/{project}/promotions", LAUNCHES + "/{launch_id}/")
 
 
+#: On PostgreSQL, triggers note the transaction (txid) that wrote each audit entry, each
+#: outbox row and each bump of an environment's version, so the test can see which writes
+#: shared a transaction (the tables' own xmin moves when a row is updated later).
+_NOTE_WRITES = [
+    "CREATE TABLE test_writes (kind text, audit_id bigint, environment_id bigint, "
+    "version bigint, xid bigint)",
+    """CREATE FUNCTION test_note_write() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF TG_TABLE_NAME = 'audit' THEN
+        INSERT INTO test_writes
+        VALUES ('audit', NEW.id, NEW.environment_id, NEW.environment_version, txid_current());
+      ELSIF TG_TABLE_NAME = 'outbox' THEN
+        INSERT INTO test_writes VALUES ('outbox', NEW.audit_id, NULL, NULL, txid_current());
+      ELSE
+        INSERT INTO test_writes VALUES ('version', NULL, NEW.id, NEW.version, txid_current());
+      END IF;
+      RETURN NULL;
+    END $$""",
+    "CREATE TRIGGER test_audit AFTER INSERT ON audit "
+    "FOR EACH ROW EXECUTE FUNCTION test_note_write()",
+    "CREATE TRIGGER test_outbox AFTER INSERT ON outbox "
+    "FOR EACH ROW EXECUTE FUNCTION test_note_write()",
+    "CREATE TRIGGER test_version AFTER UPDATE OF version ON environments FOR EACH ROW "
+    "WHEN (NEW.version IS DISTINCT FROM OLD.version) EXECUTE FUNCTION test_note_write()",
+]
+
+
+def _note_writes(engine: Engine) -> None:
+    with engine.begin() as conn:
+        for statement in _NOTE_WRITES:
+            conn.execute(text(statement))
+
+
+def _apart(engine: Engine) -> list[Any]:
+    """Audit entries whose outbox row, or whose environment's version bump, was written
+    by another transaction than the entry itself (or not at all)."""
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                text(
+                    "SELECT a.audit_id, a.environment_id, a.version FROM test_writes a "
+                    "WHERE a.kind = 'audit' AND (NOT EXISTS (SELECT 1 FROM test_writes o "
+                    "  WHERE o.kind = 'outbox' AND o.audit_id = a.audit_id AND o.xid = a.xid) "
+                    "OR (a.version IS NOT NULL AND NOT EXISTS (SELECT 1 FROM test_writes v "
+                    "  WHERE v.kind = 'version' AND v.environment_id = a.environment_id "
+                    "  AND v.version = a.version AND v.xid = a.xid)))"
+                )
+            ).all()
+        )
+
+
 def test_every_state_changing_call_leaves_one_audit_entry_and_one_outbox_row(
     server: Server,
 ) -> None:
     engine = make_engine(server.database_url)
     SECOND["token"] = access_service(engine).create_token("second person", "admin", "releaser")
+    same_transaction = engine.dialect.name == "postgresql"
+    if same_transaction:
+        _note_writes(engine)
+    audited_before = _counts(engine)[0]
     try:
         with server.client() as api:
             spec = api.get("/openapi.json").json()
@@ -405,6 +460,14 @@ def test_every_state_changing_call_leaves_one_audit_entry_and_one_outbox_row(
                     assert audited == announced >= 1, (method, path)
                 else:
                     assert (audited, announced) == (1, 1), (method, path)
+                if same_transaction:  # each entry, its outbox row and its version: one commit
+                    assert _apart(engine) == [], (method, path)
+        if same_transaction:
+            with engine.connect() as conn:
+                noted = conn.execute(
+                    text("SELECT count(*) FROM test_writes WHERE kind = 'audit'")
+                ).scalar_one()
+            assert noted == _counts(engine)[0] - audited_before  # they saw every entry
     finally:
         engine.dispose()
 
