@@ -88,6 +88,28 @@ def test_the_offline_client_evaluates_without_loading_more() -> None:
     assert _not_allowed(_loaded(statement), CLIENT) == set()
 
 
+# A live client: the offline client, its sync, and httpx with what httpx itself needs.
+LIVE = CLIENT | {"unveil.sdk.sync", "httpx", "httpcore", "h11", "anyio", "idna", "certifi"}
+LIVE_PREFIXES = ("httpx.", "httpcore.", "h11.", "anyio.", "idna.", "certifi.")
+
+
+def test_a_live_client_loads_only_evaluation_and_sync() -> None:
+    """Every module a live client loads, as a plain install has them: click and rich
+    (which httpx's own command line would load when they happen to be installed) and
+    ruamel are blocked, and the client must not need them."""
+    statement = (
+        "import tempfile\n"
+        "from unveil import Client\n"
+        "c = Client('http://127.0.0.1:9', 'k', cache_dir=tempfile.mkdtemp())\n"
+        "c.value('f', {'key': 'u'}, 'x')\n"
+        "c.close()"
+    )
+    loaded = _loaded(statement, blocked="click rich pygments ruamel")
+    assert "unveil.sdk.sync" in loaded
+    extra = {m for m in _not_allowed(loaded, LIVE) if not m.startswith(LIVE_PREFIXES)}
+    assert extra == set()
+
+
 def test_the_openfeature_provider_loads_the_client_and_openfeature() -> None:
     loaded = _loaded("from unveil.openfeature import UnveilProvider")
     extra = {m for m in _not_allowed(loaded, CLIENT) if not m.startswith("openfeature")}
