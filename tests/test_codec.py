@@ -235,8 +235,14 @@ def test_rollout_weights_in_thousandths_follow_variant_order() -> None:
             one_flag(bucketing="md5", default="on"),
             "flags.f.bucketing: unknown bucketing scheme 'md5'",
         ),
-        (one_flag(bucketing={}, default="on"), "flags.f.bucketing: unknown bucketing scheme {}"),
-        (one_flag(bucketing=["a"], default="on"), "flags.f.bucketing: unknown bucketing scheme"),
+        (  # not a name at all: refused the same way (it raised TypeError: unhashable)
+            one_flag(bucketing={}, default="on"),
+            "flags.f.bucketing: unknown bucketing scheme {}",
+        ),
+        (
+            one_flag(bucketing=["murmur3"], default="on"),
+            "flags.f.bucketing: unknown bucketing scheme ['murmur3']",
+        ),
         ({"flags": {"bad key!": {"default": "on"}}}, "flags[\"bad key!\"]: flag key 'bad key!'"),
         ({"flags": []}, "flags: must be a mapping of flag key to flag, not a list"),
         ({"flags": {}, "version": 2}, "version: unsupported version 2"),

@@ -242,3 +242,91 @@ def test_a_token_id_no_row_can_have_is_not_found(running: Server, token_id: str)
     with running.client() as api:
         answer = api.delete(f"/api/v1/tokens/{token_id}")
     assert answer.status_code in {404, 422}, answer.text
+
+
+#: An integer of 400 digits is valid JSON (Python reads up to 4,300 digits) but no float
+#: holds it: every place that reads a number as a time must refuse it, not raise.
+HUGE = 10**400
+
+
+def _when(op: str) -> list[dict[str, Any]]:
+    return [{"when": [{"attr": "now", "op": op, "values": [HUGE]}], "serve": "on"}]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "where"),
+    [
+        (
+            "put",
+            "/api/v1/projects/shop/environments/production/flags/t1",
+            {"rules": _when("after"), "default": "off"},
+            "flags.t1.rules[0].when[0].values[0]",
+        ),
+        (
+            "put",
+            "/api/v1/projects/shop/environments/production/segments/t2",
+            {"rules": [{"when": _when("before")[0]["when"]}]},
+            "segments.t2.rules[0].when[0].values[0]",
+        ),
+        (
+            "put",
+            "/api/v1/projects/shop/environments/production/document",
+            {"version": 1, "flags": {"t3": {"rules": _when("after"), "default": "off"}}},
+            "flags.t3.rules[0].when[0].values[0]",
+        ),
+        (
+            "post",
+            "/sdk/v1/events",
+            {"events": [{"kind": "exposure", "flag": "f", "variant": "on", "at": HUGE}]},
+            "events[0].at",
+        ),
+        (
+            "post",
+            "/sdk/v1/events",
+            {"events": [{"kind": "metric", "metric": "m", "value": HUGE}]},
+            "events[0].value",
+        ),
+    ],
+    ids=["flag-after", "segment-before", "document", "event-at", "metric-value"],
+)
+def test_an_integer_no_float_can_hold_is_refused_naming_it(
+    running: Server, method: str, path: str, body: dict[str, Any], where: str
+) -> None:
+    """Issue 10, 9: an integer metric value of 10^400 answered 500; so did one as a time."""
+    token = sdk_key(running.database_url) if path.startswith("/sdk/") else ADMIN_TOKEN
+    before = _audit_count(running)
+    with running.client(token) as http:
+        answer = http.request(method.upper(), path, json=body)  # json.dumps writes all digits
+    assert answer.status_code == 422, answer.text
+    assert where in [p["path"] for p in answer.json()["problems"]], answer.text
+    assert _audit_count(running) == before
+
+
+def test_a_context_time_no_float_can_hold_is_outside_the_rule(running: Server) -> None:
+    """The same integer in an OFREP context is no time: the rule does not match, no error."""
+    flag = {
+        "rules": [{"when": [{"attr": "now", "op": "after", "values": [0]}], "serve": "on"}],
+        "default": "off",
+    }
+    with running.client() as api:
+        made = api.put("/api/v1/projects/shop/environments/production/flags/t4", json=flag)
+        assert made.status_code in {200, 201}, made.text
+    with running.client(sdk_key(running.database_url)) as sdk:
+        context = {"targetingKey": "u", "now": HUGE}
+        answer = sdk.post("/ofrep/v1/evaluate/flags/t4", json={"context": context})
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["value"], answer.json()["variant"]) == (False, "off")
+
+
+@pytest.mark.parametrize("bucketing", [{}, [], ["murmur3"]], ids=["object", "empty-list", "list"])
+def test_a_bucketing_that_is_not_a_name_is_refused_not_a_500(
+    running: Server, bucketing: object
+) -> None:
+    """A scheme name looked up as given: an object or a list raised TypeError (unhashable)."""
+    with running.client() as api:
+        answer = api.put(
+            "/api/v1/projects/shop/environments/production/flags/b1",
+            json={"default": "on", "bucketing": bucketing},
+        )
+    assert answer.status_code == 422, answer.text
+    assert [p["path"] for p in answer.json()["problems"]] == ["flags.b1.bucketing"]

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from unveil.core import Ruleset
+from unveil.core import InvalidDocument, Ruleset
 
 
 def matches(op: str, values: list[Any] | None, attr_value: Any, *, negate: bool = False) -> bool:
@@ -127,6 +127,9 @@ CASES = [
     ("after", ["2026-01-01T00:00:00Z"], "2026-01-01T00:00:01", True),  # naive is UTC
     ("after", ["2026-01-01T00:00:00Z"], "soon", False),
     ("after", ["2026-01-01T00:00:00Z"], True, False),
+    # an integer no float can hold is no time (it raised OverflowError: issue 10, 9)
+    pytest.param("after", ["2026-01-01T00:00:00Z"], 10**400, False, id="after-10^400"),
+    pytest.param("before", ["2026-01-01T00:00:00Z"], -(10**400), False, id="before--10^400"),
     # exists: present and not null
     ("exists", None, "", True),
     ("exists", None, 0, True),
@@ -147,6 +150,17 @@ def test_negation_inverts_every_operator(
 ) -> None:
     # negation is plain: a missing attribute is "not in", as people read it
     assert matches(op, values, attr_value, negate=True) is (not expected)
+
+
+@pytest.mark.parametrize("op", ["before", "after"])
+def test_a_bound_no_float_can_hold_is_refused_not_crashed(op: str) -> None:
+    """An integer of 400 digits is JSON, but no instant: refused naming it (was OverflowError)."""
+    clause = {"attr": "now", "op": op, "values": [10**400]}
+    with pytest.raises(InvalidDocument) as caught:
+        Ruleset.from_data(
+            {"flags": {"f": {"rules": [{"when": [clause], "serve": "on"}], "default": "off"}}}
+        )
+    assert [p.path for p in caught.value.problems] == ["flags.f.rules[0].when[0].values[0]"]
 
 
 def test_pathological_pattern_is_linear() -> None:

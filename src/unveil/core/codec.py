@@ -674,7 +674,7 @@ def _read_flag(r: _Reader, key: str, raw: object, path: str) -> Flag | None:
     bucketing = DEFAULT_SCHEME
     if "bucketing" in body:
         name = body["bucketing"]
-        if not isinstance(name, str) or name not in SCHEMES:  # a list or a map is not hashable
+        if name.__class__ is not str or name not in SCHEMES:  # an object or list is unhashable
             r.fail(
                 f"{path}.bucketing",
                 f"unknown bucketing scheme {name!r} (known: {', '.join(SCHEMES)})",

@@ -33,7 +33,11 @@ def parse_instant(value: object, *, require_offset: bool = False) -> float | Non
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer of hundreds of digits is JSON, but no time
+            return None
+        return seconds if math.isfinite(seconds) else None
     if not isinstance(value, str) or len(value) > 64:
         return None
     text = value.strip()
