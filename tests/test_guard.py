@@ -248,3 +248,28 @@ def test_a_body_without_a_type_is_read_as_json_and_another_type_is_named(server:
     )
     assert form.status_code == 415
     assert "Content-Type: application/json" in form.json()["error"]
+
+
+def test_a_flag_or_segment_heavier_than_its_limit_is_refused_by_the_server(
+    sqlite_server: Server,
+) -> None:
+    """Issue 10.1: an editor stored a 10 MB flag. A body within the request limit may still
+    hold a flag or segment heavier than one may weigh (512 KiB): refused, nothing stored."""
+    heavy = [f"user-{i:06d}-" + "x" * 60 for i in range(9_000)]  # about 640 KiB of keys
+    document = "/api/v1/projects/shop/environments/production/document"
+    with sqlite_server.client() as api:
+        flag = api.put(f"{FLAGS}/heavy", json={"targets": {"on": heavy}, "default": "off"})
+        assert flag.status_code == 422, flag.text[:300]
+        assert flag.json()["problems"][0]["path"] == "flags.heavy"
+        assert "weighs" in flag.json()["problems"][0]["message"]
+        assert api.get(f"{FLAGS}/heavy").status_code == 404
+        whole = api.put(
+            document, json={"version": 1, "segments": {"many": {"include": heavy}}, "flags": {}}
+        )
+        assert whole.status_code == 422, whole.text[:300]
+        assert [p["path"] for p in whole.json()["problems"]] == ["segments.many"]
+        segment = api.put(
+            "/api/v1/projects/shop/environments/production/segments/many", json={"include": heavy}
+        )
+        assert segment.status_code == 422, segment.text[:300]
+        assert api.get(document).json().get("segments", {}) == {}

@@ -243,3 +243,70 @@ def test_a_write_during_a_first_load_is_not_left_stale(tmp_path: Path) -> None:
         assert cached.version == flags.version_of(env_id)
     finally:
         engine.dispose()
+
+
+class _OfrepEvents:
+    """A client of OFREP's change notices (GET /ofrep/v1/events): its lines as they come."""
+
+    def __init__(self, server: Server, key: str) -> None:
+        self._client = httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+        self._context = self._client.stream("GET", "/ofrep/v1/events")
+        response = self._context.__enter__()
+        assert response.status_code == 200
+        self._lines = response.iter_lines()
+        assert next(self._lines) == ": listening"
+
+    def ends_within(self, seconds: float) -> bool:
+        """Whether the stream ends before the time is up (heartbeats keep the loop turning)."""
+        deadline = time.monotonic() + seconds
+        try:
+            for _line in self._lines:
+                if time.monotonic() > deadline:
+                    return False
+        except httpx.HTTPError:
+            pass
+        return True
+
+    def next_data(self) -> str:
+        """The data of the next notice (heartbeats skipped)."""
+        for line in self._lines:
+            if line.startswith("data:"):
+                return line.partition(":")[2].strip()
+        raise EOFError("the stream ended")
+
+    def close(self) -> None:
+        self._context.__exit__(None, None, None)
+        self._client.close()
+
+
+def test_revoking_a_key_ends_its_ofrep_notices_on_every_node(tmp_path: Path) -> None:
+    """Issue 10.6 for OFREP's stream too: the change notices of a revoked key end."""
+    with postgres_database() as url:
+        node_a = start_server(url)
+        node_b = start_server(url, seed=False)
+        streams: list[_OfrepEvents] = []
+        try:
+            revoked, kept = sdk_key(url), sdk_key(url)
+            revoked_id = _token_ids(node_a)[0]  # the first SDK key made
+            on_a, on_b, other = (
+                _OfrepEvents(node_a, revoked),
+                _OfrepEvents(node_b, revoked),
+                _OfrepEvents(node_b, kept),
+            )
+            streams = [on_a, on_b, other]
+            with node_a.client() as api:
+                assert api.delete(f"/api/v1/tokens/{revoked_id}").status_code == 204
+            started = time.monotonic()
+            assert on_a.ends_within(2), "the revoking node kept the notices coming"
+            assert on_b.ends_within(12), "another node kept the notices coming"  # its check: 5 s
+            assert time.monotonic() - started < 12
+            with node_a.client() as api:
+                assert api.put(f"{FLAGS}/after", json={"default": "off"}).status_code == 201
+            assert '"refetchEvaluation"' in other.next_data()  # the other key's still come
+        finally:
+            for stream in streams:
+                stream.close()
+            stop(node_a)
+            stop(node_b)
