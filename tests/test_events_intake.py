@@ -252,3 +252,38 @@ def test_an_event_time_far_from_the_servers_is_refused(
     else:
         assert answer.status_code == 422
         assert answer.json()["problems"][0]["path"] == "events[0].at"
+
+
+def test_new_series_beyond_the_bound_wait_for_the_next_minute_per_environment(
+    tmp_path: Path,
+) -> None:
+    """Issue 10.3: the intake is bounded by the cardinality of names per environment and
+    minute too (``--events-series``): new names beyond it are 429 until the next minute,
+    while names already seen are still taken, and another environment has its own bound."""
+
+    def batch(prefix: str, size: int) -> dict[str, Any]:
+        return {
+            "events": [
+                {"kind": "exposure", "flag": f"{prefix}-{i}", "variant": "on"} for i in range(size)
+            ]
+        }
+
+    with database("sqlite", tmp_path) as url:
+        server = start_server(url, None, True, "--events-series", "50")
+        try:
+            production, staging = sdk_key(url), sdk_key(url, "staging")
+            if time.time() % 60 > 50:  # the bound is per minute: start well inside one
+                time.sleep(61 - time.time() % 60)
+            with server.client(production) as sdk:
+                assert sdk.post(EVENTS, json=batch("seen", 40)).status_code == 202
+                refused = sdk.post(EVENTS, json=batch("new", 20))  # 60 series: over 50
+                assert refused.status_code == 429, refused.text
+                assert 1 <= int(refused.headers["retry-after"]) <= 60
+                assert "new series" in refused.json()["error"]
+                assert sdk.post(EVENTS, json=batch("seen", 40)).status_code == 202
+            with server.client(staging) as other:
+                assert other.post(EVENTS, json=batch("new", 20)).status_code == 202
+            assert wait_for(lambda: _exposures(server) == 80)
+            assert {c["flag"] for c in _counts(server)} == {f"seen-{i}" for i in range(40)}
+        finally:
+            stop(server)
