@@ -407,6 +407,33 @@ def test_variant_problems_come_with_all_the_others() -> None:
     ]
 
 
+def test_a_source_the_server_lacks_comes_with_all_the_other_problems() -> None:
+    """A Prometheus guard on a server without Prometheus is a problem of the plan like any
+    other: named in the same refusal as a bad step, not only once the rest is fixed."""
+    prometheus = {
+        "name": "p99",
+        "kind": "continuous",
+        "metric": "latency",
+        "source": "prometheus",
+        "query": 'x{v="{variant}"}',
+    }
+    sdk = {"name": "errors", "kind": "rate", "metric": "errors"}
+    steps = [{"percent": 10, "hold": "1m"}, {"percent": 5, "hold": "1m"}, {"percent": 100}]
+    assert problems_with_sources(
+        minimal(steps=steps, guards=[sdk, prometheus]), sources=[Source.SDK]
+    ) == [
+        ("steps[1].percent", "5 is not more than 10, an earlier step: steps must increase"),
+        ("guards[1].source", "this server has no prometheus metrics source"),
+    ]
+    assert parse_plan(minimal(guards=[sdk, prometheus]), sources=list(Source)).guards[1].query
+
+
+def problems_with_sources(data: object, sources: list[Source]) -> list[tuple[str, str]]:
+    with pytest.raises(InvalidPlan) as caught:
+        parse_plan(data, sources=sources)
+    return [(p.path, p.message) for p in caught.value.problems]
+
+
 def test_plans_are_written_with_every_field() -> None:
     assert plan_to_data(parse_plan(minimal())) == {
         "flag": "new-checkout",

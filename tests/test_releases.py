@@ -291,6 +291,28 @@ def test_a_bad_plan_is_refused_with_every_problem_and_nothing_is_started(engine:
     assert world.flag()["default"] == "off"
 
 
+def test_a_source_the_server_lacks_is_named_with_the_plans_other_problems(
+    engine: Engine,
+) -> None:
+    world = World(engine)  # its metrics have the SDK's source only
+    bad = _plan()
+    bad["steps"] = [{"percent": 10, "hold": "1m"}, {"percent": 5, "hold": "1m"}, {"percent": 100}]
+    bad["guards"].append(
+        {
+            "name": "p99",
+            "kind": "continuous",
+            "metric": "latency",
+            "source": "prometheus",
+            "query": 'x{v="{variant}"}',
+        }
+    )
+    with pytest.raises(InvalidPlan) as refused:
+        world.releases.start(P, E, bad, "rita")
+    paths = [p.path for p in refused.value.problems]
+    assert paths == ["steps[1].percent", "guards[2].source"]
+    assert world.releases.list(P, E) == []
+
+
 def test_one_flag_has_one_release_at_a_time(engine: Engine) -> None:
     world = World(engine)
     world.releases.start(P, E, _plan(), "rita")

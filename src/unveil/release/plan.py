@@ -272,7 +272,9 @@ def _read_margin(r: Reader, raw: object, path: str) -> float | None:
     return float(raw)
 
 
-def _read_guard(r: Reader, raw: object, path: str) -> Guard | None:
+def _read_guard(
+    r: Reader, raw: object, path: str, sources: Collection[Source] | None = None
+) -> Guard | None:
     body = r.mapping(raw, path, _GUARD_FIELDS)
     if not isinstance(raw, Mapping):
         return None
@@ -295,6 +297,8 @@ def _read_guard(r: Reader, raw: object, path: str) -> Guard | None:
     )
     default_margin = CONTINUOUS_MARGIN if kind == GuardKind.CONTINUOUS.value else 0.0
     margin = _read_margin(r, body.get("margin", default_margin), join(path, "margin"))
+    if source is not None and sources is not None and source not in sources:
+        r.fail(join(path, "source"), f"this server has no {source} metrics source")
     query: str | None = None
     if source == Source.PROMETHEUS:
         if r.require(body, "query", path):
@@ -340,7 +344,7 @@ def _read_experiment_guard(r: Reader, body: Mapping[str, Any], path: str) -> Exp
 
 
 def _read_guards(
-    r: Reader, raw: object, path: str
+    r: Reader, raw: object, path: str, sources: Collection[Source] | None = None
 ) -> tuple[tuple[Guard, ...], tuple[ExperimentGuard, ...]]:
     """The metric guards and the experiment guards (those naming an ``experiment``)."""
     items = r.sequence(raw, path)
@@ -356,7 +360,7 @@ def _read_guards(
         if isinstance(item, Mapping) and "experiment" in item:
             guard = _read_experiment_guard(r, item, here)
         else:
-            guard = _read_guard(r, item, here)
+            guard = _read_guard(r, item, here, sources)
         if guard is None:
             continue
         if guard.name in seen:
@@ -435,12 +439,17 @@ def _variant_problems(
     ]
 
 
-def parse_plan(data: object, variants: Collection[str] | None = None) -> Plan:
+def parse_plan(
+    data: object,
+    variants: Collection[str] | None = None,
+    sources: Collection[Source] | None = None,
+) -> Plan:
     """Read a plan from plain data; refuse it whole, naming every problem.
 
     With ``variants`` (the flag's variant names) it also checks that the
-    flag has the control and the treatment, so that all the problems of a
-    plan are named in one answer.
+    flag has the control and the treatment, and with ``sources`` (the metric
+    sources the server has) that every guard's source is one of them, so
+    that all the problems of a plan are named in one answer.
     """
     r = Reader()
     if not isinstance(data, Mapping):
@@ -453,7 +462,7 @@ def parse_plan(data: object, variants: Collection[str] | None = None) -> Plan:
     if names["control"] is not None and names["control"] == names["treatment"]:
         r.fail("treatment", f"must differ from control (both are {names['control']!r})")
     steps = _read_steps(r, body["steps"], "steps") if r.require(body, "steps", "") else ()
-    guards, experiments = _read_guards(r, body.get("guards", []), "guards")
+    guards, experiments = _read_guards(r, body.get("guards", []), "guards", sources)
     options = _read_options(r, body.get("options", {}), "options")
     if variants is not None:
         r.problems.extend(_variant_problems(names["control"], names["treatment"], variants))

@@ -415,17 +415,10 @@ class ReleaseService:
         if flag is not None:
             named = flag.data.get("variants")
             variants = list(named) if isinstance(named, Mapping) else ["on", "off"]
-        plan = parse_plan(plan_data, variants=variants)  # every problem at once, or InvalidPlan
-        known = self.metrics.sources
-        missing = [
-            Problem(f"guards[{i}].source", f"this server has no {g.source.value} metrics source")
-            for i, g in enumerate(plan.guards)
-            if g.source not in known
-        ]
+        # every problem at once (a source this server lacks among them), or InvalidPlan
+        plan = parse_plan(plan_data, variants=variants, sources=self.metrics.sources)
         if plan.experiments and self.experiments is None:
-            missing.append(Problem("guards", "this server keeps no experiments to guard with"))
-        if missing:
-            raise InvalidPlan(missing)
+            raise InvalidPlan([Problem("guards", "this server keeps no experiments to guard with")])
         if plan.environment != env:
             message = f"the plan is for environment '{plan.environment}', not '{env}'"
             raise Invalid((Problem("environment", message),))
