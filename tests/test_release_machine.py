@@ -174,6 +174,31 @@ def test_a_regression_rolls_back_at_once_and_says_why() -> None:
     assert record.text == "a regression at 1%: rolled back, everyone gets 'off'"
 
 
+def test_a_regression_says_in_words_what_the_judge_found() -> None:
+    """The judge's summary is part of the decision's text: the flag change's audit reason,
+    the release's history (status, dashboard) and the notification all say which guard
+    found what, not only that something did."""
+    found = "errors: the treatment's errors rate is higher than control's (+196%)."
+    state, actions = step(running(), at(3), failing(summary=f"Roll back: {found}"))
+    record = next(a for a in actions if isinstance(a, RecordDecision))
+    assert record.text == f"a regression at 1%: rolled back, everyone gets 'off'; {found}"
+    assert state.history[-1].text == record.text
+    assert actions[-1] == Notify(Decision.ROLLED_BACK, record.text)
+    held, _ = step(
+        running(plan(on_regression="hold")), at(3), failing(summary=f"Roll back: {found}")
+    )
+    assert held.history[-1].text.endswith(f"or abort; {found}")
+    other = "experiment 'search' mismatches in 3.00% of 900 runs, above its maximum of 1.00%"
+    _, actions = step(running(), at(3), failing(summary=other))
+    assert actions[-1] == Notify(
+        Decision.ROLLED_BACK, f"a regression at 1%: rolled back, everyone gets 'off'; {other}"
+    )
+    # however long the summary, the state stays one the server can store and read back
+    endless, _ = step(running(), at(3), failing(summary="x" * 10_000))
+    assert len(endless.history[-1].text) <= 2000
+    assert state_from_data(json.loads(json.dumps(state_to_data(endless)))) == endless
+
+
 def test_a_rollback_never_waits_for_the_window() -> None:
     p = plan(window="Mon-Fri 09:00-16:00 Europe/Amsterdam")
     state = running(p)

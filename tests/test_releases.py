@@ -231,6 +231,11 @@ def test_treatment_with_three_times_the_errors_is_rolled_back_in_the_first_step(
     assert explanation["verdict"] == "fail"
     assert "errors" in json.dumps(explanation["judge"])
     assert "rolled back" in rolled[0]["reason"]
+    # the flag change itself says why, in the judge's words
+    (change,) = [a for a in world.audit("release:r1") if a["action"] == "flag.update"][-1:]
+    assert change["reason"].startswith("a regression at 1%: rolled back")
+    assert explanation["judge"]["summary"].removeprefix("Roll back: ") in change["reason"]
+    assert "errors rate is higher than control's" in change["reason"]
     with pytest.raises(CommandRefused, match="over"):
         world.releases.command(P, E, "r1", Resume("rita"))
 

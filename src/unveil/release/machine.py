@@ -39,6 +39,7 @@ from unveil.release.plan import FULL_SHARE, OnInsufficientData, OnRegression, Pl
 from unveil.release.reading import duration_text
 from unveil.release.state import (
     MAX_HISTORY,
+    MAX_TEXT,
     Decision,
     HistoryEntry,
     PauseReason,
@@ -194,6 +195,20 @@ def _why(reason: str) -> str:
     return f": {reason}" if reason else ""
 
 
+def _clip(text: str) -> str:
+    """The text as a history entry holds it: at most MAX_TEXT characters."""
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "\u2026"
+
+
+def _judge_words(verdict: Verdict) -> str:
+    """What the judge found, in its own words (its summary, less the advice the decision
+    text already follows), to end a regression's text with; empty when it says nothing."""
+    summary = verdict.explanation.get("summary")
+    if not isinstance(summary, str) or not summary:
+        return ""
+    return "; " + summary.removeprefix("Roll back: ")
+
+
 def _move(
     state: ReleaseState,
     now: datetime,
@@ -205,6 +220,7 @@ def _move(
     **changes: Any,
 ) -> Result:
     """The state with ``changes``, the history entry, and the actions that go with them."""
+    text = _clip(text)
     new = replace(state, **changes)
     entry = HistoryEntry(now, state.id, decision, new.phase, new.step, new.share, text)
     new = replace(new, history=(*state.history, entry)[-MAX_HISTORY:])
@@ -314,7 +330,7 @@ def _regression(state: ReleaseState, now: datetime, verdict: Verdict) -> Result:
             state,
             now,
             Decision.ROLLED_BACK,
-            f"{where}: rolled back, everyone gets {plan.control!r}",
+            f"{where}: rolled back, everyone gets {plan.control!r}{_judge_words(verdict)}",
             verdict=verdict,
             phase=Phase.ROLLED_BACK,
             share=0,
@@ -325,7 +341,7 @@ def _regression(state: ReleaseState, now: datetime, verdict: Verdict) -> Result:
         now,
         Decision.HELD,
         f"{where}: held there as the plan says (on_regression: hold); "
-        "a person decides: resume (and then advance, if need be) or abort",
+        "a person decides: resume (and then advance, if need be) or abort" + _judge_words(verdict),
         verdict=verdict,
         phase=Phase.PAUSED,
         paused_from=state.phase,

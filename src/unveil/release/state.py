@@ -23,6 +23,7 @@ from unveil.release.reading import Reader, join, type_name
 __all__ = [
     "STATE_FORMAT",
     "FINAL_PHASES",
+    "MAX_TEXT",
     "Decision",
     "HistoryEntry",
     "PauseReason",
@@ -36,7 +37,8 @@ __all__ = [
 #: the version of the stored form, written with every state
 STATE_FORMAT = 1
 MAX_HISTORY = 10_000
-_MAX_TEXT = 2000
+#: the longest text of a history entry (what ``state_from_data`` still reads)
+MAX_TEXT = 2000
 
 
 class Phase(StrEnum):
@@ -240,8 +242,8 @@ def _read_entry(r: Reader, raw: object, path: str) -> HistoryEntry | None:
     step = r.whole(body["step"], join(path, "step"), -1, 10**6)
     share = r.share(body["share"], join(path, "share"), zero=True)
     text = body["text"]
-    if not isinstance(text, str) or len(text) > _MAX_TEXT:
-        r.fail(join(path, "text"), f"must be a string of at most {_MAX_TEXT} characters")
+    if not isinstance(text, str) or len(text) > MAX_TEXT:
+        r.fail(join(path, "text"), f"must be a string of at most {MAX_TEXT} characters")
     if len(r.problems) > before:
         return None
     assert at is not None and release is not None and decision is not None  # noqa: PT018

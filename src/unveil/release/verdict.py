@@ -29,7 +29,8 @@ class Verdict:
     """The judge's answer, with its explanation (plain, JSON-friendly data).
 
     The explanation is recorded with the decision it led to, as it is: the
-    machine does not read it.
+    machine reads nothing in it but its ``summary`` (the judge's one
+    sentence), which a regression's decision text ends with.
     """
 
     kind: VerdictKind
