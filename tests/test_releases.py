@@ -8,6 +8,7 @@ database, the flag writes, the audit log and the jobs are the real ones.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Sequence
@@ -212,6 +213,32 @@ def test_a_healthy_release_ramps_through_every_step_and_completes(engine: Engine
         "release.verified",
     ]
     assert world.releases.tick("r1") is False  # over: the worker stops looking
+
+
+def test_whoever_the_release_gave_the_treatment_keeps_it_at_every_later_step(
+    engine: Engine,
+) -> None:
+    """Sticky: the flag as the release writes it at each step, evaluated by the core the
+    SDKs run, serves the treatment to a superset of those it served it to before."""
+    from unveil.core import Ruleset
+
+    world = World(engine)
+    world.releases.start(P, E, _plan(), "rita")
+    keys = [f"user-{i}" for i in range(20_000)]
+
+    def treated() -> set[str]:
+        rules = Ruleset.from_data({"version": 1, "flags": {"checkout": world.flag()}})
+        return {k for k in keys if rules.evaluate("checkout", {"key": k}).variant == "on"}
+
+    seen: list[tuple[float, set[str]]] = [(world.share(), treated())]
+    while world.share() < 1.0:
+        world.run(60, "r1")
+        if world.share() != seen[-1][0]:
+            seen.append((world.share(), treated()))
+    assert [share for share, _ in seen] == pytest.approx([0.01, 0.05, 0.5, 1.0])
+    for (_, before), (share, after) in itertools.pairwise(seen):
+        assert before <= after
+        assert len(after) == pytest.approx(share * len(keys), rel=0.2)
 
 
 def test_treatment_with_three_times_the_errors_is_rolled_back_in_the_first_step(
