@@ -194,3 +194,30 @@ def test_the_sdk_times_blocks_and_calls_and_counts_errors(tmp_path: Path) -> Non
             assert by_metric("errors") == {"count": 2, "exposures": 1}
         finally:
             stop(server)
+
+
+def test_a_timed_coroutine_is_timed_when_it_ends_and_its_errors_counted() -> None:
+    """The decorator on an async function (no server: what it hands to track)."""
+    import asyncio
+
+    from unveil.sdk.timing import timed
+
+    tracked: list[tuple[str, object, float]] = []
+
+    @timed(lambda m, c, v: tracked.append((m, c, v)), "latency_ms", lambda who, fail: who)
+    async def serve(who: str, fail: bool) -> str:
+        await asyncio.sleep(0.02)
+        if fail:
+            raise ValueError("broken")
+        return who
+
+    assert asyncio.run(serve("user-1", False)) == "user-1"
+    with pytest.raises(ValueError, match="broken"):
+        asyncio.run(serve("user-2", True))
+    assert [(m, c) for m, c, _ in tracked] == [
+        ("latency_ms", "user-1"),
+        ("latency_ms", "user-2"),
+        ("errors", "user-2"),
+    ]
+    assert all(v >= 20.0 for m, _, v in tracked if m == "latency_ms")  # the awaited time
+    assert tracked[-1][2] == 1.0
