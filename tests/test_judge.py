@@ -318,6 +318,19 @@ def test_a_slower_tail_alone_fails_on_the_tail_test() -> None:
     )
 
 
+def test_a_rate_guards_margin_is_relative_to_controls_rate() -> None:
+    # margin 0.5: up to 1.5 times control's error rate is allowed. 1.3 times is a
+    # regression without a margin and none with it; 2.5 times is one either way.
+    lenient = JudgeConfig((RateGuard("errors", "errors", margin=0.5),))
+    strict = JudgeConfig((ERRORS,))
+    assert _run(strict, 8, 90, n=2000, p_t=0.013).fired == "errors:rate"
+    assert _run(lenient, 8, 90, n=2000, p_t=0.013).decision is Decision.CONTINUE
+    worse = _run(lenient, 8, 90, n=2000, p_t=0.025)
+    assert worse.fired == "errors:rate"
+    sentence = explain(worse)["guards"][0]["sentence"]  # type: ignore[index]
+    assert "beyond the allowed 50%" in sentence
+
+
 def test_lower_is_worse_guards_fail_when_the_treatment_drops() -> None:
     conversions = RateGuard("conversions", "errors", direction=Direction.LOWER_IS_WORSE)
     speed = ContinuousGuard("throughput", "latency_ms", direction=Direction.LOWER_IS_WORSE)
