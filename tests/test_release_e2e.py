@@ -122,6 +122,8 @@ def test_a_bad_treatment_rolls_back_in_its_first_step_and_a_healthy_one_complete
     explained = json.loads(rollback[0]["after"])
     assert explained["verdict"] == "fail"
     assert explained["judge"]["guards"], explained  # per guard: estimate, interval, counts
+    undone = [e for e in bad_audit["entries"] if e["action"] == "flag.update"][-1]
+    assert "checkout_errors rate is higher than control's" in undone["reason"]  # the judge's words
     steps = [e for e in good_audit["entries"] if e["action"] == "flag.update"]
     assert len(steps) == 3  # 10%, 50%, 100%: each step once
     assert all(e["reason"] for e in steps)
@@ -131,6 +133,10 @@ def test_a_bad_treatment_rolls_back_in_its_first_step_and_a_healthy_one_complete
     for entry in good_audit["entries"]:
         if entry["action"].startswith("release.") and entry["action"] != "release.create":
             assert json.loads(entry["after"])["text"], entry
+        if entry["action"] in ("release.advanced", "release.completed"):  # the judge's steps
+            judged = json.loads(entry["after"])["judge"]
+            assert [g["guard"] for g in judged["guards"]] == ["errors", "latency"], judged
+            assert all(g["sentence"] and g["counts"] for g in judged["guards"]), judged
 
 
 TIMED = {
