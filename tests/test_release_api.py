@@ -199,9 +199,15 @@ def test_the_release_commands_start_from_a_releases_file_and_steer(
     assert refused.exit_code == 1
     assert "409" in refused.output
     assert "resume it first" in refused.output
+    resumed = _cli(server, "release", "resume", "r1", "-e", "production")
+    assert resumed.exit_code == 0, resumed.output
+    assert "running" in resumed.output
+    advanced = _cli(server, "release", "advance", "r1", "-e", "production")
+    assert advanced.exit_code == 0, advanced.output
+    assert _default(server, "search") == {"rollout": {"off": 75, "on": 25}}
     aborted = _cli(server, "release", "abort", "r1", "-e", "production", "--keep-share")
     assert aborted.exit_code == 0, aborted.output
-    assert _default(server, "search") == {"rollout": {"off": 99, "on": 1}}
+    assert _default(server, "search") == {"rollout": {"off": 75, "on": 25}}
 
 
 @pytest.mark.parametrize("where", ["file", "releases"])
