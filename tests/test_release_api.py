@@ -67,6 +67,17 @@ def test_start_show_and_command_a_release_through_the_api(server: Server) -> Non
         assert actions.count("flag.update") == 3  # 1%, 25%, back to control
         assert "release.aborted" in actions
         assert any("seen enough" in (e["reason"] or "") for e in audit)
+        # showing it gives every decision with its explanation (as the audit log holds it)
+        shown = api.get(f"{ENV}/releases/r1").json()
+        decisions = shown["decisions"]
+        assert [d["decision"] for d in decisions] == ["started", "advanced", "aborted"]
+        assert decisions[-1]["text"] == "aborted by admin (UNVEIL_ADMIN_TOKEN): seen enough; " + (
+            "everyone gets 'off'"
+        )
+        assert decisions[-1]["explanation"]["from_share"] == 25
+        assert all(d["at"] for d in decisions)
+        listed = api.get(f"{ENV}/releases").json()["releases"]
+        assert "decisions" not in listed[0]
 
 
 def test_a_bad_plan_is_refused_with_every_problem_named(server: Server) -> None:

@@ -108,6 +108,11 @@ def test_a_bad_treatment_rolls_back_in_its_first_step_and_a_healthy_one_complete
     rolled = _release(running, bad_id)
     assert rolled["phase"] == "rolled_back", rolled["state"]["history"]
     assert rolled["step"] == 0  # during the first step
+    last = rolled["decisions"][-1]  # showing the release gives the judge's explanation
+    assert (last["decision"], last["explanation"]["judge"]["fired"]) == (
+        "rolled_back",
+        "errors:rate",
+    )
     healthy = _release(running, good_id)
     assert healthy["phase"] == "completed", healthy["state"]["history"]
     assert healthy["state"]["verified"] is True

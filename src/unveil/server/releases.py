@@ -107,8 +107,9 @@ async def start_release(
 async def show_release(
     project: str, env: str, release_id: str, _who: Viewer, svc: Svc
 ) -> JSONResponse:
-    """One release with its history: every decision and why."""
-    return _answer(await run_in_threadpool(svc.releases.get, project, env, release_id))
+    """One release with its history, and its latest decisions with their explanations."""
+    release, decisions = await run_in_threadpool(svc.releases.show, project, env, release_id)
+    return JSONResponse({**release.as_data(), "decisions": decisions})
 
 
 async def _command(

@@ -32,6 +32,7 @@ gives the same state: its decisions do not depend on when it is asked.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -96,9 +97,13 @@ __all__ = [
 log = logging.getLogger("unveil.service.releases")
 
 RELEASE_TICK = "release.tick"
+#: the decisions (with their explanations) that showing a release gives, the latest
+SHOWN_DECISIONS = 100
 #: windows fed to the judge in one tick at most (an hour): a long outage is caught up in steps
 _MAX_WINDOWS_PER_TICK = 360
 _Clock = Callable[[], datetime]
+#: a release's decisions as showing it gives them: {at, decision, text, explanation}
+Decisions = list[dict[str, Any]]
 
 
 def release_actor(release_id: str) -> str:
@@ -357,6 +362,26 @@ class ReleaseService:
             environment_id = require_environment(r, project, env)
             row = self._row(r.releases.get(release_id), environment_id, release_id)
         return self._view(project, env, row)
+
+    def show(self, project: str, env: str, release_id: str) -> tuple[Release, Decisions]:
+        """The release and its latest decisions (at most SHOWN_DECISIONS), oldest first,
+        each with its text and its explanation (the judge's, where it took part) as the
+        audit log holds them."""
+        with self.store.reading() as r:
+            environment_id = require_environment(r, project, env)
+            row = self._row(r.releases.get(release_id), environment_id, release_id)
+            entries = r.audit.read(environment_id, target=row.flag, actor=release_actor(row.id))
+        decisions = [
+            {
+                "at": e["at"],
+                "decision": str(e["action"]).removeprefix("release."),
+                "text": e["reason"],
+                "explanation": json.loads(e["after"]) if e["after"] else {},
+            }
+            for e in entries
+            if str(e["action"]).startswith("release.")
+        ]
+        return self._view(project, env, row), decisions[-SHOWN_DECISIONS:]
 
     # -- starting ----------------------------------------------------------------------
 
