@@ -31,7 +31,12 @@ from unveil.service.flags import Change, FlagService
 from unveil.service.promotions import PROMOTION, PromotionRequest, PromotionService
 from unveil.service.releases import ReleaseService
 from unveil.service.schedules import ScheduleRequest, ScheduleService
-from unveil.service.scope import check_state, environment_items, require_environment
+from unveil.service.scope import (
+    check_state,
+    environment_items,
+    missing_environment,
+    require_environment,
+)
 from unveil.store.changes import OPEN, STATES, ChangeRow
 from unveil.store.items import Part
 from unveil.store.unit import Store, UnitOfWork
@@ -185,8 +190,11 @@ class ChangeService:
         would check it.
         """
         with self.store.reading() as r:  # the common case costs one small read
-            if not r.settings.requires_approval(require_environment(r, project, env)):
-                return None
+            required = r.settings.requires_approval_in(project, env)
+        if required is None:
+            raise missing_environment(project, env)
+        if not required:
+            return None
         with self.store.unit_of_work() as work:
             environment_id = require_environment(work, project, env, lock=True)
             if not work.settings.requires_approval(environment_id):

@@ -19,11 +19,16 @@ __all__ = [
 ]
 
 
+def missing_environment(project: str, env: str) -> NotFound:
+    """The refusal of a project and environment that name no environment."""
+    return NotFound(f"no environment '{env}' in project '{project}'")
+
+
 def require_environment(reading: Reading, project: str, env: str, lock: bool = False) -> int:
     """The environment's id (its row held for the transaction with ``lock``)."""
     found = reading.environments.id_of(project, env, lock=lock)
     if found is None:
-        raise NotFound(f"no environment '{env}' in project '{project}'")
+        raise missing_environment(project, env)
     return found
 
 
@@ -31,7 +36,7 @@ def require_held_environment(work: Reading, project: str, env: str) -> tuple[int
     """The environment's id and version, its row held for the transaction."""
     found = work.environments.held(project, env)
     if found is None:
-        raise NotFound(f"no environment '{env}' in project '{project}'")
+        raise missing_environment(project, env)
     return found
 
 

@@ -182,6 +182,20 @@ class SettingsRepository:
         ).scalar_one_or_none()
         return bool(found)
 
+    def requires_approval_in(self, project: str, env: str) -> bool | None:
+        """Whether changes to the environment named so wait for approval; None: no such one.
+
+        One statement for what every write through the API asks first.
+        """
+        settings = t.environment_settings
+        found = self._conn.execute(
+            select(t.environments.c.id, settings.c.requires_approval)
+            .join(t.projects, t.projects.c.id == t.environments.c.project_id)
+            .outerjoin(settings, settings.c.environment_id == t.environments.c.id)
+            .where(t.projects.c.key == project, t.environments.c.key == env)
+        ).one_or_none()
+        return None if found is None else bool(found.requires_approval)
+
     def on_deploy_rollback(self, environment_id: int) -> str | None:
         """What a deploy rollback does to a flag it takes the code of (None: the default)."""
         found = self._conn.execute(
