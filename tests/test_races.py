@@ -106,3 +106,23 @@ def test_writing_a_flag_as_it_is_changes_nothing(server: Server) -> None:
         assert len(api.get(audit).json()["entries"]) == entries  # and no empty audit entry
         stale = api.put(f"{FLAGS}/same", json=FLAG, headers={"If-Match": '"999"'})
         assert stale.status_code == 412  # a stale If-Match is still refused, change or not
+
+
+def test_a_reading_sees_one_snapshot_whatever_commits_meanwhile(engine: Engine) -> None:
+    """Several statements of one reading belong together (REPEATABLE READ on PostgreSQL).
+
+    Under PostgreSQL's default each statement saw the latest commit: the stale
+    check read a flag's age before a write and its history after it, and
+    announced a flag stale for half its reasons.
+    """
+    store = Store(engine)
+    access_service(engine).ensure_environment("shop", "production")
+    with store.reading() as r:
+        environment_id = r.environments.id_of("shop", "production")
+        assert environment_id is not None
+        before = r.environments.version(environment_id)
+        with store.unit_of_work() as work:  # another transaction commits in between
+            work.environments.bump(environment_id)
+        assert r.environments.version(environment_id) == before
+    with store.reading() as r:
+        assert r.environments.version(environment_id) == (before or 0) + 1

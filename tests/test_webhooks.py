@@ -142,6 +142,12 @@ def _oldest(api: httpx.Client, hook: int) -> dict[str, Any]:
     return found[-1] if found else {"state": None, "attempts": []}
 
 
+def _newest(api: httpx.Client, hook: int) -> dict[str, Any]:
+    """The subscription's newest delivery, or an empty one while none is made yet."""
+    found = _deliveries(api, hook)
+    return found[0] if found else {"state": None, "attempts": []}
+
+
 # -- the tests ---------------------------------------------------------------------------------
 
 
@@ -247,7 +253,7 @@ def test_a_receiver_down_for_a_while_gets_every_event_in_order_once_back(
         for i in range(5):
             _flag(api, f"f{i}")
         # down for a while: the first delivery is tried again and again, the rest wait
-        assert wait_for(lambda: len(_deliveries(api, hook["id"])[-1]["attempts"]) >= 3)
+        assert wait_for(lambda: len(_oldest(api, hook["id"])["attempts"]) >= 3)
         first, *rest = reversed(_deliveries(api, hook["id"]))
         assert all(d["attempts"] == [] for d in rest)  # per subscription, one at a time
         assert first["attempts"][0]["status"] is None  # nobody answered
@@ -275,13 +281,13 @@ def test_a_hanging_receiver_never_delays_a_change(database_url: str, receiver: R
             latencies.append(time.monotonic() - started)
         assert max(latencies) < 2.0, latencies
         # the hanging attempt ends at the read timeout, recorded as such
-        assert wait_for(lambda: bool(_deliveries(api, hook["id"])[-1]["attempts"]), timeout=20)
+        assert wait_for(lambda: bool(_oldest(api, hook["id"])["attempts"]), timeout=20)
         attempt = _deliveries(api, hook["id"])[-1]["attempts"][0]
         assert attempt["status"] is None
         assert "Timeout" in attempt["error"]
         assert 9_000 <= attempt["duration_ms"] <= 15_000
         # removing the subscription while an attempt hangs drops it; the attempt ends unheard
-        assert wait_for(lambda: _deliveries(api, hook["id"])[-1]["state"] == "sending")
+        assert wait_for(lambda: _oldest(api, hook["id"])["state"] == "sending")
         assert api.delete(f"{HOOKS}/{hook['id']}").status_code == 204
         assert api.get(f"{HOOKS}/{hook['id']}/deliveries").status_code == 404
 
@@ -322,7 +328,7 @@ def test_redelivery_sends_the_same_body_again_and_is_audited(
         first, second = receiver.received()
         assert first["body"] == second["body"]
         assert first["headers"]["Unveil-Delivery"] == second["headers"]["Unveil-Delivery"]
-        assert wait_for(lambda: len(_deliveries(api, hook["id"])[0]["attempts"]) == 2)
+        assert wait_for(lambda: len(_newest(api, hook["id"])["attempts"]) == 2)
         missing = api.post(f"{HOOKS}/{hook['id']}/deliveries/999999/redeliver")
         assert missing.status_code == 404
 
@@ -460,7 +466,7 @@ def test_the_cli_adds_lists_shows_redelivers_and_removes(
         assert "url" in refused.output
         _flag(api, "by-cli")
         assert wait_for(lambda: len(receiver.received()) == 1)
-        assert wait_for(lambda: _deliveries(api, hook)[0]["state"] == "delivered")
+        assert wait_for(lambda: _newest(api, hook)["state"] == "delivered")
         delivery = _deliveries(api, hook)[0]["id"]
         shown = cli("deliveries", str(hook))
         assert shown.exit_code == 0, shown.output
@@ -717,7 +723,7 @@ def test_kill_9_while_a_delivery_is_being_sent_sends_it_again_after_restart(
     receiver.stop()
     receiver.start()  # the same port, answering now
     with serving(database_url, *FAST, seed=False) as again, again.client() as api:
-        assert wait_for(lambda: _deliveries(api, hook["id"])[0]["state"] == "delivered")
+        assert wait_for(lambda: _newest(api, hook["id"])["state"] == "delivered")
         (delivery,) = _deliveries(api, hook["id"])
         got = receiver.received()
         assert [json.loads(r["body"])["id"] for r in got] == [delivery["id"]]

@@ -298,7 +298,10 @@ class StaleService:
     def _check_environment(
         self, work: UnitOfWork, project_id: int, environment_id: int, days: int
     ) -> int:
-        found = {s.key: s for s in self._find(work, project_id, environment_id, days)}
+        # read in one snapshot: the job's own transaction would see a write committed
+        # between two of the reads in the second only (PostgreSQL's READ COMMITTED)
+        with self.store.reading() as r:
+            found = {s.key: s for s in self._find(r, project_id, environment_id, days)}
         marks = work.stale.marks(environment_id)
         now = self._clock()
         marked = 0

@@ -691,6 +691,10 @@ class _Leading(Protocol):
     epoch: int | None
 
 
+#: How long the delivery loop lets changes gather after one wakes it, in seconds.
+SETTLE = 0.1
+
+
 class Deliverer:
     """The leader's delivery loop: outbox to deliveries, due deliveries to a pool of senders.
 
@@ -749,7 +753,12 @@ class Deliverer:
                     self._dispatch(epoch)
                 except Exception:  # the database may be away for a moment
                     log.exception("delivering webhooks failed")
-            self._wake.wait(self._interval)
+            if self._wake.wait(self._interval) and not self._stop.is_set():
+                # Woken by a commit: let the write that woke it answer first, and let a
+                # burst of changes gather, so they fan out in one transaction rather than
+                # one each, taking the interpreter (and SQLite's write lock) from the
+                # writes themselves.
+                self._stop.wait(SETTLE)
             self._wake.clear()
 
     def _dispatch(self, epoch: int) -> None:

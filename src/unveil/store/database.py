@@ -85,8 +85,14 @@ def reader(engine: Engine) -> Engine:
     """The same database, for transactions that only read.
 
     On SQLite they begin without taking the write lock, so reads never wait
-    for writers; on PostgreSQL it is the engine itself.
+    for writers, and WAL gives each one snapshot of the database. On
+    PostgreSQL they read one snapshot too (REPEATABLE READ; a transaction
+    that only reads never fails for it): what the several statements of one
+    reading see belongs together, as a write committed between two of them
+    would otherwise show in the second only.
     """
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(unveil_read_only=True, isolation_level="REPEATABLE READ")
     return engine.execution_options(unveil_read_only=True)
 
 
