@@ -31,6 +31,7 @@ REFUSALS: list[tuple[UnveilError, int]] = [
     (errors.Invalid(PROBLEM), 422),
     (InvalidDocument(PROBLEM), 422),
     (InvalidState(PROBLEM), 422),  # stored state that does not read back: named, not a 500
+    (errors.StoredInvalid(PROBLEM), 422),  # stored flags under older rules: named, not a 500
     (errors.PreconditionRequired("If-Match is needed"), 428),
     (errors.Overloaded("busy", retry_after=3), 429),
     (CommandRefused("resume", "rolled_back", "it has ended"), 409),

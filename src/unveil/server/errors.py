@@ -28,6 +28,7 @@ from unveil.service.errors import (
     Overloaded,
     PreconditionFailed,
     PreconditionRequired,
+    StoredInvalid,
     Unauthenticated,
 )
 
@@ -45,6 +46,7 @@ STATUS: dict[type[UnveilError], int] = {
     PreconditionFailed: 412,
     Invalid: 422,
     InvalidDocument: 422,
+    StoredInvalid: 422,
     PreconditionRequired: 428,
     Overloaded: 429,
     CommandRefused: 409,

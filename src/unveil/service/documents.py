@@ -42,11 +42,11 @@ from weakref import WeakKeyDictionary
 
 from unveil.core import Document, InvalidDocument, Ruleset, parse_document
 from unveil.core.incremental import entry_data
-from unveil.service.errors import Conflict, Invalid, NotFound
+from unveil.service.errors import Conflict, Invalid, NotFound, StoredInvalid
 from unveil.store.items import PARTS
 from unveil.store.unit import Reading, Store, UnitOfWork
 
-__all__ = ["Changes", "Documents", "Loaded", "changes_patch", "whole_document"]
+__all__ = ["Changes", "Documents", "Loaded", "changes_patch", "stored_document", "whole_document"]
 
 #: What one version changed: per part ("flags", "segments"), key -> canonical data or None.
 Changes = dict[str, dict[str, Any]]
@@ -85,6 +85,18 @@ def whole_document(reading: Reading, environment_id: int) -> dict[str, Any]:
         items = reading.items(part).all(environment_id)  # type: ignore[arg-type]
         document[part] = {item.key: item.data for item in items}
     return document
+
+
+def stored_document(reading: Reading, environment_id: int) -> Document:
+    """The environment's rows read by the core, or ``StoredInvalid`` with every problem.
+
+    Rules tighten between versions: rows written under older ones may no
+    longer read, and the refusal says so (and how to put it right).
+    """
+    try:
+        return parse_document(whole_document(reading, environment_id))
+    except InvalidDocument as exc:
+        raise StoredInvalid(exc.problems) from None
 
 
 def validated(document: object) -> Document:
@@ -222,12 +234,12 @@ class Documents:
         it), else it is repeated.
         """
         for _ in range(_READ_ATTEMPTS):
-            data = whole_document(reading, environment_id)
+            document = stored_document(reading, environment_id)
             after = reading.environments.version(environment_id)
             if after == version:
                 with self._lock:
                     self.whole_reads += 1
-                return Loaded(environment_id, version, Ruleset(parse_document(data)))
+                return Loaded(environment_id, version, Ruleset(document))
             if after is None:
                 raise NotFound(f"no environment {environment_id}")
             version = after

@@ -16,7 +16,7 @@ UnveilError (unveil.core)
 
 from __future__ import annotations
 
-from unveil.core import Problem, UnveilError
+from unveil.core import InvalidDocument, Problem, UnveilError
 
 __all__ = [
     "BadRequest",
@@ -28,6 +28,7 @@ __all__ = [
     "Overloaded",
     "PreconditionFailed",
     "PreconditionRequired",
+    "StoredInvalid",
     "Unauthenticated",
 ]
 
@@ -58,6 +59,20 @@ class Invalid(UnveilError):
     def __init__(self, problems: tuple[Problem, ...]) -> None:
         self.problems = problems
         super().__init__("; ".join(str(p) for p in problems))
+
+
+class StoredInvalid(InvalidDocument):
+    """What an environment holds no longer reads back (stored under older, looser rules).
+
+    Answered like any invalid document (422, every problem named); a whole
+    document applied replaces it.
+    """
+
+    subject = (
+        "the flags stored in this environment no longer validate (apply a corrected"
+        " document to replace them:"
+        " PUT .../document or unveil apply); they have"
+    )
 
 
 class BadRequest(UnveilError):

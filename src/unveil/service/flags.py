@@ -22,13 +22,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from unveil.core import Document, Ruleset, document_to_data, parse_document
+from unveil.core import Document, InvalidDocument, Ruleset, document_to_data
 from unveil.core.incremental import entry_data
 from unveil.service.documents import (
     Changes,
     Documents,
     Loaded,
     no_changes,
+    stored_document,
     validated,
     whole_document,
 )
@@ -38,7 +39,11 @@ from unveil.service.errors import (
     PreconditionFailed,
     PreconditionRequired,
 )
-from unveil.service.scope import require_environment, require_held_environment
+from unveil.service.scope import (
+    environment_items,
+    require_environment,
+    require_held_environment,
+)
 from unveil.store.items import PARTS, Part
 from unveil.store.unit import Reading, Store, UnitOfWork
 
@@ -149,8 +154,7 @@ class FlagService:
         version = reading.environments.version(environment_id)
         if version is None:
             raise NotFound(f"no environment {environment_id}")
-        document = whole_document(reading, environment_id)
-        return Snapshot(version, document_to_data(parse_document(document)))
+        return Snapshot(version, document_to_data(stored_document(reading, environment_id)))
 
     # -- writing ---------------------------------------------------------------------
 
@@ -257,8 +261,12 @@ class FlagService:
         """
         with self.store.unit_of_work(within) as work:
             environment_id, version = require_held_environment(work, project, env)
-            base = self.documents.within(work, environment_id, version)
-            current = document_to_data(base.ruleset.document)
+            try:
+                base = self.documents.within(work, environment_id, version)
+                current = document_to_data(base.ruleset.document)
+            except InvalidDocument:
+                # stored under older, looser rules: the document replaces it, row for row
+                current = environment_items(work, environment_id)
             parsed = validated(dict(data))
             wanted = document_to_data(parsed)
             diff = diff_parts(current, wanted)

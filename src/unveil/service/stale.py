@@ -44,9 +44,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from unveil.core import Problem, parse_document
+from unveil.core import Problem
 from unveil.core.served import flag_alone, only_variant
-from unveil.service.documents import whole_document
+from unveil.service.documents import stored_document
 from unveil.service.errors import Invalid
 from unveil.service.events import EXPOSURE
 from unveil.service.scope import require_environment, require_project
@@ -208,7 +208,7 @@ class StaleService:
         items = {item.key: item for item in r.flags.all(environment_id)}
         if not items:
             return []
-        document = parse_document(whole_document(r, environment_id))
+        document = stored_document(r, environment_id)
         written = r.stale.written_at(environment_id, {i.version for i in items.values()})
         created = r.stale.created_at(environment_id)
         meta = r.stale.metadata(project_id)
