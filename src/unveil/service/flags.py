@@ -43,6 +43,7 @@ from unveil.service.scope import (
     environment_items,
     require_environment,
     require_held_environment,
+    require_held_item,
 )
 from unveil.store.items import PARTS, Part
 from unveil.store.unit import Reading, Store, UnitOfWork
@@ -173,8 +174,7 @@ class FlagService:
         """Create or replace a flag or segment. Replacing needs the version it was read at."""
         what = f"{_SINGULAR[part]} '{key}'"
         with self.store.unit_of_work(within) as work:
-            environment_id, version = require_held_environment(work, project, env)
-            before = work.items(part).get(environment_id, key)
+            environment_id, version, before = require_held_item(work, part, project, env, key)
             if before is not None:
                 if create_only:
                     raise Conflict(f"{what} exists already")
@@ -218,8 +218,7 @@ class FlagService:
     ) -> int:
         """Delete a flag or segment (needs If-Match); the environment's version after."""
         with self.store.unit_of_work(within) as work:
-            environment_id, version = require_held_environment(work, project, env)
-            before = work.items(part).get(environment_id, key)
+            environment_id, version, before = require_held_item(work, part, project, env, key)
             if before is None:
                 raise NotFound(f"no {_SINGULAR[part]} '{key}'")
             if if_match is None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from unveil.core import Problem
 from unveil.service.errors import Invalid, NotFound
+from unveil.store.items import Item, Part
 from unveil.store.unit import Reading
 
 __all__ = [
@@ -35,6 +36,17 @@ def require_environment(reading: Reading, project: str, env: str, lock: bool = F
 def require_held_environment(work: Reading, project: str, env: str) -> tuple[int, int]:
     """The environment's id and version, its row held for the transaction."""
     found = work.environments.held(project, env)
+    if found is None:
+        raise missing_environment(project, env)
+    return found
+
+
+def require_held_item(
+    work: Reading, part: Part, project: str, env: str, key: str
+) -> tuple[int, int, Item | None]:
+    """The environment's id and version, its row held for the transaction, and its item
+    ``key`` of ``part`` (None if it has none)."""
+    found = work.items(part).held(project, env, key)
     if found is None:
         raise missing_environment(project, env)
     return found

@@ -6,9 +6,11 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, literal, select
 
 from unveil.store import tables as t
+from unveil.store.dialect import is_postgresql
+from unveil.store.outbox import outbox_row
 
 __all__ = ["AuditEntry", "AuditRepository"]
 
@@ -37,25 +39,44 @@ class AuditRepository:
         reason: str | None,
         before: Any,
         after: Any,
+        announcement: dict[str, Any] | None = None,
     ) -> int:
-        """One entry; its id."""
-        return int(
-            self._conn.execute(
-                insert(t.audit)
-                .values(
-                    environment_id=environment_id,
-                    at=at,
-                    actor=actor,
-                    action=action,
-                    target=target,
-                    reason=reason,
-                    before=_dumps(before),
-                    after=_dumps(after),
-                    environment_version=environment_version,
-                )
-                .returning(t.audit.c.id)
-            ).scalar_one()
+        """One entry; its id. With ``announcement``, its outbox row too (that payload).
+
+        On PostgreSQL the two are one statement (the entry's insert feeds the
+        outbox's): every change writes both, and a round trip is most of what
+        a row costs.
+        """
+        entry = (
+            insert(t.audit)
+            .values(
+                environment_id=environment_id,
+                at=at,
+                actor=actor,
+                action=action,
+                target=target,
+                reason=reason,
+                before=_dumps(before),
+                after=_dumps(after),
+                environment_version=environment_version,
+            )
+            .returning(t.audit.c.id)
         )
+        if announcement is None:
+            return int(self._conn.execute(entry).scalar_one())
+        row = outbox_row(at, action, environment_id, announcement)
+        if is_postgresql(self._conn):
+            written = entry.cte("entry")
+            values = [literal(value, t.outbox.c[name].type) for name, value in row.items()]
+            both = (
+                insert(t.outbox)
+                .from_select(["audit_id", *row], select(written.c.id, *values))
+                .returning(t.outbox.c.audit_id)
+            )
+            return int(self._conn.execute(both).scalar_one())
+        audit_id = int(self._conn.execute(entry).scalar_one())
+        self._conn.execute(insert(t.outbox).values(audit_id=audit_id, **row))
+        return audit_id
 
     def last_change_of(self, environment_id: int, flag: str) -> tuple[str, str | None] | None:
         """Who last changed a flag of an environment, and why (a release's hand-edit check)."""

@@ -37,8 +37,10 @@ def insert_or_update(
     conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=resolved))
 
 
-def locked(conn: Connection, query: Select[Any], key_share: bool = True) -> Select[Any]:
-    """The query with its rows locked for the transaction.
+def locked(
+    conn: Connection, query: Select[Any], key_share: bool = True, of: Any = None
+) -> Select[Any]:
+    """The query with its rows locked for the transaction (only ``of``'s, if given).
 
     On PostgreSQL ``FOR NO KEY UPDATE`` by default: it serialises writers of
     the row but does not conflict with the KEY SHARE lock a foreign key takes,
@@ -46,5 +48,5 @@ def locked(conn: Connection, query: Select[Any], key_share: bool = True) -> Sele
     SQLite needs nothing: a write transaction holds the whole database.
     """
     if is_postgresql(conn):
-        return query.with_for_update(key_share=key_share)
+        return query.with_for_update(key_share=key_share, of=of)
     return query

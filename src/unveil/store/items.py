@@ -7,9 +7,10 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, delete, insert, select, update
 
 from unveil.store import tables as t
+from unveil.store.dialect import locked
 
 __all__ = ["PARTS", "Item", "ItemRepository", "Part", "dumps"]
 
@@ -75,6 +76,32 @@ class ItemRepository:
             )
         ).one_or_none()
         return None if row is None else Item(key, json.loads(row.data), int(row.version))
+
+    def held(self, project: str, env: str, key: str) -> tuple[int, int, Item | None] | None:
+        """The environment's id and version, its row held until the transaction ends, and
+        its item ``key`` (None if it has none); None if there is no such environment.
+
+        One statement for what every write of one item reads first.
+        """
+        table, environments = self._table, t.environments
+        query = (
+            select(
+                environments.c.id,
+                environments.c.version,
+                table.c.data,
+                table.c.version.label("item_version"),
+            )
+            .join(t.projects, t.projects.c.id == environments.c.project_id)
+            .outerjoin(table, and_(table.c.environment_id == environments.c.id, table.c.key == key))
+            .where(t.projects.c.key == project, environments.c.key == env)
+        )
+        row = self._conn.execute(locked(self._conn, query, of=environments)).one_or_none()
+        if row is None:
+            return None
+        item = None
+        if row.data is not None:
+            item = Item(key, json.loads(row.data), int(row.item_version))
+        return int(row.id), int(row.version), item
 
     def put(self, environment_id: int, key: str, data: Any, version: int, exists: bool) -> None:
         """Write the item at ``version`` (the environment's version after this change)."""

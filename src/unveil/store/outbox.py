@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from unveil.store import tables as t
 
@@ -33,30 +33,24 @@ class Announcement:
     payload: dict[str, Any]
 
 
+def outbox_row(
+    at: datetime, action: str, environment_id: int | None, payload: dict[str, Any]
+) -> dict[str, Any]:
+    """An outbox row's columns but its audit entry's id (written with the entry: see
+    ``AuditRepository.append``)."""
+    return {
+        "at": at,
+        "action": action,
+        "environment_id": environment_id,
+        "payload": json.dumps(payload, separators=(",", ":")),
+    }
+
+
 class OutboxRepository:
     """The outbox, on one connection."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
-
-    def append(
-        self,
-        *,
-        audit_id: int,
-        at: datetime,
-        action: str,
-        environment_id: int | None,
-        payload: dict[str, Any],
-    ) -> None:
-        self._conn.execute(
-            insert(t.outbox).values(
-                audit_id=audit_id,
-                at=at,
-                action=action,
-                environment_id=environment_id,
-                payload=json.dumps(payload, separators=(",", ":")),
-            )
-        )
 
     def pending(self, after_id: int = 0, limit: int = 100) -> list[Announcement]:
         rows = self._conn.execute(

@@ -174,13 +174,7 @@ class UnitOfWork(Reading):
             reason=reason,
             before=before,
             after=after,
-        )
-        self.outbox.append(
-            audit_id=audit_id,
-            at=now,
-            action=action,
-            environment_id=environment_id,
-            payload={
+            announcement={  # the outbox row, written with the entry
                 "action": action,
                 "target": target,
                 "actor": actor,
