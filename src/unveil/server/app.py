@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.staticfiles import StaticFiles
 
@@ -241,6 +242,10 @@ def create_app(engine: Engine, limits: Limits | None = None, **options: Any) -> 
         return error_response(exc)
 
     app.add_exception_handler(UnveilError, refused)
+    # The database away is an answer (503), not a failure of the server: handled here it
+    # is sent like any refusal. Left to the catch-all below it would be sent and then
+    # raised again, and the server closes a connection whose answer raised.
+    app.add_exception_handler(OperationalError, refused)
     app.add_exception_handler(Exception, refused)  # the unexpected: 500, logged, no details
 
     checked = [Depends(checked_parameters)]  # every parameter of every route, as text

@@ -189,7 +189,7 @@ class ChangeService:
         caller's If-Match (and If-None-Match: *), checked as a direct write
         would check it.
         """
-        with self.store.reading() as r:  # the common case costs one small read
+        with self.store.glance() as r:  # the common case costs one small read
             required = r.settings.requires_approval_in(project, env)
         if required is None:
             raise missing_environment(project, env)

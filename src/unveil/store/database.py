@@ -9,6 +9,7 @@ by URL (``postgresql+psycopg://...``).
 from __future__ import annotations
 
 import threading
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 
-__all__ = ["default_url", "libpq_url", "make_engine", "reader", "upgrade"]
+__all__ = ["default_url", "glancer", "libpq_url", "make_engine", "reader", "upgrade"]
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -35,7 +37,42 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_on_connect)
         _queue_writers(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    engine = create_engine(url, pool_size=10, max_overflow=20)
+    _ping_when_idle(engine)
+    return engine
+
+
+#: A pooled connection unused for this long is checked before it is handed out (seconds).
+PING_AFTER_IDLE = 5.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection before use only if it sat idle a while.
+
+    Pinging every checkout (SQLAlchemy's ``pool_pre_ping``) costs a round
+    trip on every reading and every write. A connection used moments ago is
+    alive unless the database restarted in those moments; then its first use
+    fails, is answered 503, and the pool replaces all its connections. A
+    connection idle longer (the database may have restarted, or a proxy cut
+    it) is pinged, and if the ping fails the pool quietly opens another.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_connection: Any, record: Any) -> None:
+        record.info["unveil_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _handed_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("unveil_idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE:
+            return  # new, or in use a moment ago
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            if not dbapi_connection.autocommit:
+                dbapi_connection.rollback()
+        except Exception as exc:  # gone: the pool throws it away and opens another
+            raise DisconnectionError("the connection was closed while idle") from exc
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -94,6 +131,18 @@ def reader(engine: Engine) -> Engine:
     if engine.dialect.name == "postgresql":
         return engine.execution_options(unveil_read_only=True, isolation_level="REPEATABLE READ")
     return engine.execution_options(unveil_read_only=True)
+
+
+@lru_cache(maxsize=64)
+def glancer(engine: Engine) -> Engine:
+    """The same database, for a read of one statement (``Store.glance``).
+
+    On PostgreSQL outside a transaction (autocommit); on SQLite, where a
+    read transaction costs no round trip, a reader's.
+    """
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(unveil_read_only=True, isolation_level="AUTOCOMMIT")
+    return reader(engine)
 
 
 def libpq_url(engine: Engine) -> str:

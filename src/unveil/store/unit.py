@@ -32,7 +32,7 @@ from unveil.store.access import (
 )
 from unveil.store.audit import AuditRepository
 from unveil.store.changes import ChangeRepository, SettingsRepository
-from unveil.store.database import reader
+from unveil.store.database import glancer, reader
 from unveil.store.deploys import DeployRepository
 from unveil.store.items import ItemRepository, Part
 from unveil.store.jobs import JobRepository, LeadershipRepository
@@ -224,4 +224,16 @@ class Store:
     @contextmanager
     def reading(self) -> Iterator[Reading]:
         with reader(self.engine).connect() as conn:
+            yield Reading(conn)
+
+    @contextmanager
+    def glance(self) -> Iterator[Reading]:
+        """A reading of one statement, which needs no transaction of its own.
+
+        On PostgreSQL it runs outside one (autocommit): one round trip, not
+        three (BEGIN, the statement, ROLLBACK), for what every write through
+        the API asks first. A single statement sees one snapshot either way.
+        Use ``reading`` for anything of more than one statement.
+        """
+        with glancer(self.engine).connect() as conn:
             yield Reading(conn)
