@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from unveil.core import Document, InvalidDocument, Ruleset, document_to_data
+from unveil.core import Document, Ruleset, document_to_data
 from unveil.core.incremental import entry_data
 from unveil.service.documents import (
     Changes,
@@ -38,6 +38,7 @@ from unveil.service.errors import (
     NotFound,
     PreconditionFailed,
     PreconditionRequired,
+    StoredInvalid,
 )
 from unveil.service.scope import (
     environment_items,
@@ -263,7 +264,7 @@ class FlagService:
             try:
                 base = self.documents.within(work, environment_id, version)
                 current = document_to_data(base.ruleset.document)
-            except InvalidDocument:
+            except StoredInvalid:
                 # stored under older, looser rules: the document replaces it, row for row
                 current = environment_items(work, environment_id)
             parsed = validated(dict(data))

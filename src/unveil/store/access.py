@@ -131,7 +131,7 @@ class EnvironmentRepository:
         else:
             notice = func.pg_notify(announce_on, str(environment_id))
             query = query.returning(t.environments.c.version, notice)
-        return int(self._conn.execute(query).first()[0])  # type: ignore[index]
+        return int(self._conn.execute(query).scalar_one())
 
 
 @dataclass(frozen=True, slots=True)
