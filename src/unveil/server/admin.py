@@ -265,7 +265,7 @@ async def apply_document(
 # -- audit, events ------------------------------------------------------------------------
 
 
-def _audit_filters(
+async def _audit_filters(
     target: str | None = None,
     actor: str | None = None,
     since: Annotated[str | None, Query(description="RFC 3339: entries at or after")] = None,

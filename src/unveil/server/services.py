@@ -214,7 +214,11 @@ class Services:
     deploys: DeployService
 
 
-def services(request: Request) -> Services:
-    """The application's services, for a route."""
+async def services(request: Request) -> Services:
+    """The application's services, for a route.
+
+    A coroutine: FastAPI would run a plain function in its thread pool, a hand-off on
+    every request for one attribute read (tests/test_route_dependencies.py).
+    """
     found: Services = request.app.state.services
     return found
