@@ -1,7 +1,8 @@
 """What a change costs as an environment grows: 10, 1,000, 10,000 flags.
 
     .venv/bin/python bench/scale.py [--sizes 10,1000,10000] [--database-url URL]
-                                    [--writes 40] [--seconds 2] [--no-server | --no-sdk]
+                                    [--writes 200] [--starts 5] [--seconds 2]
+                                    [--no-server | --no-sdk]
 
 For each size it builds a realistic environment (segments with include
 lists and rules; flags with targets, rules on attributes and segments,
@@ -18,7 +19,7 @@ percentage rollouts, some prerequisites, some multi-variant) and measures:
   so that no network or server time is counted; median of ``--writes``;
 - start: from ``Client(url, sdk_key)`` to the first answer of a flag, live
   against the real server (a fresh cache folder, so the snapshot comes over
-  the network);
+  the network); median of ``--starts``;
 - memory: tracemalloc's count of the bytes the application process holds for
   the flags (the traced heap after minus before the client), after start and
   the first disk-cache write (``mem``) and after every flag was evaluated once
@@ -196,7 +197,7 @@ def database(url: str | None) -> Iterator[str]:
 
 
 def server_figures(
-    document: dict[str, Any], database_url: str | None, writes: int
+    document: dict[str, Any], database_url: str | None, writes: int, starts: int
 ) -> dict[str, Any]:
     """Write p50/p99, whole-document apply, and start-to-serving against a real server."""
     out: dict[str, Any] = {}
@@ -238,8 +239,8 @@ def server_figures(
             out["write_p99"] = percentile(latencies, 0.99)
             key = sdk_key(url)
             first = keys[0]
-            starts = []
-            for _ in range(3):
+            times = []
+            for _ in range(starts):
                 with tempfile.TemporaryDirectory() as cache:
                     started = time.perf_counter()
                     client = Client(server.url, key, cache_dir=cache, events=False)
@@ -247,10 +248,10 @@ def server_figures(
                         if not client.wait_until_ready(120):
                             raise RuntimeError("the client did not become ready")
                         client.value(first, {"key": "user-1"})
-                        starts.append(time.perf_counter() - started)
+                        times.append(time.perf_counter() - started)
                     finally:
                         client.close()
-            out["start"] = statistics.median(starts)
+            out["start"] = statistics.median(times)
             admin.close()
         finally:
             stop(server)
@@ -358,7 +359,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="10,1000,10000")
     parser.add_argument("--database-url", default=None, help="PostgreSQL; default SQLite")
-    parser.add_argument("--writes", type=int, default=40)
+    parser.add_argument("--writes", type=int, default=200)
+    parser.add_argument("--starts", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--no-server", action="store_true", help="only the SDK figures")
     parser.add_argument("--no-sdk", action="store_true", help="only the server figures")
@@ -369,7 +371,7 @@ def main() -> None:
         document = environment(size)
         row: dict[str, Any] = {"size": size}
         if not args.no_server:
-            row |= server_figures(document, args.database_url, args.writes)
+            row |= server_figures(document, args.database_url, args.writes, args.starts)
         if not args.no_sdk:
             row |= sdk_figures(document, args.writes, args.seconds)
         rows.append(row)
