@@ -10,7 +10,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Table, and_, bindparam, delete, insert, select, update
 
 from unveil.store import tables as t
-from unveil.store.dialect import locked
+from unveil.store.dialect import is_postgresql, locked
 
 __all__ = ["PARTS", "Item", "ItemRepository", "Part", "dumps"]
 
@@ -81,9 +81,25 @@ class ItemRepository:
         """The environment's id and version, its row held until the transaction ends, and
         its item ``key`` (None if it has none); None if there is no such environment.
 
-        One statement for what every write of one item reads first.
+        One statement for what every write of one item reads first, on SQLite
+        (whose write transaction holds the whole database). On PostgreSQL the
+        lock may wait for another writer's commit, and then only the locked
+        row is read again: an item joined to it would be as it was before that
+        commit (a stale If-Match would match, a flag just created would look
+        absent). There the item is read after the row is held.
         """
         table, environments = self._table, t.environments
+        if is_postgresql(self._conn):
+            held = (
+                select(environments.c.id, environments.c.version)
+                .join(t.projects, t.projects.c.id == environments.c.project_id)
+                .where(t.projects.c.key == project, environments.c.key == env)
+            )
+            found = self._conn.execute(locked(self._conn, held)).one_or_none()
+            if found is None:
+                return None
+            environment_id = int(found.id)
+            return environment_id, int(found.version), self.get(environment_id, key)
         query = (
             select(
                 environments.c.id,
