@@ -6,7 +6,9 @@ comes after the bytes are already in memory. Here, in order:
 
 1. Requests to ``/api``, ``/sdk`` and ``/ofrep`` are authenticated from the
    ``Authorization`` header alone, before a single body byte is read: no
-   valid token, 401, and the body is never received.
+   valid token, 401, and the body is never received. A whole document (or
+   a deploy) from a token whose role may not send it is refused with 403
+   just as early: those bodies are the largest a route takes.
 2. The body is read as it arrives, counted chunk by chunk whatever the
    transfer encoding (a declared ``Content-Length`` is checked first, a
    chunked body is counted), and the request gets 413 the moment it crosses
@@ -36,8 +38,8 @@ from unveil.server.auth import PRINCIPAL
 from unveil.server.dashboard.sessions import cookie_secret, is_dashboard_write
 from unveil.server.errors import error_response
 from unveil.server.services import Services
-from unveil.service.access import bearer_secret
-from unveil.service.errors import Unauthenticated
+from unveil.service.access import Principal, bearer_secret
+from unveil.service.errors import Forbidden, Unauthenticated
 
 __all__ = ["BodyRefused", "Guard", "Limits", "decode_json"]
 
@@ -247,6 +249,12 @@ class Guard:
                 await unknown(scope, receive, counting_send)
                 return
         bound = self.limits.kind(scope["method"], path)
+        if bound == "document":
+            # the largest bodies: whoever may not send one is refused before it is read
+            refusal = _unpermitted(scope, "editor" if _DOCUMENT.match(path) else "deployer")
+            if refusal is not None:
+                await refusal(scope, receive, counting_send)
+                return
         body, refusal = await self._read(scope, receive, getattr(self.limits, bound), bound)
         if refusal is not None:
             await refusal(scope, receive, counting_send)
@@ -335,6 +343,16 @@ class Guard:
         self.services.metrics.requests.labels(
             scope["method"], getattr(route, "path", "(none)"), str(status)
         ).inc()
+
+
+def _unpermitted(scope: Scope, role: str) -> JSONResponse | None:
+    """None when the authenticated caller has ``role`` (as the route will check), else 403."""
+    who: Principal = scope["state"][PRINCIPAL]
+    try:
+        who.require(role)
+    except Forbidden as exc:
+        return _refuse(403, str(exc), _CLOSE)
+    return None
 
 
 def _refuse(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
