@@ -429,3 +429,39 @@ def test_canonical_form_round_trips_every_field() -> None:
         },
     }
     assert document_to_data(parse_document(data)) == data
+
+
+@pytest.mark.parametrize(
+    ("flag", "path"),
+    [
+        (
+            {"kind": "number", "variants": {"a": float("inf"), "off": 0}, "default": "a"},
+            "variants.a",
+        ),
+        (
+            {
+                "default": "off",
+                "rules": [
+                    {"when": [{"attr": "n", "op": "gt", "values": [float("-inf")]}], "serve": "on"}
+                ],
+            },
+            "rules[0].when[0].values[0]",
+        ),
+        (
+            {
+                "default": "off",
+                "rules": [
+                    {"when": [{"attr": "n", "op": "in", "values": [float("inf")]}], "serve": "on"}
+                ],
+            },
+            "rules[0].when[0].values[0]",
+        ),
+    ],
+)
+def test_a_number_too_large_for_json_says_so(flag: dict[str, Any], path: str) -> None:
+    """1e400 in a JSON body reads as infinity: "must be a number, not a number" told nobody why."""
+    with pytest.raises(InvalidDocument) as refused:
+        parse_document({"flags": {"f": flag}})
+    (problem,) = refused.value.problems
+    assert problem.path == f"flags.f.{path}"
+    assert "inf (numbers must be finite)" in problem.message

@@ -154,6 +154,8 @@ def _type_name(value: object) -> str:
         return "a list"
     if isinstance(value, str):
         return "a string"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value!r} (numbers must be finite)"
     if isinstance(value, int | float):
         return "a number"
     return type(value).__name__

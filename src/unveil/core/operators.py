@@ -151,6 +151,8 @@ def _no_check(value: object) -> str | None:
 
 
 def _type_name(value: object) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value!r} (numbers must be finite)"
     names = {dict: "a mapping", list: "a list", type(None): "null"}
     return names.get(type(value), type(value).__name__)
 
