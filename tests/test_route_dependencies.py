@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from unveil.server.app import create_app
+from unveil.server.auth import Role
+from unveil.server.guard import LARGE_BODIES, large_body_role
 from unveil.store.database import make_engine, upgrade
 
 
@@ -59,3 +62,18 @@ def test_every_dependency_of_every_route_is_a_coroutine(app: Any) -> None:
             if not _is_coroutine(call):
                 blocking.add(f"{getattr(call, '__qualname__', call)} (in {route.path})")
     assert not blocking, sorted(blocking)
+
+
+def test_the_guard_refuses_large_bodies_by_the_roles_their_routes_ask_for(app: Any) -> None:
+    """The guard answers 403 before reading a whole document or a deploy from a caller
+    without the role; it must ask for exactly the role the route itself asks for."""
+    checked = 0
+    for route in _api_routes(app.routes):
+        for method in route.methods:
+            sample = re.sub(r"\{[^}]+\}", "x", route.path)
+            needed = large_body_role(method, sample)
+            roles = {call.needed for call in _calls(route.dependant) if isinstance(call, Role)}
+            if needed is not None:
+                assert roles == {needed}, (method, route.path)
+                checked += 1
+    assert checked == len(LARGE_BODIES)

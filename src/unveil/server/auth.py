@@ -9,7 +9,6 @@ state under ``PRINCIPAL``; ``principal`` takes it from there.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -25,10 +24,10 @@ __all__ = [
     "Deployer",
     "Editor",
     "Releaser",
+    "Role",
     "SdkKey",
     "Viewer",
     "principal",
-    "role",
 ]
 
 #: Where the guard leaves the authenticated principal in the request's state.
@@ -50,13 +49,18 @@ async def principal(
     return found
 
 
-def role(needed: str) -> Callable[..., Awaitable[Principal]]:
-    """A dependency that admits admin tokens of ``needed`` or a stronger role."""
+class Role:
+    """A dependency that admits admin tokens of ``needed`` or a stronger role.
 
-    async def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
-        return who.require(needed)
+    An object rather than a closure so that the role a route asks for can be read
+    back (the guard refuses the largest bodies by the same roles).
+    """
 
-    return check
+    def __init__(self, needed: str) -> None:
+        self.needed = needed
+
+    async def __call__(self, who: Annotated[Principal, Depends(principal)]) -> Principal:
+        return who.require(self.needed)
 
 
 async def sdk_key(who: Annotated[Principal, Depends(principal)]) -> Principal:
@@ -64,10 +68,10 @@ async def sdk_key(who: Annotated[Principal, Depends(principal)]) -> Principal:
 
 
 Anyone = Annotated[Principal, Depends(principal)]
-Viewer = Annotated[Principal, Depends(role("viewer"))]
-Editor = Annotated[Principal, Depends(role("editor"))]
-Releaser = Annotated[Principal, Depends(role("releaser"))]
-Admin = Annotated[Principal, Depends(role("admin"))]
+Viewer = Annotated[Principal, Depends(Role("viewer"))]
+Editor = Annotated[Principal, Depends(Role("editor"))]
+Releaser = Annotated[Principal, Depends(Role("releaser"))]
+Admin = Annotated[Principal, Depends(Role("admin"))]
 #: a deployer token (CI), or an editor or stronger
-Deployer = Annotated[Principal, Depends(role("deployer"))]
+Deployer = Annotated[Principal, Depends(Role("deployer"))]
 SdkKey = Annotated[Principal, Depends(sdk_key)]

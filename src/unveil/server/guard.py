@@ -41,12 +41,19 @@ from unveil.server.services import Services
 from unveil.service.access import Principal, bearer_secret
 from unveil.service.errors import Forbidden, Unauthenticated
 
-__all__ = ["BodyRefused", "Guard", "Limits", "decode_json"]
+__all__ = ["LARGE_BODIES", "BodyRefused", "Guard", "Limits", "decode_json", "large_body_role"]
 
 _PROTECTED = ("/api/", "/sdk/", "/ofrep/")
 _DOCUMENT = re.compile(r"^/api/v1/projects/[^/]+/environments/[^/]+/document$")
 # a deploy carries its code's references: as large as a document may be
 _DEPLOY = re.compile(r"^/api/v1/projects/[^/]+/environments/[^/]+/deploys$")
+#: The routes that take the largest bodies, and the role each route needs: a caller
+#: without it is refused before the body is read (tests/test_route_dependencies.py
+#: checks that the routes ask for the same roles).
+LARGE_BODIES: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    ("PUT", _DOCUMENT, "editor"),
+    ("POST", _DEPLOY, "deployer"),
+)
 _OFREP_ONE = re.compile(r"^/ofrep/v1/evaluate/flags/(?P<key>.+)$")
 # application/json and any application/...+json (an empty prefix too: FastAPI reads
 # "application/+json" as JSON, so the strict reading must see it as well)
@@ -78,9 +85,7 @@ class Limits:
 
     def kind(self, method: str, path: str) -> str:
         """Which limit a request falls under: document, events or default."""
-        if method == "PUT" and _DOCUMENT.match(path):
-            return "document"
-        if method == "POST" and _DEPLOY.match(path):
+        if large_body_role(method, path) is not None:
             return "document"
         if method == "POST" and path == "/sdk/v1/events":
             return "events"
@@ -249,9 +254,10 @@ class Guard:
                 await unknown(scope, receive, counting_send)
                 return
         bound = self.limits.kind(scope["method"], path)
-        if bound == "document":
+        needed = large_body_role(scope["method"], path)
+        if needed is not None:
             # the largest bodies: whoever may not send one is refused before it is read
-            refusal = _unpermitted(scope, "editor" if _DOCUMENT.match(path) else "deployer")
+            refusal = _unpermitted(scope, needed)
             if refusal is not None:
                 await refusal(scope, receive, counting_send)
                 return
@@ -343,6 +349,14 @@ class Guard:
         self.services.metrics.requests.labels(
             scope["method"], getattr(route, "path", "(none)"), str(status)
         ).inc()
+
+
+def large_body_role(method: str, path: str) -> str | None:
+    """The role a route of ``LARGE_BODIES`` needs, or None for any other route."""
+    for verb, pattern, needed in LARGE_BODIES:
+        if method == verb and pattern.match(path):
+            return needed
+    return None
 
 
 def _unpermitted(scope: Scope, role: str) -> JSONResponse | None:

@@ -37,16 +37,19 @@ def insert_or_update(
     conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=resolved))
 
 
-def locked(
-    conn: Connection, query: Select[Any], key_share: bool = True, of: Any = None
-) -> Select[Any]:
-    """The query with its rows locked for the transaction (only ``of``'s, if given).
+def locked(conn: Connection, query: Select[Any], key_share: bool = True) -> Select[Any]:
+    """The query with its rows locked for the transaction: every row it reads.
 
     On PostgreSQL ``FOR NO KEY UPDATE`` by default: it serialises writers of
     the row but does not conflict with the KEY SHARE lock a foreign key takes,
     so rows that merely refer to an environment never wait for its writers.
     SQLite needs nothing: a write transaction holds the whole database.
+
+    Every row the query reads is locked, never only some (there is no ``of``): a
+    lock that waited for another writer's commit reads again only the rows it
+    locks, so a row joined without a lock would be read as it was before that
+    commit (tests/test_held_item.py: two writers with one If-Match).
     """
     if is_postgresql(conn):
-        return query.with_for_update(key_share=key_share, of=of)
+        return query.with_for_update(key_share=key_share)
     return query

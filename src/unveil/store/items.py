@@ -10,7 +10,8 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Table, and_, bindparam, delete, insert, select, update
 
 from unveil.store import tables as t
-from unveil.store.dialect import is_postgresql, locked
+from unveil.store.access import EnvironmentRepository
+from unveil.store.dialect import is_postgresql
 
 __all__ = ["PARTS", "Item", "ItemRepository", "Part", "dumps"]
 
@@ -88,18 +89,10 @@ class ItemRepository:
         commit (a stale If-Match would match, a flag just created would look
         absent). There the item is read after the row is held.
         """
-        table, environments = self._table, t.environments
         if is_postgresql(self._conn):
-            held = (
-                select(environments.c.id, environments.c.version)
-                .join(t.projects, t.projects.c.id == environments.c.project_id)
-                .where(t.projects.c.key == project, environments.c.key == env)
-            )
-            found = self._conn.execute(locked(self._conn, held)).one_or_none()
-            if found is None:
-                return None
-            environment_id = int(found.id)
-            return environment_id, int(found.version), self.get(environment_id, key)
+            found = EnvironmentRepository(self._conn).held(project, env)
+            return None if found is None else (*found, self.get(found[0], key))
+        table, environments = self._table, t.environments
         query = (
             select(
                 environments.c.id,
@@ -111,7 +104,7 @@ class ItemRepository:
             .outerjoin(table, and_(table.c.environment_id == environments.c.id, table.c.key == key))
             .where(t.projects.c.key == project, environments.c.key == env)
         )
-        row = self._conn.execute(locked(self._conn, query, of=environments)).one_or_none()
+        row = self._conn.execute(query).one_or_none()  # SQLite: the transaction holds it all
         if row is None:
             return None
         item = None
