@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -112,7 +113,7 @@ def test_rollout_weights_in_thousandths_follow_variant_order() -> None:
             one_flag(
                 kind="json", variants={"a": {"x": float("inf")}}, off_variant="a", default="a"
             ),
-            "flags.f.variants.a.x: numbers must be finite",
+            "flags.f.variants.a.x: cannot be inf (numbers must be finite)",
         ),
         (one_flag(kind="string", variants={"a": "A"}, default="a"), "flags.f: needs 'off_variant'"),
         (one_flag(off_variant="nope", default="on"), "flags.f.off_variant: unknown variant 'nope'"),
@@ -465,3 +466,50 @@ def test_a_number_too_large_for_json_says_so(flag: dict[str, Any], path: str) ->
     (problem,) = refused.value.problems
     assert problem.path == f"flags.f.{path}"
     assert "inf (numbers must be finite)" in problem.message
+
+
+HUGE = 10**400  # valid JSON; a double (how most SDKs and OFREP clients read JSON) cannot hold it
+
+
+@pytest.mark.parametrize(
+    ("flag", "path"),
+    [
+        ({"kind": "number", "variants": {"a": HUGE, "off": 0}, "default": "a"}, "variants.a"),
+        ({"kind": "number", "variants": {"a": -HUGE, "off": 0}, "default": "a"}, "variants.a"),
+        (
+            {"kind": "json", "variants": {"a": {"x": [HUGE]}, "off": {}}, "default": "a"},
+            "variants.a.x[0]",
+        ),
+        (
+            {
+                "default": "off",
+                "rules": [{"when": [{"attr": "n", "op": "gt", "values": [HUGE]}], "serve": "on"}],
+            },
+            "rules[0].when[0].values[0]",
+        ),
+        (
+            {
+                "default": "off",
+                "rules": [{"when": [{"attr": "n", "op": "in", "values": [HUGE]}], "serve": "on"}],
+            },
+            "rules[0].when[0].values[0]",
+        ),
+    ],
+)
+def test_an_integer_no_double_holds_is_refused_as_infinity_is(
+    flag: dict[str, Any], path: str
+) -> None:
+    """1e400 was refused but the same number written out in digits was stored, and every
+    reader that reads numbers as doubles would have got infinity."""
+    with pytest.raises(InvalidDocument) as refused:
+        parse_document({"flags": {"f": flag}})
+    (problem,) = refused.value.problems
+    assert problem.path == f"flags.f.{path}"
+    assert "numbers must be within ±1.8e308" in problem.message
+
+
+def test_the_largest_integer_a_double_holds_is_a_number() -> None:
+    largest = int(sys.float_info.max)
+    flag = {"kind": "number", "variants": {"a": largest, "off": -largest}, "default": "a"}
+    parsed = parse_document({"flags": {"f": flag}})
+    assert parsed.flags["f"].variants == {"a": largest, "off": -largest}

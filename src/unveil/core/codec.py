@@ -48,6 +48,8 @@ from unveil.core.operators import (
     Arity,
     _check_scalar,
     _check_string,
+    describe_number,
+    is_document_number,
     is_number,
 )
 
@@ -154,8 +156,9 @@ def _type_name(value: object) -> str:
         return "a list"
     if isinstance(value, str):
         return "a string"
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"{value!r} (numbers must be finite)"
+    refused = describe_number(value)
+    if refused is not None:
+        return refused
     if isinstance(value, int | float):
         return "a number"
     return type(value).__name__
@@ -480,9 +483,9 @@ def _check_json(value: object, path: str, r: _Reader, depth: int = 0) -> bool:
     if value is None or isinstance(value, str | bool):
         return True
     if isinstance(value, int | float):
-        if is_number(value):
+        if is_document_number(value):
             return True
-        r.fail(path, "numbers must be finite")
+        r.fail(path, f"cannot be {describe_number(value)}")
         return False
     if isinstance(value, list | tuple):
         return all(_check_json(v, f"{path}[{i}]", r, depth + 1) for i, v in enumerate(value))
@@ -503,7 +506,7 @@ _KIND_CHECKS: Mapping[FlagKind, tuple[Callable[[object], bool], str]] = MappingP
     {
         FlagKind.BOOLEAN: (lambda v: isinstance(v, bool), "true or false"),
         FlagKind.STRING: (lambda v: isinstance(v, str), "a string"),
-        FlagKind.NUMBER: (is_number, "a number"),
+        FlagKind.NUMBER: (is_document_number, "a number"),
     }
 )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -33,6 +34,9 @@ __all__ = [
     "TEXT_OPERATORS",
     "as_number",
     "build_predicate",
+    "LARGEST_NUMBER",
+    "describe_number",
+    "is_document_number",
     "is_number",
 ]
 
@@ -77,6 +81,28 @@ def is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+#: The largest magnitude a number in a document may have: what a double holds. Most
+#: readers of JSON (other languages' SDKs, OFREP clients) read numbers as doubles, so a
+#: longer integer would reach them as infinity.
+LARGEST_NUMBER = int(sys.float_info.max)
+
+
+def is_document_number(value: object) -> bool:
+    """A number a document may hold: one that every reader gets back as a number."""
+    if not is_number(value):
+        return False
+    return not isinstance(value, int) or -LARGEST_NUMBER <= value <= LARGEST_NUMBER
+
+
+def describe_number(value: object) -> str | None:
+    """Why a number may not be in a document, or None when it may."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value!r} (numbers must be finite)"
+    if isinstance(value, int) and not isinstance(value, bool) and not is_document_number(value):
+        return "an integer beyond what a double holds (numbers must be within ±1.8e308)"
+    return None
+
+
 _DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 
@@ -99,7 +125,7 @@ def as_number(value: object) -> int | float | None:
 
 
 def _check_scalar(value: object) -> str | None:
-    if isinstance(value, str | bool) or is_number(value):
+    if isinstance(value, str | bool) or is_document_number(value):
         return None
     return f"must be a string, number or boolean, not {_type_name(value)}"
 
@@ -109,7 +135,7 @@ def _check_string(value: object) -> str | None:
 
 
 def _check_number(value: object) -> str | None:
-    return None if is_number(value) else f"must be a number, not {_type_name(value)}"
+    return None if is_document_number(value) else f"must be a number, not {_type_name(value)}"
 
 
 def _check_pattern(value: object) -> str | None:
@@ -151,8 +177,9 @@ def _no_check(value: object) -> str | None:
 
 
 def _type_name(value: object) -> str:
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"{value!r} (numbers must be finite)"
+    refused = describe_number(value)
+    if refused is not None:
+        return refused
     names = {dict: "a mapping", list: "a list", type(None): "null"}
     return names.get(type(value), type(value).__name__)
 
