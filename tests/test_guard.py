@@ -273,3 +273,68 @@ def test_a_flag_or_segment_heavier_than_its_limit_is_refused_by_the_server(
         )
         assert segment.status_code == 422, segment.text[:300]
         assert api.get(document).json().get("segments", {}) == {}
+
+
+@pytest.fixture(scope="module")
+def impatient_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server that waits at most one second for a body that has stopped arriving."""
+    folder: Path = tmp_path_factory.mktemp("impatient")
+    running = start_server(f"sqlite:///{folder / 'unveil.db'}", None, True, "--body-timeout", "1")
+    try:
+        yield running
+    finally:
+        stop(running)
+
+
+def _answer_to(server: Server, head: str, sent: bytes) -> tuple[bytes, float]:
+    """The server's answer to a request whose body stops after ``sent``, and how long it took.
+
+    The socket's own timeout only bounds a broken test: the answer is awaited, not slept for.
+    """
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        started = time.monotonic()
+        sock.sendall(head.encode() + sent)
+        answer = sock.recv(65536)
+        took = time.monotonic() - started
+        closed = sock.recv(65536) == b""  # the connection is closed after the answer
+    assert closed
+    return answer, took
+
+
+def test_a_declared_body_that_stops_arriving_gets_408(impatient_server: Server) -> None:
+    """A token holder could declare 100 bytes, send 12, and hold the connection for good."""
+    head = (
+        f"PUT {FLAGS}/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    )
+    answer, took = _answer_to(impatient_server, head, b'{"default": ')
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"the body stopped arriving" in answer
+    assert 0.9 < took < 20
+    with impatient_server.client() as api:  # nothing was written
+        assert api.get(f"{FLAGS}/slow").status_code == 404
+
+
+def test_a_chunked_body_that_stops_arriving_gets_408(impatient_server: Server) -> None:
+    head = (
+        f"PUT {FLAGS}/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    answer, _took = _answer_to(impatient_server, head, b'5\r\n{"def\r\n')
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+
+
+def test_a_body_that_keeps_arriving_slowly_is_read_whole(impatient_server: Server) -> None:
+    """The limit is on silence, not on the whole body's time: a slow link still gets through."""
+    flag = json.dumps({"description": "slow but steady", "default": "off"}).encode()
+
+    def pieces() -> Iterator[bytes]:
+        for i in range(0, len(flag), 10):
+            time.sleep(0.3)  # pacing the client, not waiting for the server
+            yield flag[i : i + 10]
+
+    with impatient_server.client() as api:
+        answer = api.put(
+            f"{FLAGS}/steady", content=pieces(), headers={"Content-Type": "application/json"}
+        )
+    assert answer.status_code == 201, answer.text

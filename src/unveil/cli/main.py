@@ -255,6 +255,15 @@ def db_upgrade(data_dir: Path, database_url: str | None) -> None:
     "other bodies stay at 1 MiB (or UNVEIL_DOCUMENT_LIMIT).",
 )
 @click.option(
+    "--body-timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    envvar="UNVEIL_BODY_TIMEOUT",
+    help="Seconds a request's body may stop arriving before the request gets 408 "
+    "and its connection is closed.",
+)
+@click.option(
     "--forwarded-allow-ips",
     default="127.0.0.1",
     show_default=True,
@@ -291,6 +300,7 @@ def serve(
     prometheus_url: str | None,
     metrics_lag: int,
     document_limit: int,
+    body_timeout: float,
     webhook_retry_base: float,
     webhook_give_up: float,
     stale_check: float,
@@ -334,7 +344,7 @@ def serve(
         click.echo(f"unveil serving on http://{_url_host(host)}:{port}", err=True)
         app = create_app(
             engine,
-            limits=Limits(document=document_limit << 20),
+            limits=Limits(document=document_limit << 20, idle=body_timeout),
             heartbeat_seconds=stream_heartbeat,
             events_memory=events_memory << 20,
             events_series=events_series,

@@ -12,7 +12,8 @@ comes after the bytes are already in memory. Here, in order:
 2. The body is read as it arrives, counted chunk by chunk whatever the
    transfer encoding (a declared ``Content-Length`` is checked first, a
    chunked body is counted), and the request gets 413 the moment it crosses
-   its route's limit; the rest is never read.
+   its route's limit; the rest is never read. A body that stops arriving
+   for ``Limits.idle`` seconds gets 408.
 3. A JSON body is decoded here, once, by the one strict decoder of the
    server: duplicate keys are refused with 400 naming the key (as the flags
    file refuses them), and so is malformed or absurdly nested JSON. OFREP
@@ -25,6 +26,7 @@ for Prometheus on the way out.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass
@@ -60,6 +62,7 @@ _OFREP_ONE = re.compile(r"^/ofrep/v1/evaluate/flags/(?P<key>.+)$")
 _JSON_TYPES = re.compile(r"^application/(?:[^;\s]*\+)?json\s*(?:;|$)", re.IGNORECASE)
 
 MIB = 1 << 20
+_DECODE_ON_LOOP = 64 << 10  # larger bodies are checked in a worker thread
 # A refusal leaves the body unread: closing the connection stops the server
 # from receiving (and discarding) whatever the client still sends.
 _CLOSE = {"Connection": "close"}
@@ -82,6 +85,10 @@ class Limits:
     events: int = MIB
     form: int = 1 << 20  # a flag may weigh 512 KiB in its editor's fields
     page: int = 0
+    #: seconds a body may stop arriving before the request gets 408 and the connection
+    #: closes: a client that declares a body and sends it slowly, or never, holds a
+    #: connection (and, for a document, the memory read so far) only this long
+    idle: float = 30.0
 
     def kind(self, method: str, path: str) -> str:
         """Which limit a request falls under: document, events or default."""
@@ -261,7 +268,8 @@ class Guard:
             if refusal is not None:
                 await refusal(scope, receive, counting_send)
                 return
-        body, refusal = await self._read(scope, receive, getattr(self.limits, bound), bound)
+        limit: int = getattr(self.limits, bound)
+        body, refusal = await self._read(scope, receive, limit, bound, self.limits.idle)
         if refusal is not None:
             await refusal(scope, receive, counting_send)
             return
@@ -275,7 +283,12 @@ class Guard:
                 return
         if body and _is_json(scope):
             try:
-                decode_json(body)
+                if len(body) > _DECODE_ON_LOOP:
+                    # a whole document takes a tenth of a second or more to check: on the
+                    # event loop, every other request (snapshots, streams) would wait
+                    await run_in_threadpool(decode_json, body)
+                else:
+                    decode_json(body)
             except BodyRefused as exc:
                 await _malformed(path, str(exc), exc.path)(scope, receive, counting_send)
                 return
@@ -318,9 +331,10 @@ class Guard:
 
     @staticmethod
     async def _read(
-        scope: Scope, receive: Receive, limit: int, kind: str
+        scope: Scope, receive: Receive, limit: int, kind: str, idle: float
     ) -> tuple[bytes, JSONResponse | None]:
-        """The whole body, or the 413 as soon as it is known to be too large."""
+        """The whole body, or the 413 as soon as it is known to be too large, or the 408
+        once it has stopped arriving for ``idle`` seconds."""
 
         def too_large() -> JSONResponse:  # made only when sent: most requests have no body
             message = f"the body is larger than {limit} bytes, {_LIMIT_NAMES[kind]}"
@@ -329,10 +343,19 @@ class Guard:
         declared = _header(scope, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return b"", too_large()
+        # with no body declared (most requests) the server hands over an empty one at
+        # once: no timer, which would cost every snapshot request its setting up
+        coming = declared is not None or _header(scope, b"transfer-encoding") is not None
+        wait = idle if coming else None
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout(wait):
+                    message = await receive()
+            except TimeoutError:
+                stalled = f"the body stopped arriving: nothing came for {idle:g} s"
+                return b"", _refuse(408, stalled, _CLOSE)
             if message["type"] == "http.disconnect":
                 return b"", _refuse(400, "the client went away while sending")
             chunk = message.get("body", b"")
