@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from tests.strategies import CONTEXTS, documents
 from unveil.core import InvalidDocument, Ruleset, parse_document
+from unveil.core.incremental import whole_patched
 from unveil.core.patch import apply_patch
 from unveil.sdk.client import Client
 
@@ -198,4 +199,51 @@ def test_refusals_that_hang_on_what_the_patch_did_not_touch(
     client._install(BASE, origin="server", revision=1)
     with pytest.raises(InvalidDocument) as refused:
         client._patch(patch, origin="server", revision=2)
+    assert refused.value.problems == problems
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_the_whole_reading_of_a_patch_is_a_reload_without_reading_the_rest(
+    data: st.DataObject,
+) -> None:
+    """What a writer does when the incremental check doubts (a server, holding the write
+    lock): only the patch's entries are read, and yet it accepts what a reload accepts and
+    refuses with the same problems, in the same order."""
+    base = data.draw(documents())
+    patch = data.draw(patches(base))
+    whole, problems = _whole(base, patch)
+    document = parse_document(base)
+    if whole is None:
+        with pytest.raises(InvalidDocument) as refused:
+            whole_patched(document, patch)
+        assert refused.value.problems == problems
+        return
+    patched = whole_patched(document, patch)
+    assert patched == whole.document
+    assert list(patched.flags) == list(whole.document.flags)
+    assert list(patched.segments) == list(whole.document.segments)
+
+
+@pytest.mark.parametrize(
+    ("flags", "segments"),
+    [
+        ({"p": ONLY_X}, {}),
+        ({"p": None}, {}),
+        ({"p": {**ONLY_X, "prerequisites": [{"flag": "q", "variants": ["on"]}]}}, {}),
+        ({}, {"s1": None}),
+        ({}, {"s2": None}),
+        ({}, {"s1": {"rules": [{"when": [{"segment": "s2"}]}]}}),
+        ({"q": "not a flag"}, {"s2": {"rules": "no"}}),
+    ],
+)
+def test_the_whole_reading_of_a_patch_names_what_hangs_on_the_rest(
+    flags: dict[str, Any], segments: dict[str, Any]
+) -> None:
+    patch = {"version": 2, "previous": 1, "flags": flags, "segments": segments}
+    whole, problems = _whole(BASE, patch)
+    assert whole is None
+    assert problems
+    with pytest.raises(InvalidDocument) as refused:
+        whole_patched(parse_document(BASE), patch)
     assert refused.value.problems == problems

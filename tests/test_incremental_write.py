@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import event
 
 from tests.server_process import migrated_engine
 from tests.strategies import documents
@@ -225,3 +226,48 @@ def test_large_changes_are_not_kept_twice_and_the_snapshot_is_rebuilt_whole(
     assert served.body == whole.body
     flags.put_item("flags", "shop", "production", "x0", {"default": "off"}, WHO, version)
     assert flags.documents.changes(env_id, version, version + 1) is not None  # small: kept
+
+
+def test_a_refused_write_reads_no_more_rows_than_an_accepted_one(tmp_path: Path) -> None:
+    """A refusal used to read and check every row of the environment again, holding its
+    write lock: a second per refusal at ten thousand flags, and every writer (on SQLite,
+    of every environment) waited. It now reads what an accepted write reads."""
+    with migrated_engine("sqlite", tmp_path) as engine:
+        store = Store(engine)
+        AccessService(store).ensure_environment("shop", "production")
+        flags = FlagService(store)
+        flags.apply_document(
+            "shop",
+            "production",
+            {"flags": {f"f{i}": {"default": "off"} for i in range(200)}},
+            WHO,
+        )
+        seen: list[str] = []
+
+        def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            seen.append(statement)
+
+        event.listen(engine, "before_cursor_execute", note)
+        try:
+            flags.put_item("flags", "shop", "production", "new", {"default": "on"}, WHO, None)
+            accepted, seen[:] = list(seen), []
+            refused = {
+                "default": "off",
+                "rules": [{"when": [{"segment": "nowhere"}], "serve": "on"}],
+            }
+            with pytest.raises(Invalid) as caught:
+                flags.put_item("flags", "shop", "production", "bad", refused, WHO, None)
+        finally:
+            event.remove(engine, "before_cursor_execute", note)
+    assert [p.message for p in caught.value.problems] == ["unknown segment 'nowhere'"]
+
+    def whole_part_reads(statements: list[str]) -> list[str]:
+        """Reads of a part's rows that do not pick one entry by its key."""
+        parts = ("FROM flags", "FROM segments", "JOIN flags", "JOIN segments")
+        reads = [x for x in statements if x.startswith("SELECT") and any(p in x for p in parts)]
+        return [
+            x for x in reads if '"key" = ?' not in x.split("FROM", 1)[1].split("JOIN projects")[-1]
+        ]
+
+    assert whole_part_reads(accepted) == []  # the measure sees what a write reads
+    assert whole_part_reads(seen) == [], seen
