@@ -116,3 +116,16 @@ def test_import_unleash_straight_into_an_environment(server: Server, tmp_path: P
             "/api/v1/projects/shop/environments/staging/audit", params={"target": "staging"}
         ).json()["entries"]
         assert audit[-1]["reason"] == "imported from features.json"
+
+
+def test_apply_says_was_for_one_removed_entry(server: Server, tmp_path: Path) -> None:
+    path = tmp_path / "flags.yaml"
+    path.write_text("flags:\n  kept: {default: 'on'}\n  gone: {default: 'off'}\n")
+    assert _cli(server, "apply", "-f", str(path), "-e", "staging").exit_code == 0
+    path.write_text("flags:\n  kept: {default: 'on'}\n")
+    one = _cli(server, "apply", "-f", str(path), "-e", "staging")
+    assert one.exit_code == 0, one.output
+    assert f"1 flag not in {path.name} was removed: apply makes staging exactly" in one.output
+    path.write_text("flags: {}\n")
+    dry = _cli(server, "apply", "-f", str(path), "-e", "staging", "--dry-run")
+    assert f"1 flag not in {path.name} would be removed" in dry.output

@@ -334,7 +334,7 @@ def _print_applied(
     gone = {p: len(keys["removed"][p]) for p in ("flags", "segments")}
     if any(gone.values()):
         what = " and ".join(f"{n} {p if n != 1 else p[:-1]}" for p, n in gone.items() if n)
-        verb = "would be" if dry_run else "were"
+        verb = "would be" if dry_run else "was" if sum(gone.values()) == 1 else "were"
         click.echo(f"{what} not in {source} {verb} removed: apply makes {env} exactly {source}")
     if dry_run:
         click.echo(f"dry run: nothing was changed ({env} is at environment version {version})")
