@@ -338,3 +338,38 @@ def test_a_body_that_keeps_arriving_slowly_is_read_whole(impatient_server: Serve
             f"{FLAGS}/steady", content=pieces(), headers={"Content-Type": "application/json"}
         )
     assert answer.status_code == 201, answer.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "named", "not_named"),
+    [
+        ("PUT", "/document", "the limit of a whole flags document", "deploy"),
+        (
+            "POST",
+            "/deploys",
+            "the limit of a deploy with its code's references",
+            "limit of a whole",
+        ),
+    ],
+)
+def test_a_413_names_the_request_whose_limit_it_crossed(
+    sqlite_server: Server, method: str, path: str, named: str, not_named: str
+) -> None:
+    where = "/api/v1/projects/shop/environments/production" + path
+    head = (
+        f"{method} {where} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {100 * MIB}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", sqlite_server.port), timeout=30) as sock:
+        sock.sendall(head.encode())
+        answer = b""
+        while b"}" not in answer:  # the JSON answer is short: one object
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 413")
+    error = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+    assert named in error
+    assert not_named not in error
+    assert "--document-limit" in error

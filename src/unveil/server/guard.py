@@ -52,9 +52,10 @@ _DEPLOY = re.compile(r"^/api/v1/projects/[^/]+/environments/[^/]+/deploys$")
 #: The routes that take the largest bodies, and the role each route needs: a caller
 #: without it is refused before the body is read (tests/test_route_dependencies.py
 #: checks that the routes ask for the same roles).
-LARGE_BODIES: tuple[tuple[str, re.Pattern[str], str], ...] = (
-    ("PUT", _DOCUMENT, "editor"),
-    ("POST", _DEPLOY, "deployer"),
+LARGE_BODIES: tuple[tuple[str, re.Pattern[str], str, str], ...] = (
+    # method, path, the role the route needs, the kind of limit (``Limits.kind``)
+    ("PUT", _DOCUMENT, "editor", "document"),
+    ("POST", _DEPLOY, "deployer", "deploy"),
 )
 _OFREP_ONE = re.compile(r"^/ofrep/v1/evaluate/flags/(?P<key>.+)$")
 # application/json and any application/...+json (an empty prefix too: FastAPI reads
@@ -91,15 +92,21 @@ class Limits:
     idle: float = 30.0
 
     def kind(self, method: str, path: str) -> str:
-        """Which limit a request falls under: document, events or default."""
-        if large_body_role(method, path) is not None:
-            return "document"
+        """Which limit a request falls under: document, deploy, events, form, page or default."""
+        large = _large_body(method, path)
+        if large is not None:
+            return large[1]
         if method == "POST" and path == "/sdk/v1/events":
             return "events"
         if not path.startswith(_PROTECTED):
             # a page is asked for with no body: one is refused at once, never waited for
             return "form" if method not in ("GET", "HEAD", "OPTIONS") else "page"
         return "default"
+
+    @property
+    def deploy(self) -> int:
+        """A deploy carries its code's references: it may be as large as a document."""
+        return self.document
 
     def for_request(self, method: str, path: str) -> int:
         """The limit of one request, by its method and path."""
@@ -109,8 +116,10 @@ class Limits:
 
 #: What a 413 says the limit is, by the kind of request (``Limits.kind``).
 _LIMIT_NAMES = {
-    "document": "the limit of a whole flags document or a deploy with its references "
+    "document": "the limit of a whole flags document "
     "(unveil serve --document-limit, or UNVEIL_DOCUMENT_LIMIT, sets it)",
+    "deploy": "the limit of a deploy with its code's references, the same as a whole flags "
+    "document's (unveil serve --document-limit, or UNVEIL_DOCUMENT_LIMIT, sets it)",
     "events": "the limit of one batch of events",
     "default": "the limit of one request here (a whole document goes to PUT .../document)",
     "form": "the limit of one dashboard form",
@@ -374,12 +383,17 @@ class Guard:
         ).inc()
 
 
+def _large_body(method: str, path: str) -> tuple[str, str] | None:
+    for verb, pattern, needed, kind in LARGE_BODIES:
+        if method == verb and pattern.match(path):
+            return needed, kind
+    return None
+
+
 def large_body_role(method: str, path: str) -> str | None:
     """The role a route of ``LARGE_BODIES`` needs, or None for any other route."""
-    for verb, pattern, needed in LARGE_BODIES:
-        if method == verb and pattern.match(path):
-            return needed
-    return None
+    large = _large_body(method, path)
+    return None if large is None else large[0]
 
 
 def _unpermitted(scope: Scope, role: str) -> JSONResponse | None:
