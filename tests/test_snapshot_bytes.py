@@ -169,6 +169,9 @@ def test_the_snapshot_route_serves_the_prepared_forms(tmp_path: Path) -> None:
                 again = client.get(target, headers={**auth, "If-None-Match": f'W/{etag}, "x"'})
                 assert again.status_code == 304
                 assert again.headers["etag"] == etag
+                # a 304 carries the Vary its 200 would have (RFC 9110, 15.4.5), so that
+                # a cache between keeps the two forms apart when it revalidates
+                assert again.headers.get("vary") == "Accept-Encoding"
                 assert again.content == b""
                 # what the shortcut does not answer, the route does, with its checks
                 assert client.get(target).status_code == 401  # no key: no snapshot

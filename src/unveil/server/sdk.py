@@ -52,7 +52,10 @@ async def snapshot(
     if snap is None or not snap.ready:
         snap = await run_in_threadpool(svc.hub.ready, env_id)
     if none_match(if_none_match, snap.etag):
-        return Response(status_code=304, headers={"ETag": snap.etag})
+        unchanged = {"ETag": snap.etag}
+        if len(snap.body) >= GZIP_MINIMUM:  # the Vary its 200 would carry (RFC 9110, 15.4.5)
+            unchanged["Vary"] = "Accept-Encoding"
+        return Response(status_code=304, headers=unchanged)
     if accepts_gzip(accept_encoding):
         ready = snap
         body = snap.gzipped if snap.gzip_ready else await run_in_threadpool(lambda: ready.gzipped)
@@ -114,6 +117,8 @@ class SnapshotShortcut:
         etag = snap.etag.encode()
         if none_match(if_none_match, snap.etag):
             headers = [(b"etag", etag)]
+            if len(snap.body) >= GZIP_MINIMUM:  # the Vary its 200 would carry (RFC 9110)
+                headers.append((b"vary", b"Accept-Encoding"))
             body = b""
             status = 304
         else:
