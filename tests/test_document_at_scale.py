@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +174,18 @@ def test_the_document_limit_is_set_by_serve_and_refuses_early(
             assert answer["changed"] is True
         finally:
             stop(roomy)
+
+
+def test_apply_of_ten_thousand_flags_can_be_scheduled(
+    server: Server, big: dict[str, Any], tmp_path: Path
+) -> None:
+    # a scheduled apply carries the whole document too: it has the document's limit
+    # (it once had the 1 MiB of one flag, and a 413 that pointed at PUT .../document)
+    path = tmp_path / "flags.json"
+    path.write_text(json.dumps(big), encoding="utf-8")
+    at = (datetime.now(UTC) + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    scheduled = _cli(server, "apply", "-f", str(path), "-e", "staging", "--schedule", at)
+    assert scheduled.exit_code == 0, scheduled.output[-2000:]
+    listed = _cli(server, "schedules", "list", "-e", "staging")
+    assert "pending" in listed.output, listed.output
+    assert "(document)" in listed.output, listed.output

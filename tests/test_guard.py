@@ -344,6 +344,7 @@ def test_a_body_that_keeps_arriving_slowly_is_read_whole(impatient_server: Serve
     ("method", "path", "named", "not_named"),
     [
         ("PUT", "/document", "the limit of a whole flags document", "deploy"),
+        ("POST", "/schedules", "the limit of a scheduled change", "deploy"),
         (
             "POST",
             "/deploys",

@@ -49,6 +49,8 @@ _PROTECTED = ("/api/", "/sdk/", "/ofrep/")
 _DOCUMENT = re.compile(r"^/api/v1/projects/[^/]+/environments/[^/]+/document$")
 # a deploy carries its code's references: as large as a document may be
 _DEPLOY = re.compile(r"^/api/v1/projects/[^/]+/environments/[^/]+/deploys$")
+# so may a scheduled change, which can carry a whole document (``unveil apply --schedule``)
+_SCHEDULES = re.compile(r"^/api/v1/projects/[^/]+/environments/[^/]+/schedules$")
 #: The routes that take the largest bodies, and the role each route needs: a caller
 #: without it is refused before the body is read (tests/test_route_dependencies.py
 #: checks that the routes ask for the same roles).
@@ -56,6 +58,7 @@ LARGE_BODIES: tuple[tuple[str, re.Pattern[str], str, str], ...] = (
     # method, path, the role the route needs, the kind of limit (``Limits.kind``)
     ("PUT", _DOCUMENT, "editor", "document"),
     ("POST", _DEPLOY, "deployer", "deploy"),
+    ("POST", _SCHEDULES, "editor", "schedule"),
 )
 _OFREP_ONE = re.compile(r"^/ofrep/v1/evaluate/flags/(?P<key>.+)$")
 # application/json and any application/...+json (an empty prefix too: FastAPI reads
@@ -92,7 +95,7 @@ class Limits:
     idle: float = 30.0
 
     def kind(self, method: str, path: str) -> str:
-        """Which limit a request falls under: document, deploy, events, form, page or default."""
+        """Which limit a request falls under (a field of these, or a property)."""
         large = _large_body(method, path)
         if large is not None:
             return large[1]
@@ -108,6 +111,11 @@ class Limits:
         """A deploy carries its code's references: it may be as large as a document."""
         return self.document
 
+    @property
+    def schedule(self) -> int:
+        """A scheduled change may carry a whole document: it may be as large as one."""
+        return self.document
+
     def for_request(self, method: str, path: str) -> int:
         """The limit of one request, by its method and path."""
         limit: int = getattr(self, self.kind(method, path))
@@ -120,6 +128,8 @@ _LIMIT_NAMES = {
     "(unveil serve --document-limit, or UNVEIL_DOCUMENT_LIMIT, sets it)",
     "deploy": "the limit of a deploy with its code's references, the same as a whole flags "
     "document's (unveil serve --document-limit, or UNVEIL_DOCUMENT_LIMIT, sets it)",
+    "schedule": "the limit of a scheduled change, which may carry a whole flags document "
+    "(unveil serve --document-limit, or UNVEIL_DOCUMENT_LIMIT, sets it)",
     "events": "the limit of one batch of events",
     "default": "the limit of one request here (a whole document goes to PUT .../document)",
     "form": "the limit of one dashboard form",
