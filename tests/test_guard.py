@@ -8,6 +8,7 @@ refused).
 
 from __future__ import annotations
 
+import gzip
 import json
 import select
 import socket
@@ -248,6 +249,21 @@ def test_a_body_without_a_type_is_read_as_json_and_another_type_is_named(server:
     )
     assert form.status_code == 415
     assert "Content-Type: application/json" in form.json()["error"]
+
+
+def test_a_compressed_body_is_refused_naming_its_content_encoding(sqlite_server: Server) -> None:
+    # a large document gzipped to fit the limit was answered "the body is not UTF-8"
+    packed = gzip.compress(b'{"default": "off"}')
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+    with httpx.Client(base_url=sqlite_server.url, headers=headers) as api:
+        refused = api.put(f"{FLAGS}/packed", content=packed, headers={"Content-Encoding": "gzip"})
+        assert refused.status_code == 415, refused.text
+        assert "Content-Encoding: gzip" in refused.json()["error"]
+        assert "uncompressed" in refused.json()["error"]
+        assert api.get(f"{FLAGS}/packed").status_code == 404  # nothing was written
+        plain = b'{"default": "off"}'
+        taken = api.put(f"{FLAGS}/packed", content=plain, headers={"Content-Encoding": "identity"})
+        assert taken.status_code == 201, taken.text
 
 
 def test_a_flag_or_segment_heavier_than_its_limit_is_refused_by_the_server(

@@ -293,6 +293,15 @@ class Guard:
             await refusal(scope, receive, counting_send)
             return
         if body and path.startswith(_PROTECTED):
+            coding = _header(scope, b"content-encoding")
+            if coding is not None and coding.strip().lower() not in (b"", b"identity"):
+                name = coding.decode("latin-1").strip()
+                message = (
+                    f"the body is sent with Content-Encoding: {name}, which is not taken: "
+                    "send it uncompressed"
+                )
+                await _refuse(415, message)(scope, receive, counting_send)
+                return
             kind = _header(scope, b"content-type")
             if kind is None:  # a body with no type: ours are all JSON, so read it as JSON
                 scope["headers"] = [*scope["headers"], (b"content-type", b"application/json")]
