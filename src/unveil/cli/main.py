@@ -251,8 +251,8 @@ def db_upgrade(data_dir: Path, database_url: str | None) -> None:
     show_default=True,
     type=click.IntRange(1, 4096),
     envvar="UNVEIL_DOCUMENT_LIMIT",
-    help="MiB a whole flags document (PUT .../document) may send; "
-    "other bodies stay at 1 MiB (or UNVEIL_DOCUMENT_LIMIT).",
+    help="MiB a whole flags document (PUT .../document, a scheduled apply) or a deploy "
+    "with its references may send; other bodies stay at 1 MiB (or UNVEIL_DOCUMENT_LIMIT).",
 )
 @click.option(
     "--body-timeout",
