@@ -207,3 +207,36 @@ def test_the_cli_asks_approves_and_turns_off_at_once(people: People) -> None:
     assert off.exit_code == 0, off.output
     assert "disabled" in off.output
     assert _flag(people)[0]["enabled"] is False
+
+
+def test_a_document_request_shows_what_it_adds_changes_and_removes(
+    people: People, tmp_path: Path
+) -> None:
+    # the request's diff once held the document before and only the keys after, so
+    # `changes show` listed every flag as removed and none of what the file adds
+    path = tmp_path / "flags.yaml"
+    path.write_text("flags:\n  checkout: {default: 'on'}\n  search: {default: 'off'}\n")
+    env = {"UNVEIL_URL": people.server.url, "UNVEIL_PROJECT": "shop"}
+    asked = CliRunner().invoke(
+        main,
+        ["apply", "-f", str(path), "-e", "production"],
+        env={**env, "UNVEIL_TOKEN": people.tokens["ed"]},
+        catch_exceptions=False,
+    )
+    assert "change request c1 opened" in asked.output, asked.output
+    with people("rita") as api:
+        request = api.get(f"{ENV}/changes/c1").json()
+    assert set(request["diff"]["after"]["flags"]) == {"checkout", "search"}
+    assert request["diff"]["after"]["flags"]["search"]["default"] == "off"
+    shown = CliRunner().invoke(
+        main,
+        ["changes", "show", "c1", "-e", "production"],
+        env={**env, "UNVEIL_TOKEN": people.tokens["rita"]},
+        catch_exceptions=False,
+    )
+    assert "flags: 1 added, 1 changed" in shown.output, shown.output
+    assert "+ flag search" in shown.output
+    assert '~ default: "off" -> "on"' in shown.output
+    assert "- flag" not in shown.output
+    with people("vic") as api:  # nothing applied while it waits
+        assert "search" not in api.get(f"{ENV}/document").json()["flags"]

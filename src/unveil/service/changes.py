@@ -437,10 +437,12 @@ class ChangeService:
             return record.data
         if action == "document.apply":
             if_match = expect.if_match if expect else None
-            diff, _ = self.flags.apply_document(
+            self.flags.apply_document(
                 project, env, payload["document"], change, if_match=if_match, within=work
             )
-            return diff.as_data()
+            # the environment as the document leaves it, in the form ``_current`` reads
+            # before it: the request's diff compares two documents, entry by entry
+            return environment_items(work, environment_id)
         if action in ("release.resume", "release.advance"):  # ``target`` is the release
             command = Resume(change.actor) if action == "release.resume" else Advance(change.actor)
             moved = self.releases.command(project, env, target, command, within=work)
