@@ -12,6 +12,8 @@ percentage rollouts, some prerequisites, some multi-variant) and measures:
   ``unveil serve`` process, on SQLite in a temporary folder or on the
   database of ``--database-url`` (PostgreSQL: a fresh database is made there
   and dropped after);
+- refused: one flag PUT that is refused (a rule names a segment that does not
+  exist), median of a tenth of ``--writes``;
 - apply: one PUT .../document of the whole environment (every flag changed);
 - patch: an ``unveil.Client`` fed over the in-memory transport of
   tests/memory_server.py applying a one-flag patch, timed around the SDK's own
@@ -237,6 +239,18 @@ def server_figures(
                 answer.raise_for_status()
             out["write_p50"] = percentile(latencies, 0.5)
             out["write_p99"] = percentile(latencies, 0.99)
+            refusals = []
+            for n in range(max(writes // 10, 5)):
+                wrong = {
+                    "default": "off",
+                    "rules": [{"when": [{"segment": "nowhere"}], "serve": "on"}],
+                }
+                started = time.perf_counter()
+                answer = admin.put(f"{ENV}/flags/refused-{n}", json=wrong)
+                refusals.append(time.perf_counter() - started)
+                if answer.status_code != 422:
+                    raise RuntimeError(f"a wrong flag was answered {answer.status_code}")
+            out["refusal"] = statistics.median(refusals)
             key = sdk_key(url)
             first = keys[0]
             times = []
@@ -379,7 +393,8 @@ def main() -> None:
     store = "PostgreSQL" if args.database_url else "SQLite"
     print(f"bench/scale.py --sizes {args.sizes} ({store}; times in ms, memory by tracemalloc)")
     header = (
-        f"{'flags':>6} {'write p50':>9} {'write p99':>9} {'apply':>9} {'patch p50':>9}"
+        f"{'flags':>6} {'write p50':>9} {'write p99':>9} {'refused':>8} {'apply':>9}"
+        f" {'patch p50':>9}"
         f" {'patch p99':>9} {'start':>8} {'mem MB':>7} {'mem all':>7}"
         f" {'eval/s':>10} {'eval+p/s':>10} {'ratio':>6} {'p/s':>5}"
     )
@@ -387,7 +402,8 @@ def main() -> None:
     for row in rows:
         print(
             f"{row['size']:>6} {ms(row.get('write_p50')):>9} {ms(row.get('write_p99')):>9}"
-            f" {ms(row.get('apply')):>9} {ms(row.get('patch')):>9} {ms(row.get('patch_p99')):>9}"
+            f" {ms(row.get('refusal')):>8} {ms(row.get('apply')):>9}"
+            f" {ms(row.get('patch')):>9} {ms(row.get('patch_p99')):>9}"
             f" {ms(row.get('start')):>8}"
             + (
                 f" {row['mem'] / 1e6:>7.1f} {row['mem_all'] / 1e6:>7.1f}"
