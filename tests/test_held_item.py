@@ -11,29 +11,24 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.server_process import access_service, postgres_database, wait_for
+from tests.server_process import access_service, migrated_engine, wait_for
 from unveil.service.errors import Conflict, PreconditionFailed
 from unveil.service.flags import Change, FlagService
-from unveil.store.database import make_engine, upgrade
 from unveil.store.unit import Store
 
 FLAG = {"description": "x", "default": "off"}
 
 
 @pytest.fixture
-def pg_engine() -> Iterator[Engine]:
-    with postgres_database() as url:
-        upgrade(url)
-        engine = make_engine(url)
-        try:
-            yield engine
-        finally:
-            engine.dispose()
+def pg_engine(tmp_path: Path) -> Iterator[Engine]:
+    with migrated_engine("postgresql", tmp_path) as engine:
+        yield engine
 
 
 def _waiting_for_a_lock(engine: Engine) -> bool:

@@ -905,6 +905,18 @@ def read_whole(data: object) -> Document:
     raw_flags = {} if body.get("flags") is None else body["flags"]
     flags = _read_section(r, "flags", "flag", raw_flags, _read_flag, MAX_FLAGS)
 
+    return checked_document(r, raw_flags, raw_segments, flags, segments)
+
+
+def checked_document(
+    r: _Reader,
+    raw_flags: object,
+    raw_segments: object,
+    flags: dict[str, Flag],
+    segments: dict[str, Segment],
+) -> Document:
+    """The document of the entries read into ``r``, once what they name is checked, or
+    ``InvalidDocument`` with every problem (the last step of every whole reading)."""
     _check_references(r, raw_flags, raw_segments, flags, segments)
     if r.problems:
         raise InvalidDocument(r.problems)

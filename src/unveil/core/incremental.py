@@ -26,13 +26,11 @@ from types import MappingProxyType
 from typing import Any
 
 from unveil.core.codec import (
-    FORMAT_VERSION,
     MAX_FLAGS,
     MAX_PREREQUISITE_DEPTH,
     MAX_SEGMENT_DEPTH,
     MAX_SEGMENTS,
     _check_depth,
-    _check_references,
     _find_cycle,
     _flag_to_data,
     _join,
@@ -40,9 +38,9 @@ from unveil.core.codec import (
     _read_segment,
     _Reader,
     _segment_to_data,
+    checked_document,
     read_entry,
 )
-from unveil.core.errors import InvalidDocument
 from unveil.core.model import Condition, Document, Flag, Segment, SegmentMatch
 
 __all__ = [
@@ -383,11 +381,4 @@ def whole_patched(document: Document, patch: Mapping[str, Any]) -> Document:
     flags = _read_valid_section(
         r, "flags", "flag", raw_flags, flag_changes, _read_flag, MAX_FLAGS, _note_flag
     )
-    _check_references(r, raw_flags, raw_segments, flags, segments)
-    if r.problems:
-        raise InvalidDocument(r.problems)
-    return Document(
-        flags=MappingProxyType(flags),
-        segments=MappingProxyType(segments),
-        version=FORMAT_VERSION,
-    )
+    return checked_document(r, raw_flags, raw_segments, flags, segments)
