@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from unveil.core import Evaluation, Ruleset, document_to_data, parse_document
-from unveil.core.patch import PatchGap, apply_patch
+from unveil.core.incremental import whole_patched
+from unveil.core.patch import PatchGap
 from unveil.sdk.events import EventBuffer, targeting_key
 from unveil.sdk.experiment import Laboratory, Trial, as_context, dark_launch
 from unveil.sdk.timing import Timer, timed
@@ -439,7 +440,7 @@ class Client:
 
         Only what the patch touches is validated and compiled again (see
         ``Ruleset.patched``). Where that check finds anything, the whole
-        patched document is read, and refused whole if it is bad
+        patched document is checked (``whole_patched``), and refused whole if it is bad
         (``InvalidDocument``, nothing changes). Raises ``PatchGap`` if the
         patch follows another revision than the one in use.
         """
@@ -447,9 +448,9 @@ class Client:
         if held is None or patch.get("previous") != held:
             raise PatchGap(f"the patch follows {patch.get('previous')}, not {held}")
         ruleset = self._ruleset.patched(patch)
-        if ruleset is None:
-            whole = apply_patch(document_to_data(self._ruleset.document), held, patch)
-            return self._install(whole, origin, revision)
+        if ruleset is None:  # reading only the patch's entries, as a whole reading would
+            whole = Ruleset(whole_patched(self._ruleset.document, patch))
+            return self._swap(whole, origin, revision, None)
         touched = patch.get("flags")
         return self._swap(
             ruleset, origin, revision, touched if isinstance(touched, Mapping) else {}
