@@ -3,6 +3,7 @@ table, anything unexpected a JSON 500 that tells nothing of its cause, never a t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from tests.server_process import access_service
 from unveil.core import InvalidDocument, Problem, UnveilError
 from unveil.release.errors import CommandRefused, InvalidState
 from unveil.server.app import create_app
-from unveil.server.errors import STATUS
+from unveil.server.errors import STATUS, error_response
 from unveil.service import errors
 from unveil.store.database import make_engine, upgrade
 
@@ -105,3 +106,17 @@ def test_anything_unexpected_is_a_json_500_telling_nothing_of_its_cause(
     assert answer.json() == {"error": "internal error; the server log has the details"}
     assert "secret detail" not in answer.text
     assert "secret detail" in caplog.text  # the log has it, with its traceback
+
+
+@pytest.mark.parametrize("kind", [errors.Invalid, InvalidDocument])
+def test_a_refusal_of_many_problems_names_a_few_and_lists_them_all(kind: type) -> None:
+    """A document of 2,371 wrong flags answered a 165 KB ``error``: every problem twice."""
+    many = tuple(Problem(f"flags.f{i}.default", "'nowhere' is not a variant") for i in range(500))
+    body = json.loads(error_response(kind(many)).body)
+    assert len(body["problems"]) == 500
+    assert body["error"].startswith("500 problems, every one in 'problems'; the first 10: ")
+    assert "flags.f9.default" in body["error"]
+    assert "flags.f10.default" not in body["error"]
+    assert len(body["error"]) < 1000
+    few = json.loads(error_response(kind(many[:3])).body)
+    assert "flags.f2.default" in few["error"]  # a few are named as they were

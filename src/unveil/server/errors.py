@@ -58,6 +58,19 @@ def _sendable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+#: A refusal's ``error`` names at most this many problems; ``problems`` has them all (a
+#: document of thousands of wrong flags would otherwise say everything twice).
+MOST_NAMED = 10
+
+
+def _error_text(exc: Exception) -> str:
+    if isinstance(exc, Invalid | InvalidDocument) and len(exc.problems) > MOST_NAMED:
+        first = "; ".join(str(p) for p in exc.problems[:MOST_NAMED])
+        count = len(exc.problems)
+        return f"{count} problems, every one in 'problems'; the first {MOST_NAMED}: {first}"
+    return str(exc)
+
+
 def error_response(exc: Exception) -> JSONResponse:
     """The answer for any exception: its status from ``STATUS``, or 500 for the unexpected."""
     status = next((STATUS[k] for k in type(exc).__mro__ if k in STATUS), 500)
@@ -69,7 +82,7 @@ def error_response(exc: Exception) -> JSONResponse:
     if status == 500:
         log.error("unexpected error", exc_info=exc)
         return JSONResponse({"error": "internal error; the server log has the details"}, 500)
-    body: dict[str, Any] = {"error": _sendable(str(exc))}
+    body: dict[str, Any] = {"error": _sendable(_error_text(exc))}
     if isinstance(exc, Invalid | InvalidDocument):
         body["problems"] = [
             {"path": _sendable(p.path), "message": _sendable(p.message)} for p in exc.problems
