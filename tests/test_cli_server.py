@@ -129,3 +129,27 @@ def test_apply_says_was_for_one_removed_entry(server: Server, tmp_path: Path) ->
     path.write_text("flags: {}\n")
     dry = _cli(server, "apply", "-f", str(path), "-e", "staging", "--dry-run")
     assert f"1 flag not in {path.name} would be removed" in dry.output
+
+
+def test_flags_list_narrows_by_pattern_and_speaks_json(server: Server) -> None:
+    """At thousands of flags a table of all of them is no answer: a pattern narrows it, and
+    --json gives scripts the rows without a table to parse."""
+    for key in ("checkout-a", "checkout-b", "search-a"):
+        assert _cli(server, "flags", "create", key, "-e", "production").exit_code == 0
+    table = _cli(server, "flags", "list", "-e", "production", "--match", "checkout-*")
+    assert table.exit_code == 0, table.output
+    assert "checkout-a" in table.output
+    assert "checkout-b" in table.output
+    assert "search-a" not in table.output
+    listed = _cli(server, "flags", "list", "-e", "production", "--match", "*-a", "--json")
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.output)
+    assert [row["key"] for row in rows] == ["checkout-a", "search-a"]
+    assert rows[0] == {
+        "key": "checkout-a",
+        "kind": "boolean",
+        "enabled": True,
+        "default": "off",
+        "version": rows[0]["version"],
+    }
+    assert isinstance(rows[0]["version"], int)

@@ -10,6 +10,7 @@ to other flags move the environment on while the flag keeps its version.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -104,23 +105,51 @@ def flags() -> None:
 
 @flags.command(name="list")
 @env_option
+@click.option(
+    "--match",
+    "pattern",
+    default=None,
+    help="Only the flags whose key matches this pattern (* and ? as in file names).",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON array of {key, kind, enabled, default, version}, for scripts.",
+)
 @remote_options
-def list_(remote: Remote, env: str) -> None:
+def list_(remote: Remote, env: str, pattern: str | None, as_json: bool) -> None:
     """Every flag of an environment, with each flag's own version."""
     items = field(remote.json("GET", remote.env_path(env, "/flags")), "flags", list)
+    rows = []
+    for item in items:
+        key = field(item, "key", str, "flag list")
+        if pattern is not None and not fnmatch.fnmatchcase(key, pattern):
+            continue
+        flag = field(item, "data", dict, "flag list")
+        rows.append(
+            {
+                "key": key,
+                "kind": flag.get("kind", "boolean"),
+                "enabled": flag.get("enabled", True),
+                "default": flag.get("default"),
+                "version": field(item, "version", int, "flag list"),
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
     table = Table(title=f"{remote.project} / {env}")
     for column in ("flag", "kind", "enabled", "default", "flag version"):
         table.add_column(column)
-    for item in items:
-        flag = field(item, "data", dict, "flag list")
-        default = flag.get("default")
-        shown = default if isinstance(default, str) else json.dumps(default)
+    for row in rows:
+        default = row["default"]
         table.add_row(
-            str(field(item, "key", str, "flag list")),
-            str(flag.get("kind", "?")),
-            json.dumps(flag.get("enabled")),
-            shown,
-            str(field(item, "version", int, "flag list")),
+            row["key"],
+            str(row["kind"]),
+            json.dumps(row["enabled"]),
+            default if isinstance(default, str) else json.dumps(default),
+            str(row["version"]),
         )
     show_table(table)
 
