@@ -193,6 +193,8 @@ def test_the_cli_asks_approves_and_turns_off_at_once(people: People) -> None:
     asked = cli("ed", "flags", "rollout", "checkout", "10", "-e", "production")
     assert asked.exit_code == 0, asked.output
     assert "change request c1 opened" in asked.output
+    # the asker sees what the approver will: the field that moves
+    assert '~ default: "off" -> {"rollout": {"on": 10, "off": 90}}' in asked.output, asked.output
     listed = cli("rita", "changes", "list", "-e", "production", "--state", "open")
     assert "c1" in listed.output
     shown = cli("rita", "changes", "show", "c1", "-e", "production")
@@ -224,6 +226,8 @@ def test_a_document_request_shows_what_it_adds_changes_and_removes(
         catch_exceptions=False,
     )
     assert "change request c1 opened" in asked.output, asked.output
+    assert "flags: 1 added, 1 changed" in asked.output, asked.output  # apply says what it asks
+    assert "+ flag search" in asked.output
     with people("rita") as api:
         request = api.get(f"{ENV}/changes/c1").json()
     assert set(request["diff"]["after"]["flags"]) == {"checkout", "search"}

@@ -34,6 +34,10 @@ def opened_request(answer: Mapping[str, Any]) -> bool:
         f"{request.get('target') or '(document)'} waits for someone else's approval "
         f"(unveil changes show {request.get('id')} -e {request.get('environment')})"
     )
+    diff = request.get("diff")
+    if isinstance(diff, Mapping):  # what the approver will see: what it changes, as it holds it
+        for line in diff_lines(str(request.get("action")), diff.get("before"), diff.get("after")):
+            click.echo(line)
     return True
 
 
