@@ -390,3 +390,22 @@ def test_a_413_names_the_request_whose_limit_it_crossed(
     assert named in error
     assert not_named not in error
     assert "--document-limit" in error
+
+
+@pytest.mark.parametrize(("body", "message"), [(b"[]", "JSON object"), (b"", "Field required")])
+def test_a_document_that_is_not_an_object_is_malformed_at_body(
+    sqlite_server: Server, body: bytes, message: str
+) -> None:
+    """The document route takes the body the guard decoded (a 3 MB document is not parsed
+    twice, the second time on the event loop): what is not an object is refused as before."""
+    with sqlite_server.client() as api:
+        answer = api.put(
+            "/api/v1/projects/shop/environments/production/document",
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "malformed request"
+    (problem,) = answer.json()["problems"]
+    assert problem["path"] == "body"
+    assert message in problem["message"]

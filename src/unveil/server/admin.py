@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from unveil.server.auth import Admin, Editor, Viewer
 from unveil.server.changes_api import gated
+from unveil.server.guard import decoded_body
 from unveil.server.services import Services, services
 from unveil.service.changes import Expect
 from unveil.service.errors import BadRequest
@@ -228,13 +229,19 @@ async def export_document(project: str, env: str, _who: Viewer, svc: Svc) -> JSO
     )
 
 
-@router.put(ENV + "/document", tags=["document"])
+_WHOLE_FILE = {
+    "required": True,
+    "content": {"application/json": {"schema": {"type": "object", "title": "A whole flags file"}}},
+}
+
+
+@router.put(ENV + "/document", tags=["document"], openapi_extra={"requestBody": _WHOLE_FILE})
 async def apply_document(
     project: str,
     env: str,
     who: Editor,
     svc: Svc,
-    document: Annotated[dict[str, Any], Body(description="A whole flags file")],
+    document: Annotated[dict[str, Any], Depends(decoded_body)],
     dry_run: bool = False,
     reason: Reason = None,
     if_match: IfMatch = None,
