@@ -409,3 +409,27 @@ def test_a_document_that_is_not_an_object_is_malformed_at_body(
     (problem,) = answer.json()["problems"]
     assert problem["path"] == "body"
     assert message in problem["message"]
+
+
+def test_a_token_revoked_while_its_body_arrives_writes_nothing(sqlite_server: Server) -> None:
+    """The token is checked when the headers come; a body may follow for as long as it
+    never pauses for the body timeout. A revocation in between must hold."""
+    with sqlite_server.client() as api:
+        made = api.post(
+            "/api/v1/tokens", json={"name": "revoked mid-body", "kind": "admin", "role": "editor"}
+        ).json()
+        body = json.dumps({"default": "on"}).encode()
+        head = (
+            f"PUT {FLAGS}/revoked-mid-body HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {made['secret']}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", sqlite_server.port), timeout=30) as sock:
+            sock.sendall(head.encode() + body[:4])
+            assert api.delete(f"/api/v1/tokens/{made['id']}").status_code == 204
+            sock.sendall(body[4:])
+            answer = sock.recv(65536)
+            while b"\r\n\r\n" not in answer and (more := sock.recv(65536)):
+                answer += more
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:300]
+        assert api.get(f"{FLAGS}/revoked-mid-body").status_code == 404

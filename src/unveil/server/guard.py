@@ -8,7 +8,9 @@ comes after the bytes are already in memory. Here, in order:
    ``Authorization`` header alone, before a single body byte is read: no
    valid token, 401, and the body is never received. A whole document (or
    a deploy) from a token whose role may not send it is refused with 403
-   just as early: those bodies are the largest a route takes.
+   just as early: those bodies are the largest a route takes. Once a body
+   has come the caller is checked again (from the cache of checked tokens):
+   a token revoked while its body arrived is refused then.
 2. The body is read as it arrives, counted chunk by chunk whatever the
    transfer encoding (a declared ``Content-Length`` is checked first, a
    chunked body is counted), and the request gets 413 the moment it crosses
@@ -283,6 +285,7 @@ class Guard:
             await send(message)
 
         path: str = scope["path"]
+        refusal: Response | None
         if path.startswith(_PROTECTED):
             refusal = await self._authenticate(scope)
             if refusal is not None:
@@ -303,6 +306,11 @@ class Guard:
                 return
         limit: int = getattr(self.limits, bound)
         body, refusal = await self._read(scope, receive, limit, bound, self.limits.idle)
+        if refusal is None and body:
+            # the caller was known when the headers came; a body may take long to follow (the
+            # idle limit bounds each pause, not the whole): a token revoked, or a session
+            # ended, while it arrived must not have its change made
+            refusal = await self._still_known(scope, path)
         if refusal is not None:
             await refusal(scope, receive, counting_send)
             return
@@ -356,6 +364,14 @@ class Guard:
         if found is None:
             return _refuse(401, "the token is not valid", _UNKNOWN)
         scope.setdefault("state", {})[PRINCIPAL] = found
+        return None
+
+    async def _still_known(self, scope: Scope, path: str) -> Response | None:
+        """The caller checked again once the body has come: None, or the refusal."""
+        if path.startswith(_PROTECTED):
+            return await self._authenticate(scope)
+        if is_dashboard_write(scope["method"], path):
+            return await self._signed_in(scope)
         return None
 
     async def _signed_in(self, scope: Scope) -> Response | None:
