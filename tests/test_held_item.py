@@ -16,10 +16,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
 
 from tests.server_process import access_service, migrated_engine, wait_for
 from unveil.service.errors import Conflict, PreconditionFailed
 from unveil.service.flags import Change, FlagService
+from unveil.store.access import EnvironmentRepository
+from unveil.store.items import ItemRepository
 from unveil.store.unit import Store
 
 FLAG = {"description": "x", "default": "off"}
@@ -95,3 +98,25 @@ def test_a_flag_created_while_a_creator_waited_is_not_created_twice(pg_engine: E
         ),
     )
     assert isinstance(result, Conflict), result  # "exists already", not a unique violation
+
+
+def test_a_writer_of_one_environment_does_not_wait_for_another_environments(
+    pg_engine: Engine,
+) -> None:
+    """A write holds its environment's row, not its project's: the locking statement
+    found the environment by a join to the project, and locked that row too, so every
+    writer of staging waited for a writer of production (a document applied there, say)."""
+    access_service(pg_engine).ensure_environment("shop", "production")
+    access_service(pg_engine).ensure_environment("shop", "staging")
+    flags = FlagService(Store(pg_engine))
+    with flags.store.unit_of_work() as work:
+        flags.put_item("flags", "shop", "production", "f", FLAG, Change("t"), None, within=work)
+        with pg_engine.connect() as conn, conn.begin():
+            conn.execute(text("SET LOCAL lock_timeout = '50ms'"))  # a wait fails at once
+            held = ItemRepository(conn, "flags").held("shop", "staging", "f")
+            assert held is not None
+            assert held[2] is None
+            assert EnvironmentRepository(conn).id_of("shop", "staging", lock=True) == held[0]
+            # the same environment is still held: the statement does wait for that one
+            with pytest.raises(OperationalError):
+                EnvironmentRepository(conn).held("shop", "production")

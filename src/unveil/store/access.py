@@ -54,17 +54,24 @@ class ProjectRepository:
         ]
 
 
+def _named(project: str, env: str) -> tuple[Any, ...]:
+    """The conditions of the environment ``env`` of project ``project``.
+
+    The project is found by a subquery, not a join: a locking statement locks
+    every row of its FROM (``locked``), and a joined project row held by one
+    environment's writer would make the writers of all its other environments wait.
+    """
+    in_project = select(t.projects.c.id).where(t.projects.c.key == project).scalar_subquery()
+    return (t.environments.c.project_id == in_project, t.environments.c.key == env)
+
+
 class EnvironmentRepository:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     def id_of(self, project: str, env: str, lock: bool = False) -> int | None:
         """The environment's id; with ``lock`` its row is held until the transaction ends."""
-        query = (
-            select(t.environments.c.id)
-            .join(t.projects, t.projects.c.id == t.environments.c.project_id)
-            .where(t.projects.c.key == project, t.environments.c.key == env)
-        )
+        query = select(t.environments.c.id).where(*_named(project, env))
         if lock:
             query = locked(self._conn, query)
         found = self._conn.execute(query).scalar_one_or_none()
@@ -76,11 +83,7 @@ class EnvironmentRepository:
         One statement where a writer would otherwise take the row and then
         read its version: the version cannot move while the row is held.
         """
-        query = (
-            select(t.environments.c.id, t.environments.c.version)
-            .join(t.projects, t.projects.c.id == t.environments.c.project_id)
-            .where(t.projects.c.key == project, t.environments.c.key == env)
-        )
+        query = select(t.environments.c.id, t.environments.c.version).where(*_named(project, env))
         found = self._conn.execute(locked(self._conn, query)).one_or_none()
         return None if found is None else (int(found.id), int(found.version))
 
