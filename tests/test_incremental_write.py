@@ -271,3 +271,29 @@ def test_a_refused_write_reads_no_more_rows_than_an_accepted_one(tmp_path: Path)
 
     assert whole_part_reads(accepted) == []  # the measure sees what a write reads
     assert whole_part_reads(seen) == [], seen
+
+
+def test_every_node_names_a_refusals_problems_in_one_order(tmp_path: Path) -> None:
+    """A node keeps its keys in the order it learnt them; another, started later, reads
+    them in key order from the rows. A refusal checked against either names its problems
+    in key order, as a reading of the rows would."""
+    versions = {"kind": "string", "variants": {"x": "x", "y": "y"}, "off_variant": "x"}
+    needs = {"prerequisites": [{"flag": "p", "variants": ["y"]}], "default": "on"}
+    with migrated_engine("sqlite", tmp_path) as engine:
+        AccessService(Store(engine)).ensure_environment("shop", "production")
+        one = FlagService(Store(engine))
+        p = one.put_item(
+            "flags", "shop", "production", "p", {**versions, "default": "y"}, WHO, None
+        )
+        one.put_item("flags", "shop", "production", "a", needs, WHO, None)
+        one.put_item("flags", "shop", "production", "0", needs, WHO, None)
+        two = FlagService(Store(engine))
+        only_x = {"kind": "string", "variants": {"x": "x"}, "off_variant": "x", "default": "x"}
+        named = []
+        for node in (one, two):
+            with pytest.raises(Invalid) as refused:
+                node.put_item("flags", "shop", "production", "p", only_x, WHO, p.version)
+            named.append([problem.path for problem in refused.value.problems])
+    assert named[0] == named[1]
+    assert named[0] == sorted(named[0])
+    assert len(named[0]) == 2

@@ -291,11 +291,13 @@ def entry_data(document: Document, part: str, key: str) -> dict[str, Any]:
 # -- the whole reading of a patched document, without reading it again -------------------
 
 
-def _patched_keys(current: Mapping[str, Any], changes: Mapping[Any, Any]) -> dict[Any, Any]:
+def _patched_keys(
+    current: Mapping[str, Any], changes: Mapping[Any, Any], in_key_order: bool
+) -> dict[Any, Any]:
     """The section after the patch, in the order a whole reading would see it: a changed
     entry keeps its place, a new one comes last, a removed one is gone. The values are
     the patch's raw bodies for what it changes and the valid entries for the rest."""
-    section: dict[Any, Any] = dict(current)
+    section: dict[Any, Any] = dict(sorted(current.items())) if in_key_order else dict(current)
     for key, body in changes.items():
         if body is None:
             section.pop(key, None)
@@ -349,7 +351,9 @@ def _note_flag(r: _Reader, path: str, flag: Flag) -> None:
         _note_references(r, f"{path}.rules[{i}].when", rule.when, None)
 
 
-def whole_patched(document: Document, patch: Mapping[str, Any]) -> Document:
+def whole_patched(
+    document: Document, patch: Mapping[str, Any], in_key_order: bool = False
+) -> Document:
     """The valid ``document`` with ``patch``, as a whole reading of the patched document
     answers it: the document, or ``InvalidDocument`` with every problem, the same
     problems in the same order.
@@ -362,12 +366,17 @@ def whole_patched(document: Document, patch: Mapping[str, Any]) -> Document:
     cycles and chains run over the whole document as they do in
     ``parse_document``. tests/test_incremental.py holds the two to the same
     answers on random documents and patches.
+
+    ``in_key_order`` reads the entries the patch does not touch in key order, as a
+    reading of the stored rows does: a node's own document keeps the order it
+    learnt its keys in, and two nodes would otherwise name the same problems in
+    different orders.
     """
     r = _Reader()
     segment_changes = _section(patch, "segments")
     flag_changes = _section(patch, "flags")
-    raw_segments = _patched_keys(document.segments, segment_changes)
-    raw_flags = _patched_keys(document.flags, flag_changes)
+    raw_segments = _patched_keys(document.segments, segment_changes, in_key_order)
+    raw_flags = _patched_keys(document.flags, flag_changes, in_key_order)
     segments = _read_valid_section(
         r,
         "segments",

@@ -326,7 +326,7 @@ class FlagService:
         if patched is not None:
             return patched
         try:
-            return Ruleset(whole_patched(base.ruleset.document, patch))
+            return Ruleset(whole_patched(base.ruleset.document, patch, in_key_order=True))
         except InvalidDocument as exc:
             raise Invalid(exc.problems) from None
 
