@@ -106,8 +106,9 @@ class Limits:
     form: int = 1 << 20  # a flag may weigh 512 KiB in its editor's fields
     page: int = 0
     #: seconds a body may stop arriving before the request gets 408 and the connection
-    #: closes: a client that declares a body and sends it slowly, or never, holds a
-    #: connection (and, for a document, the memory read so far) only this long
+    #: closes: a client that declares a body and then sends nothing holds a connection
+    #: only this long. It bounds each pause, not the whole body: a client that trickles
+    #: a byte now and then is a proxy's to stop (a minimum rate), as docs/operating.md says
     idle: float = 30.0
 
     def kind(self, method: str, path: str) -> str:
