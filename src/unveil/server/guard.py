@@ -79,6 +79,7 @@ _OFREP_ONE = re.compile(r"^/ofrep/v1/evaluate/flags/(?P<key>.+)$")
 _JSON_TYPES = re.compile(r"^application/(?:[^;\s]*\+)?json\s*(?:;|$)", re.IGNORECASE)
 
 MIB = 1 << 20
+_LARGE_KINDS = frozenset(kind for _verb, _path, _role, kind in LARGE_BODIES)
 #: Where the guard leaves a JSON body it decoded, in the request's state
 #: (``decoded_body`` gives it to a route).
 DECODED_BODY = "decoded_body"
@@ -298,7 +299,7 @@ class Guard:
                 await unknown(scope, receive, counting_send)
                 return
         bound = self.limits.kind(scope["method"], path)
-        needed = large_body_role(scope["method"], path)
+        needed = large_body_role(scope["method"], path) if bound in _LARGE_KINDS else None
         if needed is not None:
             # the largest bodies: whoever may not send one is refused before it is read
             refusal = _unpermitted(scope, needed)

@@ -18,6 +18,7 @@ __all__ = [
     "TokenRecord",
     "TokenRepository",
     "UserRepository",
+    "named_environment",
 ]
 
 
@@ -54,7 +55,7 @@ class ProjectRepository:
         ]
 
 
-def _named(project: str, env: str) -> tuple[Any, ...]:
+def named_environment(project: str, env: str) -> tuple[Any, ...]:
     """The conditions of the environment ``env`` of project ``project``.
 
     The project is found by a subquery, not a join: a locking statement locks
@@ -71,7 +72,7 @@ class EnvironmentRepository:
 
     def id_of(self, project: str, env: str, lock: bool = False) -> int | None:
         """The environment's id; with ``lock`` its row is held until the transaction ends."""
-        query = select(t.environments.c.id).where(*_named(project, env))
+        query = select(t.environments.c.id).where(*named_environment(project, env))
         if lock:
             query = locked(self._conn, query)
         found = self._conn.execute(query).scalar_one_or_none()
@@ -83,7 +84,9 @@ class EnvironmentRepository:
         One statement where a writer would otherwise take the row and then
         read its version: the version cannot move while the row is held.
         """
-        query = select(t.environments.c.id, t.environments.c.version).where(*_named(project, env))
+        query = select(t.environments.c.id, t.environments.c.version).where(
+            *named_environment(project, env)
+        )
         found = self._conn.execute(locked(self._conn, query)).one_or_none()
         return None if found is None else (int(found.id), int(found.version))
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Table, and_, bindparam, delete, insert, select, update
 
 from unveil.store import tables as t
-from unveil.store.access import EnvironmentRepository
+from unveil.store.access import EnvironmentRepository, named_environment
 from unveil.store.dialect import is_postgresql
 
 __all__ = ["PARTS", "Item", "ItemRepository", "Part", "dumps"]
@@ -100,9 +100,8 @@ class ItemRepository:
                 table.c.data,
                 table.c.version.label("item_version"),
             )
-            .join(t.projects, t.projects.c.id == environments.c.project_id)
             .outerjoin(table, and_(table.c.environment_id == environments.c.id, table.c.key == key))
-            .where(t.projects.c.key == project, environments.c.key == env)
+            .where(*named_environment(project, env))
         )
         row = self._conn.execute(query).one_or_none()  # SQLite: the transaction holds it all
         if row is None:
